@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PKGS := crypto ledger consensus transfer node
+# mypy cannot follow setuptools' editable finder, so it checks a tree of links
+# that spells the installed namespace (mftp.crypto -> crypto/ ...).
+TYPETREE := build/typetree
+
+.PHONY: venv demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	rm -rf $(TYPETREE) && mkdir -p $(TYPETREE)/mftp
+	for p in $(PKGS); do ln -s ../../../$$p $(TYPETREE)/mftp/$$p; done
+	cd $(TYPETREE) && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p mftp.,$(PKGS))
+
+pytest: $(STAMP)
+	$(BIN)/pytest -n 2 -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) build

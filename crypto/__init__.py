@@ -1,0 +1,1 @@
+"""MFTP crypto package."""

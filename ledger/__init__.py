@@ -1,0 +1,1 @@
+"""MFTP ledger package."""

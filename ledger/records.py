@@ -1,0 +1,293 @@
+"""Ledger records: what is appended to the shared ledger.
+
+Every record is signed by the node key of the institution that authored it and
+carries, besides its type-specific public fields (``body``):
+
+* ``tags``: exactly :data:`TAG_SLOTS` pseudonymous party tags of 16 bytes
+  (sender user, sender institution, receiver user, receiver institution,
+  patient, then random decoys), so outsiders cannot tell who took part;
+* ``envelope``: details sealed to the author's escrow key (opaque here);
+* ``commitments``: salted hashes of off-chain details, disclosed field by field
+  to an auditor.
+
+No patient or user identity is ever a public field.  The schemas below are the
+whole public vocabulary; a change of meaning needs a new ``schema`` version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Final
+
+from mftp.crypto import canonical
+from mftp.crypto.errors import BadSignatureError, DecodeError
+from mftp.crypto.signing import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningIdentity, verify
+
+from . import schema as s
+from .errors import InvalidRecordError, LedgerUsageError
+
+SCHEMA_VERSION: Final = 1
+RECORD_ID_BYTES: Final = 16
+TAG_BYTES: Final = 16
+TAG_SLOTS: Final = 8
+MAX_ENVELOPE_BYTES: Final = 4096
+MAX_COMMITMENTS: Final = 16
+MAX_RECORD_BYTES: Final = 16 * 1024
+
+
+class RecordType(IntEnum):
+    """The kinds of event the ledger records."""
+
+    TRANSFER_OFFERED = 1
+    TRANSFER_RECEIVED = 2
+    STUDY_ACCESSED = 3
+    MEMBERSHIP_CHANGE = 4
+    AUDIT_GRANT = 5
+    AUDIT_REPORT = 6
+    KEY_ROTATION = 7
+    EVIDENCE = 8
+
+
+# HL7 v3 PurposeOfUse codes a transfer or access may state.
+PURPOSES: Final = frozenset(
+    {
+        "TREAT",
+        "ETREAT",
+        "BTG",
+        "HPAYMT",
+        "HOPERAT",
+        "HRESCH",
+        "PUBHLTH",
+        "PATRQT",
+        "HCOMPL",
+        "HLEGAL",
+        "HQUALIMP",
+    }
+)
+MODES: Final = frozenset({"identified", "pseudonymised", "deidentified", "anonymous"})
+
+_KEY = s.exact_bytes(PUBLIC_KEY_BYTES)
+_ID = s.exact_bytes(RECORD_ID_BYTES)
+_HASH = s.exact_bytes(32)
+_PURPOSE = s.text(16, choices=PURPOSES)
+
+BODY_SCHEMAS: Final[dict[RecordType, s.Schema]] = {
+    RecordType.TRANSFER_OFFERED: {
+        "transfer_id": _ID,
+        "recipient": _KEY,  # the receiving institution's node key (institutions are public members)
+        "purpose": _PURPOSE,
+        "mode": s.text(16, choices=MODES),
+        "size_bucket": s.integer(0, 63),  # floor(log2(bytes)): the exact size could identify a study
+        "study_commitment": _HASH,  # keyed commitment to the study, opened only to an auditor
+    },
+    RecordType.TRANSFER_RECEIVED: {
+        "transfer_id": _ID,
+        "offer_id": _ID,
+        "manifest_hash": _HASH,
+        "outcome": s.text(16, choices=frozenset({"complete", "refused"})),
+    },
+    RecordType.STUDY_ACCESSED: {
+        "transfer_id": _ID,
+        "action": s.text(16, choices=frozenset({"view", "export", "deliver"})),
+        "purpose": _PURPOSE,
+    },
+    RecordType.MEMBERSHIP_CHANGE: {
+        "action": s.text(8, choices=frozenset({"add", "remove"})),
+        "role": s.text(16, choices=frozenset({"validator", "audit"})),
+        "member": _KEY,
+        "name": s.text(64, min_len=1),
+        "power": s.integer(0, 1000),
+        # Each approval is a validator's key (32 bytes) followed by its signature (64 bytes)
+        # over membership_payload(); validators with more than 2/3 of the power must approve.
+        "approvals": s.list_of(s.exact_bytes(PUBLIC_KEY_BYTES + SIGNATURE_BYTES), 64, min_len=1),
+    },
+    RecordType.AUDIT_GRANT: {
+        "auditor": _KEY,
+        "legal_basis": s.text(256, min_len=1),
+        "purpose": _PURPOSE,
+        "subject_commitment": _HASH,
+        "epoch_from": s.integer(),
+        "epoch_to": s.integer(),
+        "expires_ms": s.integer(),
+        "notify_after_ms": s.integer(),
+        "sealed_keys": s.some_bytes(8192),  # the subject's epoch keys sealed to the auditor
+    },
+    RecordType.AUDIT_REPORT: {
+        "grant_id": _ID,
+        "ledger_size": s.integer(),
+        "ledger_root": _HASH,
+        "matches_root": _HASH,
+        "match_count": s.integer(),
+    },
+    RecordType.KEY_ROTATION: {
+        "party_commitment": _HASH,
+        "new_key_commitment": _HASH,
+        "effective_epoch": s.integer(),
+        "reason": s.text(32, choices=frozenset({"scheduled", "compromise", "erasure"})),
+    },
+    RecordType.EVIDENCE: {
+        "kind": s.text(32, choices=frozenset({"equivocation"})),
+        "offender": _KEY,
+        "vote_a": s.some_bytes(1024),
+        "vote_b": s.some_bytes(1024),
+    },
+}
+
+_COMMON_SCHEMA: Final[s.Schema] = {
+    "v": s.integer(SCHEMA_VERSION, SCHEMA_VERSION),
+    "id": _ID,
+    "type": s.integer(min(RecordType), max(RecordType)),
+    "time_ms": s.integer(),
+    "author": _KEY,
+    "tags": s.list_of(s.exact_bytes(TAG_BYTES), TAG_SLOTS, min_len=TAG_SLOTS),
+    "envelope": s.some_bytes(MAX_ENVELOPE_BYTES),
+    "commitments": s.map_of(_HASH, MAX_COMMITMENTS),
+    "body": s.Field("map", max_len=32, item=None),  # checked against BODY_SCHEMAS below
+    "sig": s.exact_bytes(SIGNATURE_BYTES),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A signed ledger record; build one with :func:`make_record`, parse with :meth:`decode`."""
+
+    record_id: bytes
+    type: RecordType
+    time_ms: int
+    author: bytes
+    tags: tuple[bytes, ...]
+    envelope: bytes
+    commitments: dict[str, bytes]
+    body: dict[str, Any]
+    signature: bytes
+    version: int = SCHEMA_VERSION
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    def unsigned(self) -> dict[str, Any]:
+        """The fields covered by the signature, as a canonical map."""
+        return {
+            "v": self.version,
+            "id": self.record_id,
+            "type": int(self.type),
+            "time_ms": self.time_ms,
+            "author": self.author,
+            "tags": list(self.tags),
+            "envelope": self.envelope,
+            "commitments": self.commitments,
+            "body": self.body,
+        }
+
+    def signing_bytes(self) -> bytes:
+        """The bytes the author signs (domain ``record``)."""
+        return canonical.encode(self.unsigned())
+
+    def to_bytes(self) -> bytes:
+        """The canonical encoding of the whole record, signature included."""
+        if self.encoded:
+            return self.encoded
+        return canonical.encode({**self.unsigned(), "sig": self.signature})
+
+    @property
+    def hash(self) -> bytes:
+        """SHA-256 of the encoded record."""
+        return hashlib.sha256(self.to_bytes()).digest()
+
+    def verify_signature(self) -> None:
+        """Raise :class:`InvalidRecordError` unless the author's signature is valid."""
+        try:
+            verify(self.author, "record", self.signing_bytes(), self.signature)
+        except BadSignatureError as exc:
+            raise InvalidRecordError(f"record {self.record_id.hex()}: {exc}") from None
+
+    @classmethod
+    def decode(cls, data: bytes) -> Record:
+        """Parse and validate the shape of an encoded record (the signature is checked separately)."""
+        if len(data) > MAX_RECORD_BYTES:
+            raise InvalidRecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            value = canonical.decode(data, max_bytes=MAX_RECORD_BYTES, max_depth=6)
+        except DecodeError as exc:
+            raise InvalidRecordError(f"undecodable record: {exc}") from None
+        return cls.from_value(value, encoded=bytes(data))
+
+    @classmethod
+    def from_value(cls, value: Any, *, encoded: bytes = b"") -> Record:
+        """Build from a decoded canonical map, checking every field."""
+        s.check(_COMMON_SCHEMA, value, "record")
+        record_type = RecordType(value["type"])
+        s.check(BODY_SCHEMAS[record_type], value["body"], f"record.body({record_type.name})")
+        return cls(
+            record_id=value["id"],
+            type=record_type,
+            time_ms=value["time_ms"],
+            author=value["author"],
+            tags=tuple(value["tags"]),
+            envelope=value["envelope"],
+            commitments=value["commitments"],
+            body=value["body"],
+            signature=value["sig"],
+            version=value["v"],
+            encoded=encoded,
+        )
+
+
+def make_record(
+    identity: SigningIdentity,
+    record_type: RecordType,
+    body: dict[str, Any],
+    *,
+    record_id: bytes,
+    time_ms: int,
+    tags: tuple[bytes, ...],
+    envelope: bytes = b"",
+    commitments: dict[str, bytes] | None = None,
+) -> Record:
+    """Build, validate and sign a record as ``identity``.
+
+    The caller supplies the id (16 random bytes), the time and the tags, so this
+    function stays pure and test vectors are reproducible.
+    """
+    unsigned = Record(
+        record_id=record_id,
+        type=record_type,
+        time_ms=time_ms,
+        author=identity.public.sign_key,
+        tags=tuple(tags),
+        envelope=envelope,
+        commitments=dict(commitments or {}),
+        body=body,
+        signature=b"\x00" * SIGNATURE_BYTES,
+    )
+    try:
+        s.check(_COMMON_SCHEMA, {**unsigned.unsigned(), "sig": unsigned.signature}, "record")
+        s.check(BODY_SCHEMAS[record_type], body, f"record.body({record_type.name})")
+    except InvalidRecordError as exc:
+        raise LedgerUsageError(f"cannot build record: {exc}") from None
+    signature = identity.sign("record", unsigned.signing_bytes())
+    signed = Record(**{**_fields(unsigned), "signature": signature})
+    return Record(**{**_fields(signed), "encoded": signed.to_bytes()})
+
+
+def _fields(record: Record) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in Record.__dataclass_fields__}
+
+
+def membership_payload(chain_id: str, record_id: bytes, body: dict[str, Any]) -> bytes:
+    """What each approving validator signs (domain ``membership``) for a membership change.
+
+    The record id is included so an approval cannot be replayed in another record
+    (record ids are unique on the chain).
+    """
+    return canonical.encode(
+        {
+            "chain_id": chain_id,
+            "id": record_id,
+            "action": body["action"],
+            "role": body["role"],
+            "member": body["member"],
+            "name": body["name"],
+            "power": body["power"],
+        }
+    )
