@@ -1,0 +1,249 @@
+"""Node configuration: a TOML file, validated with every error reported by key path.
+
+The file layout is documented key by key in ``network.example.toml`` at the top
+of the repository; a test keeps that file and :data:`SPEC` in step.  Relative
+paths are resolved against the directory of the configuration file, so a node
+directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from .errors import ConfigError
+
+ROLES: Final = ("validator", "audit")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, default (None = required) and an extra check."""
+
+    kind: type | tuple[type, ...]
+    default: Any = None
+    check: Check | None = None
+    required: bool = False
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _int_range(lo: int, hi: int) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _country(v: str) -> str | None:
+    return None if _COUNTRY.match(v) else "must be an ISO 3166-1 alpha-2 code such as NO"
+
+
+def _host_port(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must be HOST:PORT"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "host must be an IP address"
+    return None
+
+
+def _multiaddrs(v: list[Any]) -> str | None:
+    bad = [a for a in v if not isinstance(a, str) or not a.startswith("/ip")]
+    return f"not multiaddrs: {bad}" if bad else None
+
+
+def _countries(v: list[Any]) -> str | None:
+    bad = [c for c in v if not isinstance(c, str) or _country(c)]
+    return f"not ISO country codes: {bad}" if bad else None
+
+
+def _hashes(v: list[Any]) -> str | None:
+    bad = [h for h in v if not isinstance(h, str) or not _HEX64.match(h)]
+    return "each must be the SHA-256 of a token in lowercase hex (64 characters)" if bad else None
+
+
+SPEC: Final[dict[str, dict[str, Key]]] = {
+    "node": {
+        "name": Key(str, required=True),
+        "role": Key(str, "validator", _one_of(*ROLES)),
+        "country": Key(str, required=True, check=_country),
+        "identity_file": Key(str, "keys/node.key"),
+        "genesis_file": Key(str, "genesis.json"),
+        "data_dir": Key(str, "data"),
+        "log_level": Key(str, "info", _one_of("debug", "info", "warning", "error")),
+        "log_format": Key(str, "json", _one_of("json", "text")),
+    },
+    "p2p": {
+        "listen": Key(list, ["/ip4/127.0.0.1/tcp/7600"], _multiaddrs),
+        "max_message_bytes": Key(int, 4 * 1024 * 1024, _int_range(1024, 64 * 1024 * 1024)),
+        "redial_max_ms": Key(int, 30_000, _int_range(100, 3_600_000)),
+    },
+    "api": {
+        "listen": Key(str, "127.0.0.1:7700", _host_port),
+        "token_sha256": Key(list, [], _hashes),
+        "max_request_bytes": Key(int, 1024 * 1024, _int_range(1024, 64 * 1024 * 1024)),
+    },
+    "consensus": {
+        "timeout_propose_ms": Key(int, 1000, _int_range(10, 600_000)),
+        "timeout_propose_delta_ms": Key(int, 500, _int_range(0, 600_000)),
+        "timeout_prevote_ms": Key(int, 500, _int_range(10, 600_000)),
+        "timeout_prevote_delta_ms": Key(int, 500, _int_range(0, 600_000)),
+        "timeout_precommit_ms": Key(int, 500, _int_range(10, 600_000)),
+        "timeout_precommit_delta_ms": Key(int, 500, _int_range(0, 600_000)),
+        "timeout_commit_ms": Key(int, 100, _int_range(0, 600_000)),
+        "max_block_records": Key(int, 500, _int_range(1, 10_000)),
+        "mempool_max_records": Key(int, 20_000, _int_range(1, 1_000_000)),
+    },
+    "transfer": {
+        "data_listen": Key(str, "127.0.0.1:7800", _host_port),
+        "allowed_countries": Key(list, [], _countries),
+        "max_study_bytes": Key(int, 64 * 1024**3, _int_range(1, 2**50)),
+        "max_instances": Key(int, 20_000, _int_range(1, 1_000_000)),
+        "chunk_bytes": Key(int, 4 * 1024 * 1024, _int_range(64 * 1024, 256 * 1024 * 1024)),
+        "parallel_fetches": Key(int, 4, _int_range(1, 64)),
+        "fetch_timeout_ms": Key(int, 30_000, _int_range(100, 3_600_000)),
+        "fetch_retries": Key(int, 5, _int_range(0, 100)),
+    },
+}
+
+PEER_SPEC: Final[dict[str, Key]] = {
+    "name": Key(str, required=True),
+    "sign_key": Key(str, required=True, check=lambda v: None if _HEX64.match(v) else "must be 64 hex digits"),
+    "address": Key(list, [], _multiaddrs),
+    "data_url": Key(str, ""),
+}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A fellow member this node dials: its name, public key and addresses."""
+
+    name: str
+    sign_key: bytes
+    address: tuple[str, ...]
+    data_url: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration; ``values[section][key]`` holds every key with defaults filled in."""
+
+    path: Path
+    values: dict[str, dict[str, Any]]
+    peers: tuple[Peer, ...] = field(default=())
+
+    def get(self, section: str, key: str) -> Any:
+        """One value."""
+        return self.values[section][key]
+
+    def resolve(self, section: str, key: str) -> Path:
+        """A path value, relative to the configuration file's directory."""
+        return (self.path.parent / self.values[section][key]).resolve()
+
+    @property
+    def role(self) -> str:
+        """``validator`` or ``audit``."""
+        return str(self.values["node"]["role"])
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a configuration file; raises :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [f"larger than {MAX_CONFIG_BYTES} bytes"])
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> Config:
+    """Validate an already parsed TOML document."""
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+    for section in raw.keys() - SPEC.keys():
+        problems.append(f"{section}: unknown section")
+    for section, keys in SPEC.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            problems.append(f"{section}: must be a table")
+            given = {}
+        extra = dict(given)
+        peers_raw = extra.pop("peers", []) if section == "p2p" else []
+        values[section] = _check_table(section, keys, extra, problems)
+        if section == "p2p":
+            values[section]["peers"] = peers_raw
+    peers = _check_peers(values["p2p"].get("peers", []), problems)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Config(path=path.resolve(), values=values, peers=peers)
+
+
+def _check_table(
+    where: str, keys: dict[str, Key], given: dict[str, Any], problems: list[str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in given.keys() - keys.keys():
+        problems.append(f"{where}.{key}: unknown key")
+    for key, spec in keys.items():
+        if key not in given:
+            if spec.required:
+                problems.append(f"{where}.{key}: required")
+            out[key] = spec.default
+            continue
+        value = given[key]
+        if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is int):
+            problems.append(f"{where}.{key}: expected {_kind_name(spec.kind)}, got {type(value).__name__}")
+            continue
+        message = spec.check(value) if spec.check else None
+        if message:
+            problems.append(f"{where}.{key}: {message}")
+        out[key] = value
+    return out
+
+
+def _check_peers(items: Any, problems: list[str]) -> tuple[Peer, ...]:
+    if not isinstance(items, list):
+        problems.append("p2p.peers: must be an array of tables ([[p2p.peers]])")
+        return ()
+    peers = []
+    for index, item in enumerate(items):
+        where = f"p2p.peers[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be a table")
+            continue
+        before = len(problems)
+        value = _check_table(where, PEER_SPEC, item, problems)
+        if len(problems) == before:
+            peers.append(
+                Peer(
+                    value["name"],
+                    bytes.fromhex(value["sign_key"]),
+                    tuple(value["address"]),
+                    value["data_url"],
+                )
+            )
+    return tuple(peers)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {"str": "a string", "int": "an integer", "list": "an array", "bool": "true or false"}
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
