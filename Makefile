@@ -8,7 +8,14 @@ PKGS := crypto ledger consensus transfer node
 # that spells the installed namespace (mftp.crypto -> crypto/ ...).
 TYPETREE := build/typetree
 
-.PHONY: venv demo test lint typecheck pytest clean
+.PHONY: venv system-deps demo test lint typecheck pytest clean
+
+# Orthanc is the real PACS of the tests and the demo (Debian packages).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v Orthanc >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +25,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: system-deps $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
@@ -30,7 +37,7 @@ typecheck: $(STAMP)
 	for p in $(PKGS); do ln -s ../../../$$p $(TYPETREE)/mftp/$$p; done
 	cd $(TYPETREE) && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p mftp.,$(PKGS))
 
-pytest: $(STAMP)
+pytest: system-deps $(STAMP)
 	$(BIN)/pytest -n 2 -q
 
 test: lint typecheck pytest
