@@ -68,7 +68,9 @@ def orthanc_available() -> bool:
 
 
 @contextmanager
-def run_orthanc(workdir: Path, modalities: dict[str, tuple[str, str, int]] | None = None) -> Iterator[OrthancServer]:
+def run_orthanc(
+    workdir: Path, modalities: dict[str, tuple[str, str, int]] | None = None
+) -> Iterator[OrthancServer]:
     """Start Orthanc in ``workdir``; ``modalities`` maps a name to (AET, host, port) for C-MOVE targets."""
     http_port, dicom_port = free_port(), free_port()
     storage = workdir / "orthanc-db"
