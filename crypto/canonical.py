@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from ._util import BytesLike
 from .errors import DecodeError, EncodeError
 
 MAX_ENCODED_BYTES = 16 * 1024 * 1024
@@ -73,13 +74,13 @@ def encode(value: Any) -> bytes:
     """Encode ``value`` canonically; raises :class:`EncodeError` for anything not allowed."""
     normalized = _normalize(value, 0)
     try:
-        return msgpack.packb(normalized, use_bin_type=True, strict_types=False)  # type: ignore[no-any-return]
+        return msgpack.packb(normalized, use_bin_type=True, strict_types=False)
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. lone surrogates in str
         raise EncodeError(f"cannot encode value: {exc}") from exc
 
 
 def decode(
-    data: bytes,
+    data: BytesLike,
     *,
     max_bytes: int = MAX_ENCODED_BYTES,
     max_depth: int = MAX_DEPTH,

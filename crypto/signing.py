@@ -18,6 +18,8 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
+from ._util import BytesLike
+from ._util import is_bytes_like as _is_bytes
 from .errors import BadSignatureError, CryptoUsageError
 
 SIGNATURE_BYTES: Final = 64
@@ -41,7 +43,7 @@ DOMAINS: Final = frozenset(
 )
 
 
-def _signed_bytes(domain: str, message: bytes) -> bytes:
+def _signed_bytes(domain: str, message: BytesLike) -> bytes:
     if not isinstance(domain, str) or domain not in DOMAINS:
         raise CryptoUsageError(f"unknown signature domain {domain!r}")
     # bytes(5) would silently sign five zero bytes, so accept bytes-like objects only.
@@ -49,10 +51,6 @@ def _signed_bytes(domain: str, message: bytes) -> bytes:
         raise CryptoUsageError(f"a signed message is bytes, not {type(message).__name__}")
     name = domain.encode("ascii")
     return _PREFIX + bytes([len(name)]) + name + bytes(message)
-
-
-def _is_bytes(value: object) -> bool:
-    return isinstance(value, bytes | bytearray | memoryview)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +77,7 @@ class PublicIdentity:
             raise CryptoUsageError("box_key is not the X25519 key derived from sign_key")
 
     @classmethod
-    def from_sign_key(cls, sign_key: bytes) -> PublicIdentity:
+    def from_sign_key(cls, sign_key: BytesLike) -> PublicIdentity:
         """Build from a 32-byte Ed25519 public key (the X25519 key is derived from it).
 
         Raises :class:`BadSignatureError` if the bytes are not a usable Ed25519 key
@@ -94,7 +92,7 @@ class PublicIdentity:
         """A short stable identifier: the first 16 bytes of SHA-256 of the verify key."""
         return hashlib.sha256(self.sign_key).digest()[:16]
 
-    def verify(self, domain: str, message: bytes, signature: bytes) -> None:
+    def verify(self, domain: str, message: BytesLike, signature: BytesLike) -> None:
         """Raise :class:`BadSignatureError` unless ``signature`` is valid for this key."""
         verify(self.sign_key, domain, message, signature)
 
@@ -114,7 +112,7 @@ class SigningIdentity:
 
     __slots__ = ("_box_private", "_signing_key", "public")
 
-    def __init__(self, seed: bytes) -> None:
+    def __init__(self, seed: BytesLike) -> None:
         if not _is_bytes(seed) or len(seed) != SEED_BYTES:
             raise CryptoUsageError("an Ed25519 seed is 32 bytes")
         self._signing_key = nacl.signing.SigningKey(bytes(seed))
@@ -136,7 +134,7 @@ class SigningIdentity:
         """The derived X25519 private key, for opening sealed boxes."""
         return bytes(self._box_private)
 
-    def sign(self, domain: str, message: bytes) -> bytes:
+    def sign(self, domain: str, message: BytesLike) -> bytes:
         """Sign ``message`` for ``domain``; returns the 64-byte detached signature."""
         return self._signing_key.sign(_signed_bytes(domain, message)).signature
 
@@ -144,7 +142,7 @@ class SigningIdentity:
         return f"SigningIdentity(node_id={self.public.node_id.hex()})"
 
 
-def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> None:
+def verify(public_key: BytesLike, domain: str, message: BytesLike, signature: BytesLike) -> None:
     """Raise :class:`BadSignatureError` unless ``signature`` signs ``message`` in ``domain``.
 
     An unknown domain or a non-bytes message is our bug (:class:`CryptoUsageError`);
@@ -168,7 +166,7 @@ def verify(public_key: bytes, domain: str, message: bytes, signature: bytes) -> 
         raise BadSignatureError(f"invalid {domain} signature: {exc}") from None
 
 
-def is_valid(public_key: bytes, domain: str, message: bytes, signature: bytes) -> bool:
+def is_valid(public_key: BytesLike, domain: str, message: BytesLike, signature: BytesLike) -> bool:
     """``True`` if the signature verifies; never raises for bad input."""
     try:
         verify(public_key, domain, message, signature)
