@@ -1,0 +1,265 @@
+"""The node's HTTP API (aiohttp), described by the OpenAPI document in :mod:`.openapi`.
+
+Reads need no token: the ledger is replicated to every member anyway, and the
+API listens on loopback unless the operator configures otherwise.  Every call
+that changes anything requires ``Authorization: Bearer <token>`` where the
+SHA-256 of the token is listed in ``api.token_sha256``; tokens are compared by
+hash in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mftp.ledger.errors import LedgerError, LedgerUsageError
+from mftp.ledger.ledger import Ledger
+from mftp.ledger.proofs import prove_extension, prove_record
+from mftp.ledger.records import Record
+
+from .openapi import openapi_document
+from .views import block_view, certificate_view, header_view, stored_record_view, validators_view
+
+log = logging.getLogger("mftp.node.api")
+
+MAX_RANGE_BLOCKS: Final = 100
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NodeView(Protocol):
+    """What the API needs from a running node."""
+
+    ledger: Ledger
+    registry: CollectorRegistry
+
+    def status(self) -> dict[str, Any]:
+        """Height, round, peers, role, sync state."""
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Connected and configured peers."""
+
+    async def submit_record(self, record: Record) -> str:
+        """Offer a signed record to the mempool; returns the admission result."""
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _int_arg(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.match_info.get(name) or request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise web.HTTPBadRequest(text=f"missing {name}")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+    if value < 0:
+        raise web.HTTPBadRequest(text=f"{name} must not be negative")
+    return value
+
+
+def _hex_arg(request: web.Request, name: str, size: int) -> bytes:
+    raw = request.match_info.get(name, "")
+    try:
+        value = bytes.fromhex(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be hex") from None
+    if len(value) != size:
+        raise web.HTTPBadRequest(text=f"{name} must be {size} bytes")
+    return value
+
+
+class Api:
+    """Routes of the node API over a :class:`NodeView`."""
+
+    def __init__(
+        self, node: NodeView, token_hashes: Iterable[str], *, max_request_bytes: int = 1 << 20
+    ) -> None:
+        self.node = node
+        self._token_hashes = [bytes.fromhex(h) for h in token_hashes]
+        self.max_request_bytes = max_request_bytes
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=self.max_request_bytes, middlewares=[self._errors])
+        get = [
+            ("/openapi.json", self.openapi),
+            ("/status", self.status),
+            ("/metrics", self.metrics),
+            ("/validators", self.validators),
+            ("/peers", self.peers),
+            ("/blocks", self.blocks),
+            ("/blocks/{height}", self.block),
+            ("/blocks/{height}/records", self.block_records),
+            ("/records/{record_id}", self.record),
+            ("/proofs/inclusion/{record_id}", self.inclusion_proof),
+            ("/proofs/consistency", self.consistency_proof),
+        ]
+        for path, handler in get:
+            app.router.add_get(path, handler)
+        app.router.add_post("/records", self._authenticated(self.submit))
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json":
+                return _error(exc.status, exc.text or exc.reason)
+            raise
+        except LedgerUsageError as exc:  # asked for something the store does not have
+            return _error(404, str(exc))
+        except LedgerError as exc:
+            return _error(400, str(exc))
+
+    def _authenticated(self, handler: Handler) -> Handler:
+        async def check(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            digest = hashlib.sha256(token.strip().encode()).digest()
+            allowed = scheme.lower() == "bearer" and any(
+                hmac.compare_digest(digest, h) for h in self._token_hashes
+            )
+            if not allowed:
+                log.warning(
+                    "api call refused", extra={"fields": {"path": request.path, "reason": "bad token"}}
+                )
+                return _error(401, "a valid API token is required (Authorization: Bearer <token>)")
+            return await handler(request)
+
+        return check
+
+    # ------------------------------------------------------------------ reads
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI 3 document of this API."""
+        return web.json_response(openapi_document())
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Node status."""
+        return web.json_response(self.node.status())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics."""
+        body = generate_latest(self.node.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def validators(self, request: web.Request) -> web.Response:
+        """The validator set that votes on the next block, and the audit nodes."""
+        state = self.node.ledger.state
+        return web.json_response(
+            {
+                "height": state.height + 1,
+                "validators": validators_view(state.validators),
+                "audit_nodes": [{"name": a.name, "sign_key": a.sign_key.hex()} for a in state.auditors],
+            }
+        )
+
+    async def peers(self, request: web.Request) -> web.Response:
+        """Peers of this node."""
+        return web.json_response({"peers": self.node.peers()})
+
+    async def blocks(self, request: web.Request) -> web.Response:
+        """Blocks in a range of heights (at most 100)."""
+        store = self.node.ledger.store
+        head = store.head_height
+        start = _int_arg(request, "from", max(1, head - 9))
+        end = min(_int_arg(request, "to", head), head, start + MAX_RANGE_BLOCKS - 1)
+        blocks = [block_view(store.block(h), store.certificate(h)) for h in range(max(start, 1), end + 1)]
+        return web.json_response({"head": head, "blocks": blocks})
+
+    async def block(self, request: web.Request) -> web.Response:
+        """One block with its certificate."""
+        store = self.node.ledger.store
+        height = _int_arg(request, "height")
+        if not 1 <= height <= store.head_height:
+            return _error(404, f"no block at height {height} (head is {store.head_height})")
+        return web.json_response(
+            block_view(store.block(height), store.certificate(height), with_records=True)
+        )
+
+    async def block_records(self, request: web.Request) -> web.Response:
+        """The records of one block."""
+        store = self.node.ledger.store
+        height = _int_arg(request, "height")
+        if not 1 <= height <= store.head_height:
+            return _error(404, f"no block at height {height}")
+        block = store.block(height)
+        views = []
+        for record in block.records:
+            found = store.record(record.record_id)
+            if found is not None:
+                views.append(stored_record_view(found))
+        return web.json_response({"height": height, "records": views})
+
+    async def record(self, request: web.Request) -> web.Response:
+        """One record by id, with where it is in the chain."""
+        found = self.node.ledger.store.record(_hex_arg(request, "record_id", 16))
+        if found is None:
+            return _error(404, "no such record")
+        return web.json_response(stored_record_view(found))
+
+    async def inclusion_proof(self, request: web.Request) -> web.Response:
+        """An inclusion proof of a record in the ledger at a height, with the certified header."""
+        store = self.node.ledger.store
+        record_id = _hex_arg(request, "record_id", 16)
+        height = _int_arg(request, "height", store.head_height)
+        if store.record(record_id) is None:
+            return _error(404, "no such record")
+        stored, proof = prove_record(store, record_id, height)
+        return web.json_response(
+            {
+                "record": stored_record_view(stored),
+                "record_bytes": base64.b64encode(stored.record.to_bytes()).decode(),
+                "ledger_index": proof.ledger_index,
+                "ledger_size": proof.ledger_size,
+                "path": [p.hex() for p in proof.path],
+                "header": header_view(store.header(height)),
+                "certificate": certificate_view(store.certificate(height)),
+            }
+        )
+
+    async def consistency_proof(self, request: web.Request) -> web.Response:
+        """A consistency proof between the ledgers of two heights."""
+        store = self.node.ledger.store
+        old = _int_arg(request, "from")
+        new = _int_arg(request, "to", store.head_height)
+        if not 1 <= old <= new <= store.head_height:
+            return _error(404, f"need 1 <= from <= to <= {store.head_height}")
+        proof = prove_extension(store, old, new)
+        return web.json_response(
+            {
+                "old_size": proof.old_size,
+                "new_size": proof.new_size,
+                "path": [p.hex() for p in proof.path],
+                "old_header": header_view(store.header(old)),
+                "new_header": header_view(store.header(new)),
+                "new_certificate": certificate_view(store.certificate(new)),
+            }
+        )
+
+    # ----------------------------------------------------------------- writes
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """Submit a signed record (canonical bytes, base64 in JSON ``{"record": ...}``)."""
+        try:
+            body = await request.json()
+            data = base64.b64decode(body["record"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return _error(400, 'expected JSON {"record": "<base64 of the canonical record bytes>"}')
+        record = Record.decode(data)
+        result = await self.node.submit_record(record)
+        status = 202 if result in ("accepted", "duplicate") else 422
+        return web.json_response({"id": record.record_id.hex(), "result": result}, status=status)

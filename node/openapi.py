@@ -1,0 +1,206 @@
+"""The OpenAPI 3 document of the node API (served at ``/openapi.json``).
+
+Kept beside the routes in :mod:`.api`; a test validates the document and
+checks that every route of the application is described here and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(
+    name: str, where: str, description: str, schema: dict[str, Any], required: bool = True
+) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
+
+
+ERROR = _json(_ref("Error"), "error")
+HEIGHT = _param("height", "path", "block height (1 is the first block)", {"type": "integer", "minimum": 1})
+RECORD_ID = _param(
+    "record_id", "path", "record id, 32 hex digits", {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+)
+
+
+def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": _json(schema, "success"), "400": ERROR}}
+    if params:
+        op["parameters"] = params
+        op["responses"]["404"] = ERROR
+    return {"get": op}
+
+
+def _schemas() -> dict[str, Any]:
+    signature = {
+        "type": "object",
+        "required": ["validator", "signature"],
+        "properties": {"validator": HEX, "signature": HEX},
+    }
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Status": {
+            "type": "object",
+            "required": ["name", "role", "chain_id", "height", "peers", "sync"],
+            "properties": {
+                "name": {"type": "string"},
+                "role": {"type": "string", "enum": ["validator", "audit"]},
+                "chain_id": {"type": "string"},
+                "height": {"type": "integer"},
+                "round": {"type": "integer"},
+                "ledger_size": {"type": "integer"},
+                "head_hash": HEX,
+                "peers": {"type": "integer"},
+                "mempool_records": {"type": "integer"},
+                "sync": {"type": "object", "additionalProperties": True},
+            },
+        },
+        "Certificate": {
+            "type": "object",
+            "required": ["height", "round", "block_hash", "signatures"],
+            "properties": {
+                "height": {"type": "integer"},
+                "round": {"type": "integer"},
+                "block_hash": HEX,
+                "signatures": {"type": "array", "items": signature},
+            },
+        },
+        "Header": {"type": "object", "required": ["hash", "height"], "additionalProperties": True},
+        "Record": {
+            "type": "object",
+            "required": ["id", "type", "time_ms", "author", "tags", "body", "signature"],
+            "properties": {
+                "id": HEX,
+                "type": {"type": "string"},
+                "schema": {"type": "integer"},
+                "time_ms": {"type": "integer"},
+                "author": HEX,
+                "tags": {"type": "array", "items": HEX},
+                "envelope_bytes": {"type": "integer"},
+                "commitments": {"type": "object", "additionalProperties": HEX},
+                "body": {"type": "object", "additionalProperties": True},
+                "signature": HEX,
+                "hash": HEX,
+                "height": {"type": "integer"},
+                "index_in_block": {"type": "integer"},
+                "ledger_index": {"type": "integer"},
+            },
+        },
+        "Block": {
+            "type": "object",
+            "required": ["height", "header", "record_ids"],
+            "properties": {
+                "height": {"type": "integer"},
+                "header": _ref("Header"),
+                "record_ids": {"type": "array", "items": HEX},
+                "records": {"type": "array", "items": _ref("Record")},
+                "last_commit": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
+                "certificate": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
+            },
+        },
+    }
+
+
+def _paths() -> dict[str, Any]:
+    any_object = {"type": "object", "additionalProperties": True}
+    return {
+        "/openapi.json": _get("This document", any_object),
+        "/status": _get("Height, round, peers, role and sync state of this node", _ref("Status")),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics: height, round, commit latency, mempool, rejected messages",
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/validators": _get("Validators voting on the next block, and the audit nodes", any_object),
+        "/peers": _get("Peers of this node", any_object),
+        "/blocks": _get(
+            "Blocks in a range of heights (at most 100 at a time)",
+            any_object,
+            [
+                _param("from", "query", "first height", {"type": "integer", "minimum": 1}, required=False),
+                _param("to", "query", "last height", {"type": "integer", "minimum": 1}, required=False),
+            ],
+        ),
+        "/blocks/{height}": _get(
+            "One block with its records and commit certificate", _ref("Block"), [HEIGHT]
+        ),
+        "/blocks/{height}/records": _get("The records of one block", any_object, [HEIGHT]),
+        "/records": {
+            "post": {
+                "summary": "Submit a signed record to the mempool (requires an API token)",
+                "security": [{"token": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["record"],
+                                "properties": {"record": {"type": "string", "format": "byte"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(any_object, "accepted into the mempool (or already there)"),
+                    "400": ERROR,
+                    "401": ERROR,
+                    "422": _json(any_object, "refused by the mempool, with the reason"),
+                },
+            }
+        },
+        "/records/{record_id}": _get("One record by id", _ref("Record"), [RECORD_ID]),
+        "/proofs/inclusion/{record_id}": _get(
+            "Inclusion proof of a record in the ledger at a height, with the certified header",
+            any_object,
+            [
+                RECORD_ID,
+                _param(
+                    "height", "query", "ledger as of this height (default head)", {"type": "integer"}, False
+                ),
+            ],
+        ),
+        "/proofs/consistency": _get(
+            "Consistency proof between the ledgers of two heights",
+            any_object,
+            [
+                _param("from", "query", "older height", {"type": "integer", "minimum": 1}),
+                _param(
+                    "to", "query", "newer height (default head)", {"type": "integer", "minimum": 1}, False
+                ),
+            ],
+        ),
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "MFTP node API",
+            "version": "1.0.0",
+            "description": "Inspect the ledger of an MFTP node and submit records. Reads are open on the "
+            "node's (loopback) address; calls that change anything need an API token.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+    }
