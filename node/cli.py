@@ -196,6 +196,136 @@ def _token_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write the token to this file (mode 0600) instead of printing it")
 
 
+# ----------------------------------------------------------------------------------- run
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """Run the node until SIGINT or SIGTERM."""
+    import asyncio
+    import signal
+
+    from mftp.ledger.genesis import Genesis
+
+    from .config import load_config
+    from .logs import setup_logging
+    from .runtime import run_node
+
+    config = load_config(args.config)
+    setup_logging(
+        config.get("node", "log_level"), config.get("node", "log_format"), config.get("node", "name")
+    )
+    identity = load_node_identity(config.resolve("node", "identity_file"))
+    genesis = Genesis.load(config.resolve("node", "genesis_file"))
+    key = identity.public.sign_key
+    if key not in genesis.validators and all(a.sign_key != key for a in genesis.auditors):
+        print(
+            "mftp-node run: warning: this node's key is not in the genesis; members will refuse it "
+            "until a membership change adds it",
+            file=sys.stderr,
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_node(config, identity, genesis, stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+@command("run", "run the node (validator or audit) until SIGINT or SIGTERM")
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the node's node.toml")
+
+
+# -------------------------------------------------------------------------------- status
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print a running node's status from its API."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.api
+    if url is None:
+        from .config import load_config
+
+        url = "http://" + load_config(args.config).get("api", "listen")
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=args.timeout) as response:
+            status = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        print(f"mftp-node status: {url} does not answer: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        for key in ("name", "role", "chain_id", "height", "round", "ledger_size", "peers", "mempool_records"):
+            print(f"{key:16} {status.get(key)}")
+        print(f"{'sync':16} {status.get('sync', {}).get('state')}")
+    return EXIT_OK
+
+
+@command("status", "show a running node's height, round, peers and sync state")
+def _status_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--api", help="API base URL, e.g. http://127.0.0.1:7700")
+    where.add_argument("--config", help="the node's node.toml (its api.listen is used)")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+
+
+# -------------------------------------------------------------------------------- devnet
+
+
+def run_devnet(args: argparse.Namespace) -> int:
+    """Start a local consortium on loopback and keep it running until Ctrl-C."""
+    import shutil
+    import signal
+    import threading
+
+    from . import devnet
+
+    root = Path(args.dir)
+    if args.fresh and root.exists():
+        shutil.rmtree(root)
+    if (root / "devnet.json").exists():
+        members = devnet.load_devnet(root)
+        print(f"restarting the devnet in {root}")
+    else:
+        members = devnet.create_devnet(root, validators=args.validators, audit=args.audit)
+        print(f"created a devnet in {root}: {args.validators} validators, {args.audit} audit nodes")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    processes = devnet.start_all(members)
+    try:
+        for member in members:
+            token = member.directory / "keys" / "api.token"
+            print(f"  {member.name:14} {member.role:9} API {member.api_url}  token {token}")
+        print("press Ctrl-C to stop every node")
+        while not stop.wait(1.0):
+            dead = [p.member.name for p in processes if not p.running]
+            if dead:
+                print(f"mftp-node devnet: {', '.join(dead)} stopped; see their node.log", file=sys.stderr)
+                return EXIT_FAILURE
+    finally:
+        devnet.stop_all(processes)
+        print("every node stopped")
+    return EXIT_OK
+
+
+@command("devnet", "start a local consortium on loopback as separate processes; Ctrl-C stops it")
+def _devnet_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", default="devnet", help="directory of the devnet (created if missing)")
+    parser.add_argument("--validators", type=int, default=4)
+    parser.add_argument("--audit", type=int, default=1, help="audit-only nodes")
+    parser.add_argument("--fresh", action="store_true", help="delete an existing devnet in --dir first")
+
+
 # ---------------------------------------------------------------------------------- main
 
 

@@ -55,3 +55,8 @@ def setup_logging(level: str = "info", fmt: str = "json", node: str = "") -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # libp2p detaches its logger and its warnings would reach stderr unformatted; its
+    # routine dial failures while peers start are noise, so keep errors only, as JSON.
+    libp2p = logging.getLogger("libp2p")
+    libp2p.handlers[:] = [handler]
+    libp2p.setLevel(logging.ERROR)

@@ -1,0 +1,454 @@
+"""A running node: ledger, consensus replica, peer network and API, wired to disk, network and clock.
+
+This is the shell around the pure consensus core (:class:`mftp.consensus.replica.Replica`).
+It carries out the core's actions in order, which is what makes the write-ahead
+rule hold: a validator's own vote is synced to its WAL (inside the replica)
+before the :class:`Broadcast` that sends it is returned to us.
+
+Channels on the peer network (values are canonical maps, decoded with limits):
+
+``c.proposal``  ``{"p": proposal, "b": block bytes}``
+``c.vote``      a prevote or precommit
+``c.block``     ``{"b": block bytes, "c": certificate}``: a committed block for a lagging peer
+``c.fetch``     ``{"from": height}``: ask a peer for committed blocks
+``records``     ``[record bytes, ...]``: records for the mempools (sent to every member)
+
+Anything malformed is dropped and counted against its sender; the core itself
+refuses invalid proposals, votes and blocks (and never accepts a synced block
+without a valid certificate).  An audit node runs the core as an observer: it
+follows, verifies and stores every block but never proposes or votes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from mftp.consensus.config import ConsensusConfig
+from mftp.consensus.core import Consensus
+from mftp.consensus.errors import ConsensusInputError
+from mftp.consensus.events import (
+    Action,
+    BlockSynced,
+    Broadcast,
+    Commit,
+    Event,
+    Evidence,
+    FetchBlocks,
+    Log,
+    ProposalReceived,
+    RecordsSubmitted,
+    ScheduleTimeout,
+    SendBlocks,
+    Tick,
+    TimeoutFired,
+    VoteReceived,
+)
+from mftp.consensus.messages import (
+    Message,
+    Proposal,
+    ProposalMessage,
+    SyncedBlock,
+    decode_block,
+    decode_certificate,
+)
+from mftp.consensus.replica import Replica
+from mftp.consensus.wal import FileWal
+from mftp.crypto.signing import SigningIdentity
+from mftp.ledger.block import Vote
+from mftp.ledger.errors import LedgerError, LedgerInputError
+from mftp.ledger.genesis import Genesis
+from mftp.ledger.ledger import Ledger
+from mftp.ledger.records import Record
+from mftp.ledger.store_leveldb import LevelDBStore
+from mftp.ledger.verify import verify_chain
+
+from .api import Api
+from .config import Config
+from .metrics import NodeMetrics
+from .p2p import P2PLimits, PeerNetwork
+
+log = logging.getLogger("mftp.node")
+
+TICK_MS: Final = 500
+MAX_SYNC_BLOCKS: Final = 20
+MAX_RECORDS_PER_MESSAGE: Final = 1000
+RECORD_FLUSH_MS: Final = 10
+FETCH_ANSWER_INTERVAL_MS: Final = 200
+MAX_TRACKED_SUBMISSIONS: Final = 100_000
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (the only clock the node reads)."""
+    return int(time.time() * 1000)
+
+
+def consensus_config(config: Config) -> ConsensusConfig:
+    """The core's parameters from the ``[consensus]`` section."""
+    section = config.values["consensus"]
+    return ConsensusConfig(
+        timeout_propose_ms=section["timeout_propose_ms"],
+        timeout_propose_delta_ms=section["timeout_propose_delta_ms"],
+        timeout_prevote_ms=section["timeout_prevote_ms"],
+        timeout_prevote_delta_ms=section["timeout_prevote_delta_ms"],
+        timeout_precommit_ms=section["timeout_precommit_ms"],
+        timeout_precommit_delta_ms=section["timeout_precommit_delta_ms"],
+        timeout_commit_ms=section["timeout_commit_ms"],
+        batch_records=section["max_block_records"],
+        mempool_max_records=section["mempool_max_records"],
+    )
+
+
+def encode_message(message: Message) -> tuple[str, Any]:
+    """The channel and canonical value of a consensus message."""
+    if isinstance(message, Vote):
+        return "c.vote", message.to_value()
+    if isinstance(message, ProposalMessage):
+        return "c.proposal", {"p": message.proposal.to_value(), "b": message.block.to_bytes()}
+    return "c.block", {"b": message.block.to_bytes(), "c": message.certificate.to_value()}
+
+
+def decode_event(channel: str, value: Any) -> Event:
+    """A consensus event from a peer's message; :class:`ConsensusInputError` if malformed."""
+    try:
+        if channel == "c.vote":
+            return VoteReceived(Vote.from_value(value))
+        if channel == "c.proposal" and isinstance(value, dict) and set(value) == {"p", "b"}:
+            return ProposalReceived(Proposal.from_value(value["p"]), decode_block(value["b"]))
+        if channel == "c.block" and isinstance(value, dict) and set(value) == {"b", "c"}:
+            return BlockSynced(decode_block(value["b"]), decode_certificate(value["c"]))
+    except (LedgerInputError, ValueError, TypeError, KeyError) as exc:
+        raise ConsensusInputError(f"{channel}: {exc}") from None
+    raise ConsensusInputError(f"malformed {channel} message")
+
+
+class Node:
+    """One institution's node process."""
+
+    def __init__(self, config: Config, identity: SigningIdentity, genesis: Genesis) -> None:
+        self.config = config
+        self.identity = identity
+        self.genesis = genesis
+        self.name: str = config.get("node", "name")
+        self.role = config.role
+        self.metrics = NodeMetrics()
+        self.registry = self.metrics.registry
+        data_dir = config.resolve("node", "data_dir")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.ledger = Ledger(LevelDBStore(data_dir / "ledger"), genesis)
+        self.wal = FileWal(data_dir / "consensus.wal")
+        self.replica: Replica | None = None
+        self.network: PeerNetwork | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        self._submitted: dict[bytes, float] = {}
+        self._highest_seen = 0
+        self._fetch_answered: dict[bytes, int] = {}
+        self._last_commit_s: float | None = None
+        self._runner: web.AppRunner | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+        self.stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Recover from the WAL, connect to the members, serve the API and begin consensus."""
+        if self.role == "audit" and self.ledger.height > 0:
+            # An audit node trusts nothing it has not checked: verify the stored chain first.
+            await asyncio.to_thread(verify_chain, self.ledger.store, self.genesis, workers=2)
+        self.network = PeerNetwork(
+            self.identity,
+            self.config.get("p2p", "listen"),
+            self._member_names(),
+            on_message=self._on_message,
+            limits=P2PLimits(max_message_bytes=self.config.get("p2p", "max_message_bytes")),
+            logger=logging.getLogger("mftp.node.p2p"),
+        )
+        for peer in self.config.peers:
+            for address in peer.address:
+                self.network.add_peer_address(peer.sign_key, address)
+        await self.network.start()
+        replica, actions = Replica.recover(self._make_core, self.wal, on_commit=self._store, now_ms=now_ms())
+        self.replica = replica
+        self._carry_out(actions)
+        await self._start_api()
+        self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="mftp-tick")
+        log.info(
+            "node started",
+            extra={
+                "fields": {"role": self.role, "height": self.ledger.height, "peer_id": self.network.peer_id}
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop cleanly: timers, API, network, WAL and ledger."""
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.network is not None:
+            await self.network.stop()
+        self.wal.close()
+        self.ledger.close()
+        self.stopped.set()
+        log.info("node stopped", extra={"fields": {"height": self.ledger.height}})
+
+    def _make_core(self) -> Consensus:
+        store = self.ledger.store
+        last = store.certificate(store.head_height) if store.head_height else None
+        voter = self.identity if self.role == "validator" else None
+        return Consensus(
+            consensus_config(self.config),
+            state=self.ledger.state,
+            last_commit=last,
+            record_exists=store.has_record,
+            identity=voter,
+        )
+
+    async def _start_api(self) -> None:
+        api = Api(
+            self,
+            self.config.get("api", "token_sha256"),
+            max_request_bytes=self.config.get("api", "max_request_bytes"),
+        )
+        self._runner = web.AppRunner(api.app(), access_log=None)
+        await self._runner.setup()
+        host, _, port = self.config.get("api", "listen").rpartition(":")
+        await web.TCPSite(self._runner, host.strip("[]"), int(port)).start()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_MS / 1000)
+            self._input(Tick())
+            self._refresh_gauges()
+
+    # ------------------------------------------------------------------ the core
+
+    def _input(self, event: Event) -> None:
+        if self.replica is None:
+            return
+        self._carry_out(self.replica.handle(event, now_ms()))
+
+    def _carry_out(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Broadcast):
+                channel, value = encode_message(action.message)
+                assert self.network is not None
+                self.network.broadcast(channel, value)
+            elif isinstance(action, ScheduleTimeout):
+                self._schedule(action)
+            elif isinstance(action, Commit):
+                self._store(action)
+                if self.replica is not None:
+                    self.replica.committed(action.block.height)
+            elif isinstance(action, SendBlocks):
+                self._send_blocks(action.peer, action.from_height)
+            elif isinstance(action, FetchBlocks):
+                self._fetch(action)
+            elif isinstance(action, Evidence):
+                log.warning(
+                    "equivocation detected", extra={"fields": {"offender": action.offender.hex()[:16]}}
+                )
+            elif isinstance(action, Log):
+                log.log(logging.getLevelName(action.level.upper()), action.message)
+
+    def _schedule(self, action: ScheduleTimeout) -> None:
+        loop = asyncio.get_running_loop()
+        delay_s = max(0.0, (action.at_ms - now_ms()) / 1000)
+        event = TimeoutFired(action.height, action.round, action.step)
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._input(event)
+
+        handle = loop.call_later(delay_s, fire)
+        self._timers.add(handle)
+
+    def _store(self, commit: Commit) -> None:
+        block = commit.block
+        if block.height != self.ledger.height + 1:
+            return  # stored before a crash; the WAL replay decided it again
+        before = (self.ledger.state.validators, self.ledger.state.auditors)
+        self.ledger.append(block, commit.certificate, state_after=commit.state)
+        now_s = time.monotonic()
+        if self._last_commit_s is not None:
+            self.metrics.block_interval.observe(now_s - self._last_commit_s)
+        self._last_commit_s = now_s
+        self.metrics.records_committed.inc(len(block.records))
+        for record in block.records:
+            submitted = self._submitted.pop(record.record_id, None)
+            if submitted is not None:
+                self.metrics.commit_latency.observe(now_s - submitted)
+        if (self.ledger.state.validators, self.ledger.state.auditors) != before and self.network is not None:
+            self.network.set_members(self._member_names())
+        self._refresh_gauges()
+
+    def _member_names(self) -> dict[bytes, str]:
+        state = self.ledger.state
+        names = {v.sign_key: v.name for v in state.validators.validators}
+        names.update({a.sign_key: a.name for a in state.auditors})
+        if state.last_validators is not None:  # members leaving stay reachable for one more height
+            names.update(
+                {v.sign_key: v.name for v in state.last_validators.validators if v.sign_key not in names}
+            )
+        return names
+
+    # ------------------------------------------------------------------ catch-up
+
+    def _send_blocks(self, peer: bytes, from_height: int) -> None:
+        store = self.ledger.store
+        assert self.network is not None
+        last = min(store.head_height, from_height + MAX_SYNC_BLOCKS - 1)
+        for height in range(max(1, from_height), last + 1):
+            message = SyncedBlock(store.block(height), store.certificate(height))
+            self.network.send(peer, *encode_message(message))
+
+    def _fetch(self, action: FetchBlocks) -> None:
+        connected = [p for p in action.peers if self.network is not None and p in self.network.peers()]
+        if connected and self.network is not None:
+            self.network.send(self._rng.choice(connected), "c.fetch", {"from": action.from_height})
+
+    def _answer_fetch(self, peer: bytes, value: Any) -> None:
+        if not isinstance(value, dict) or set(value) != {"from"} or not isinstance(value["from"], int):
+            raise ConsensusInputError("malformed fetch request")
+        now = now_ms()
+        if now - self._fetch_answered.get(peer, -(10**12)) < FETCH_ANSWER_INTERVAL_MS:
+            return  # rate limit: a peer cannot make us read the whole chain in a loop
+        self._fetch_answered[peer] = now
+        self._send_blocks(peer, value["from"])
+
+    # ------------------------------------------------------------------ peers
+
+    def _on_message(self, sender: bytes, channel: str, value: Any) -> None:
+        try:
+            if channel == "records":
+                self._on_records(value)
+            elif channel == "c.fetch":
+                self._answer_fetch(sender, value)
+            else:
+                event = decode_event(channel, value)
+                self._note_height(event)
+                self._input(event)
+        except (ConsensusInputError, LedgerError) as exc:
+            assert self.network is not None
+            name = self.network.members().get(sender, sender.hex()[:16])
+            self.metrics.rejected_messages.labels(peer=name).inc()
+            log.info(
+                "peer message dropped",
+                extra={"fields": {"peer": name, "channel": channel, "reason": str(exc)}},
+            )
+
+    def _on_records(self, value: Any) -> None:
+        if not isinstance(value, list) or len(value) > MAX_RECORDS_PER_MESSAGE:
+            raise ConsensusInputError("records: expected a bounded list")
+        records = tuple(Record.decode(item) for item in value if isinstance(item, bytes))
+        if len(records) != len(value):
+            raise ConsensusInputError("records: every item must be record bytes")
+        self._input(RecordsSubmitted(records))
+
+    def _note_height(self, event: Event) -> None:
+        if isinstance(event, VoteReceived):
+            self._highest_seen = max(self._highest_seen, event.vote.height)
+        elif isinstance(event, ProposalReceived):
+            self._highest_seen = max(self._highest_seen, event.proposal.height)
+        elif isinstance(event, BlockSynced):
+            self.metrics.blocks_synced.inc()
+
+    # ------------------------------------------------------------------ API view
+
+    async def submit_record(self, record: Record) -> str:
+        """Offer a record to the mempool and, if admitted, to every member's."""
+        assert self.replica is not None
+        core = self.replica.core
+        if record.record_id in core.mempool:
+            return "duplicate"
+        before = dict(core.counters)
+        self._input(RecordsSubmitted((record,)))
+        if record.record_id not in core.mempool:
+            changed = [
+                k for k, v in core.counters.items() if k.startswith("mempool_") and v != before.get(k, 0)
+            ]
+            return changed[0].removeprefix("mempool_") if changed else "refused"
+        if len(self._submitted) < MAX_TRACKED_SUBMISSIONS:
+            self._submitted[record.record_id] = time.monotonic()
+        self._outbox.append(record.to_bytes())
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(RECORD_FLUSH_MS / 1000, self._flush_records)
+        return "accepted"
+
+    def _flush_records(self) -> None:
+        self._flush_scheduled = False
+        batch, self._outbox = self._outbox, []
+        assert self.network is not None
+        for start in range(0, len(batch), MAX_RECORDS_PER_MESSAGE):
+            self.network.broadcast("records", batch[start : start + MAX_RECORDS_PER_MESSAGE])
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` shows."""
+        core = self.replica.core if self.replica is not None else None
+        height = self.ledger.height
+        behind = max(0, self._highest_seen - 1 - height)
+        return {
+            "name": self.name,
+            "role": self.role,
+            "chain_id": self.genesis.chain_id,
+            "height": height,
+            "round": core.round if core is not None else 0,
+            "ledger_size": self.ledger.state.ledger_size,
+            "head_hash": self.ledger.state.last_hash.hex(),
+            "peers": len(self.network.peers()) if self.network is not None else 0,
+            "mempool_records": len(core.mempool) if core is not None else 0,
+            "sync": {"state": "catching_up" if behind > 1 else "synced", "highest_seen": self._highest_seen},
+            "peer_id": self.network.peer_id if self.network is not None else "",
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Members and whether this node is connected to them."""
+        if self.network is None:
+            return []
+        connected = self.network.peers()
+        return [
+            {"name": name, "sign_key": key.hex(), "connected": key in connected}
+            for key, name in sorted(self.network.members().items(), key=lambda item: item[1])
+            if key != self.identity.public.sign_key
+        ]
+
+    def _refresh_gauges(self) -> None:
+        core = self.replica.core if self.replica is not None else None
+        self.metrics.height.set(self.ledger.height)
+        self.metrics.ledger_size.set(self.ledger.state.ledger_size)
+        if core is not None:
+            self.metrics.round.set(core.round)
+            self.metrics.mempool.set(len(core.mempool))
+        if self.network is not None:
+            self.metrics.peers.set(len(self.network.peers()))
+            self.metrics.rejected_handshakes.set(self.network.stats().rejected_handshakes)
+
+
+async def run_node(config: Config, identity: SigningIdentity, genesis: Genesis, stop: asyncio.Event) -> None:
+    """Run a node until ``stop`` is set."""
+    node = Node(config, identity, genesis)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+def data_dir_of(config: Config) -> Path:
+    """The node's data directory."""
+    return config.resolve("node", "data_dir")
