@@ -40,4 +40,7 @@ class NodeMetrics:
         self.rejected_handshakes = Gauge(
             "mftp_rejected_handshakes", "Connections refused because the peer is not a member", registry=r
         )
+        self.consensus_events = Gauge(
+            "mftp_consensus_events", "Counts kept by the consensus core, by kind", ["kind"], registry=r
+        )
         self.blocks_synced = Counter("mftp_blocks_synced", "Blocks received by catch-up sync", registry=r)

@@ -414,6 +414,7 @@ class Node:
             "mempool_records": len(core.mempool) if core is not None else 0,
             "sync": {"state": "catching_up" if behind > 1 else "synced", "highest_seen": self._highest_seen},
             "peer_id": self.network.peer_id if self.network is not None else "",
+            "consensus": dict(core.counters) if core is not None else {},
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -434,6 +435,8 @@ class Node:
         if core is not None:
             self.metrics.round.set(core.round)
             self.metrics.mempool.set(len(core.mempool))
+            for kind, count in core.counters.items():
+                self.metrics.consensus_events.labels(kind=kind).set(count)
         if self.network is not None:
             self.metrics.peers.set(len(self.network.peers()))
             self.metrics.rejected_handshakes.set(self.network.stats().rejected_handshakes)
