@@ -31,6 +31,7 @@ from .views import block_view, certificate_view, header_view, stored_record_view
 log = logging.getLogger("mftp.node.api")
 
 MAX_RANGE_BLOCKS: Final = 100
+MAX_SUBMIT_RECORDS: Final = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,8 +47,8 @@ class NodeView(Protocol):
     def peers(self) -> list[dict[str, Any]]:
         """Connected and configured peers."""
 
-    async def submit_record(self, record: Record) -> str:
-        """Offer a signed record to the mempool; returns the admission result."""
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        """Offer signed records to the mempool; returns each admission result."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -253,13 +254,28 @@ class Api:
     # ----------------------------------------------------------------- writes
 
     async def submit(self, request: web.Request) -> web.Response:
-        """Submit a signed record (canonical bytes, base64 in JSON ``{"record": ...}``)."""
+        """Submit signed records: ``{"record": b64}`` or ``{"records": [b64, ...]}`` (canonical bytes)."""
         try:
             body = await request.json()
-            data = base64.b64decode(body["record"], validate=True)
+            items = [body["record"]] if "record" in body else list(body["records"])
+            if not 1 <= len(items) <= MAX_SUBMIT_RECORDS:
+                raise ValueError("count")
+            blobs = [base64.b64decode(item, validate=True) for item in items]
         except (ValueError, KeyError, TypeError, binascii.Error):
-            return _error(400, 'expected JSON {"record": "<base64 of the canonical record bytes>"}')
-        record = Record.decode(data)
-        result = await self.node.submit_record(record)
-        status = 202 if result in ("accepted", "duplicate") else 422
-        return web.json_response({"id": record.record_id.hex(), "result": result}, status=status)
+            return _error(
+                400,
+                'expected JSON {"record": b64} or {"records": [b64, ...]} with 1 to '
+                f"{MAX_SUBMIT_RECORDS} canonical record encodings",
+            )
+        records = [Record.decode(blob) for blob in blobs]
+        results = await self.node.submit_records(records)
+        accepted = all(r in ("accepted", "duplicate") for r in results)
+        if "record" in body:
+            payload = {"id": records[0].record_id.hex(), "result": results[0]}
+        else:
+            payload = {
+                "results": [
+                    {"id": r.record_id.hex(), "result": x} for r, x in zip(records, results, strict=True)
+                ]
+            }
+        return web.json_response(payload, status=202 if accepted else 422)

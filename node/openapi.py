@@ -142,16 +142,32 @@ def _paths() -> dict[str, Any]:
         "/blocks/{height}/records": _get("The records of one block", any_object, [HEIGHT]),
         "/records": {
             "post": {
-                "summary": "Submit a signed record to the mempool (requires an API token)",
+                "summary": "Submit signed records to the mempool (requires an API token)",
                 "security": [{"token": []}],
                 "requestBody": {
                     "required": True,
                     "content": {
                         "application/json": {
                             "schema": {
-                                "type": "object",
-                                "required": ["record"],
-                                "properties": {"record": {"type": "string", "format": "byte"}},
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "required": ["record"],
+                                        "properties": {"record": {"type": "string", "format": "byte"}},
+                                    },
+                                    {
+                                        "type": "object",
+                                        "required": ["records"],
+                                        "properties": {
+                                            "records": {
+                                                "type": "array",
+                                                "minItems": 1,
+                                                "maxItems": 1000,
+                                                "items": {"type": "string", "format": "byte"},
+                                            }
+                                        },
+                                    },
+                                ]
                             }
                         }
                     },

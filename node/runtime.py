@@ -369,26 +369,41 @@ class Node:
 
     # ------------------------------------------------------------------ API view
 
-    async def submit_record(self, record: Record) -> str:
-        """Offer a record to the mempool and, if admitted, to every member's."""
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        """Offer records to the mempool (one core step) and the admitted ones to every member's."""
         assert self.replica is not None
         core = self.replica.core
-        if record.record_id in core.mempool:
-            return "duplicate"
-        before = dict(core.counters)
-        self._input(RecordsSubmitted((record,)))
-        if record.record_id not in core.mempool:
-            changed = [
-                k for k, v in core.counters.items() if k.startswith("mempool_") and v != before.get(k, 0)
-            ]
-            return changed[0].removeprefix("mempool_") if changed else "refused"
-        if len(self._submitted) < MAX_TRACKED_SUBMISSIONS:
-            self._submitted[record.record_id] = time.monotonic()
-        self._outbox.append(record.to_bytes())
-        if not self._flush_scheduled:
+        fresh = [r for r in records if r.record_id not in core.mempool]
+        if fresh:
+            self._input(RecordsSubmitted(tuple(fresh)))
+        results = []
+        now_s = time.monotonic()
+        for record in records:
+            if record not in fresh:
+                results.append("duplicate")
+            elif record.record_id in core.mempool:
+                results.append("accepted")
+                if len(self._submitted) < MAX_TRACKED_SUBMISSIONS:
+                    self._submitted[record.record_id] = now_s
+                self._outbox.append(record.to_bytes())
+            else:
+                results.append(self._refusal(record))
+        if self._outbox and not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(RECORD_FLUSH_MS / 1000, self._flush_records)
-        return "accepted"
+        return results
+
+    def _refusal(self, record: Record) -> str:
+        """Why the mempool refused a record (the same checks, in the mempool's order)."""
+        if self.ledger.store.has_record(record.record_id):
+            return "replay"
+        if not self.ledger.state.is_member(record.author):
+            return "not_member"
+        try:
+            record.verify_signature()
+        except LedgerError:
+            return "bad_signature"
+        return "refused"
 
     def _flush_records(self) -> None:
         self._flush_scheduled = False

@@ -51,9 +51,9 @@ class FakeNode:
     def peers(self) -> list[dict[str, Any]]:
         return []
 
-    async def submit_record(self, record: Record) -> str:
-        self.submitted.append(record)
-        return "accepted"
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        self.submitted.extend(records)
+        return ["accepted"] * len(records)
 
 
 @pytest.fixture
