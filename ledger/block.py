@@ -119,15 +119,18 @@ class ValidatorSet:
     def from_value(cls, value: Any) -> ValidatorSet:
         """Parse the canonical list form."""
         spec = s.list_of(s.Field("map", max_len=3, item=None), MAX_VALIDATORS, min_len=1)
-        s.check_field(spec, value, "validators")
+        s.check_field(spec, value, "validators", InvalidBlockError)
         validator_schema = {
             "name": s.text(64, min_len=1),
             "key": s.exact_bytes(32),
             "power": s.integer(1, MAX_POWER),
         }
         for item in value:
-            s.check(validator_schema, item, "validator")
-        return cls(Validator(v["name"], v["key"], v["power"]) for v in value)
+            s.check(validator_schema, item, "validator", InvalidBlockError)
+        try:
+            return cls(Validator(v["name"], v["key"], v["power"]) for v in value)
+        except LedgerUsageError as exc:  # e.g. a repeated key: the input's fault here, not ours
+            raise InvalidBlockError(f"validators: {exc}") from None
 
     @cached_property
     def _schedule(self) -> tuple[int, ...]:
@@ -193,7 +196,7 @@ class Vote:
     @classmethod
     def from_value(cls, value: Any) -> Vote:
         """Parse and check the shape (not the signature)."""
-        s.check(_VOTE_SCHEMA, value, "vote")
+        s.check(_VOTE_SCHEMA, value, "vote", InvalidBlockError)
         block = value["block"]
         if len(block) not in (0, HASH_BYTES):
             raise InvalidBlockError("vote: block hash must be empty (nil) or 32 bytes")
@@ -298,7 +301,7 @@ class CommitCertificate:
     @classmethod
     def from_value(cls, value: Any) -> CommitCertificate:
         """Parse and check the shape (not the signatures)."""
-        s.check(_CERT_SCHEMA, value, "certificate")
+        s.check(_CERT_SCHEMA, value, "certificate", InvalidBlockError)
         pairs = tuple((item[:PUBLIC_KEY_BYTES], item[PUBLIC_KEY_BYTES:]) for item in value["sigs"])
         return cls(value["height"], value["round"], value["block"], pairs)
 
@@ -351,7 +354,7 @@ class BlockHeader:
     @classmethod
     def from_value(cls, value: Any) -> BlockHeader:
         """Parse and check the shape."""
-        s.check(_HEADER_SCHEMA, value, "header")
+        s.check(_HEADER_SCHEMA, value, "header", InvalidBlockError)
         return cls(
             value["chain_id"],
             value["height"],
@@ -461,4 +464,4 @@ def _not_bytes() -> Record:
 
 def records_root(records: Sequence[Record]) -> bytes:
     """Merkle root of a block's records (leaves are the records' encodings)."""
-    return merkle.root_of([merkle.leaf_hash(r.to_bytes()) for r in records])
+    return merkle.root_of([r.leaf_hash for r in records])

@@ -112,7 +112,7 @@ def apply_block(
         _check_record(state, record, header.time_ms, ids, record_exists, check_signatures)
         if record.type is RecordType.MEMBERSHIP_CHANGE:
             changes.append(_check_membership(state, record))
-        leaves.append(merkle.leaf_hash(record.to_bytes()))
+        leaves.append(record.leaf_hash)
     if header.ledger_size != leaves.size or header.ledger_root != leaves.root():
         raise InvalidBlockError(f"block {height}: ledger size or root mismatch")
     pending = state.pending + tuple((height + MEMBERSHIP_DELAY_BLOCKS, c) for c in changes)
@@ -257,7 +257,7 @@ def build_block(
     batch = tuple(records)
     leaves = merkle.CompactRange(state.ledger_size, state.ledger_peaks)
     for record in batch:
-        leaves.append(merkle.leaf_hash(record.to_bytes()))
+        leaves.append(record.leaf_hash)
     header = BlockHeader(
         chain_id=state.chain_id,
         height=state.height + 1,

@@ -89,11 +89,12 @@ class Genesis:
             },
             raw,
             "genesis",
+            LedgerInputError,
         )
         validators = ValidatorSet.from_value(raw["validators"])
         auditor_schema = {"name": s.text(64, min_len=1), "key": s.exact_bytes(32)}
         for item in raw["auditors"]:
-            s.check(auditor_schema, item, "genesis.auditors")
+            s.check(auditor_schema, item, "genesis.auditors", LedgerInputError)
         auditors = tuple(AuditNode(a["name"], a["key"]) for a in raw["auditors"])
         if {a.sign_key for a in auditors} & {v.sign_key for v in validators.validators}:
             raise LedgerInputError("genesis: a key cannot be both validator and audit node")

@@ -17,14 +17,18 @@ whole public vocabulary; a change of meaning needs a new ``schema`` version.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
+
+import msgpack
 
 from mftp.crypto import canonical
 from mftp.crypto.errors import BadSignatureError, DecodeError
 from mftp.crypto.signing import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningIdentity, verify
 
+from . import merkle
 from . import schema as s
 from .errors import InvalidRecordError, LedgerUsageError
 
@@ -163,7 +167,10 @@ class Record:
     body: dict[str, Any]
     signature: bytes
     version: int = SCHEMA_VERSION
+    # The canonical encoding of exactly these fields (decode and make_record set it); it is
+    # what is hashed and what signing_bytes() is cut from, so replace() must reset it to b"".
     encoded: bytes = field(default=b"", compare=False, repr=False)
+    _leaf: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     def unsigned(self) -> dict[str, Any]:
         """The fields covered by the signature, as a canonical map."""
@@ -181,6 +188,10 @@ class Record:
 
     def signing_bytes(self) -> bytes:
         """The bytes the author signs (domain ``record``)."""
+        if self.encoded:
+            spliced = _unsigned_from_encoded(self)
+            if spliced is not None:
+                return spliced
         return canonical.encode(self.unsigned())
 
     def to_bytes(self) -> bytes:
@@ -194,6 +205,15 @@ class Record:
         """SHA-256 of the encoded record."""
         return hashlib.sha256(self.to_bytes()).digest()
 
+    @property
+    def leaf_hash(self) -> bytes:
+        """The record's RFC 6962 leaf hash in the Merkle trees (computed once)."""
+        leaf = self._leaf
+        if not leaf:
+            leaf = merkle.leaf_hash(self.to_bytes())
+            object.__setattr__(self, "_leaf", leaf)  # a cache, invisible to eq and repr
+        return leaf
+
     def verify_signature(self) -> None:
         """Raise :class:`InvalidRecordError` unless the author's signature is valid."""
         try:
@@ -203,7 +223,30 @@ class Record:
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
-        """Parse and validate the shape of an encoded record (the signature is checked separately)."""
+        """Parse and validate the shape of an encoded record (the signature is checked separately).
+
+        Accepts exactly the bytes ``canonical.decode`` accepts that also match
+        the schema, but about five times faster: the schema is checked first, so
+        the canonical check only has to re-pack a value whose types are known
+        and look at the key order of its three maps (see :func:`_check_canonical`).
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidRecordError(f"a record is bytes, not {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > MAX_RECORD_BYTES:
+            raise InvalidRecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            # 16 KiB bound the number of containers msgpack can build, so no hooks are needed.
+            value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        except Exception as exc:  # msgpack raises many types; peers only ever see InvalidRecordError
+            raise InvalidRecordError(f"undecodable record: {type(exc).__name__}") from None
+        record = cls.from_value(value, encoded=data)
+        _check_canonical(value, record.type, data)
+        return record
+
+    @classmethod
+    def decode_strict(cls, data: bytes) -> Record:
+        """Like :meth:`decode` through the generic ``canonical.decode`` (the reference path)."""
         if len(data) > MAX_RECORD_BYTES:
             raise InvalidRecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
         try:
@@ -271,7 +314,81 @@ def make_record(
 
 
 def _fields(record: Record) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in Record.__dataclass_fields__}
+    return {name: getattr(record, name) for name, f in Record.__dataclass_fields__.items() if f.init}
+
+
+def _utf8_sorted(keys: list[str]) -> bool:
+    # Strictly increasing by UTF-8 bytes, as canonical.encode orders map keys.
+    encoded = [key.encode("utf-8", "surrogatepass") for key in keys]
+    return all(a < b for a, b in itertools.pairwise(encoded))
+
+
+def _sorted_keys(schema: s.Schema) -> list[str]:
+    return sorted(schema, key=lambda key: key.encode("utf-8"))
+
+
+# The schema fixes the key sets of the record and body maps, so their canonical order is known.
+_RECORD_KEY_ORDER: Final = _sorted_keys(_COMMON_SCHEMA)
+_BODY_KEY_ORDER: Final = {record_type: _sorted_keys(body) for record_type, body in BODY_SCHEMAS.items()}
+
+
+def _check_canonical(value: dict[str, Any], record_type: RecordType, data: bytes) -> None:
+    """Raise unless ``data`` is what ``canonical.encode(value)`` would produce.
+
+    ``value`` has passed the schema, so it holds only bytes, str, int (within
+    int64), lists and the three maps (record, body, commitments).  msgpack
+    packs dicts in insertion order, which is the order of the input, so
+    re-packing reproduces ``data`` exactly iff every length and integer was
+    minimal and no key was repeated; the key order is then checked map by map.
+    """
+    commitments = value["commitments"]
+    if not (
+        list(value) == _RECORD_KEY_ORDER
+        and list(value["body"]) == _BODY_KEY_ORDER[record_type]
+        and (len(commitments) < 2 or _utf8_sorted(list(commitments)))
+        and msgpack.packb(value, use_bin_type=True) == data
+    ):
+        raise InvalidRecordError("undecodable record: non-canonical encoding")
+
+
+# A canonical record is a 10-entry map whose keys sort as author, body, commitments,
+# envelope, id, sig, tags, time_ms, type, v; the signed bytes are the same map
+# without its "sig" entry.  Everything after that entry has a known length.
+_SIG_ENTRY: Final = b"\xa3sig\xc4\x40"
+_SIG_ENTRY_BYTES: Final = len(_SIG_ENTRY) + SIGNATURE_BYTES
+# "tags" + fixarray + bin8 items, then the keys "time_ms", "type" and "v" (their values vary).
+_FIXED_TAIL_BYTES: Final = 5 + 1 + TAG_SLOTS * (2 + TAG_BYTES) + 8 + 5 + 2
+
+
+def _msgpack_uint_bytes(value: int) -> int:
+    if value < 0x80:
+        return 1
+    if value <= 0xFF:
+        return 2
+    if value <= 0xFFFF:
+        return 3
+    return 5 if value <= 0xFFFF_FFFF else 9
+
+
+def _unsigned_from_encoded(record: Record) -> bytes | None:
+    """The signing bytes cut out of the record's canonical encoding, or None if that fails.
+
+    Re-encoding the unsigned map costs ~18 µs a record; slicing costs ~1 µs,
+    which matters when a chain of 100,000 records is verified.
+    """
+    encoded = record.encoded
+    if TAG_SLOTS > 15 or len(record.tags) != TAG_SLOTS or encoded[:1] != b"\x8a":
+        return None
+    tail = (
+        _FIXED_TAIL_BYTES
+        + _msgpack_uint_bytes(record.time_ms)
+        + _msgpack_uint_bytes(record.type)
+        + _msgpack_uint_bytes(record.version)
+    )
+    start = len(encoded) - tail - _SIG_ENTRY_BYTES
+    if start < 1 or encoded[start : start + len(_SIG_ENTRY)] != _SIG_ENTRY:
+        return None
+    return b"\x89" + encoded[1:start] + encoded[start + _SIG_ENTRY_BYTES :]
 
 
 def membership_payload(chain_id: str, record_id: bytes, body: dict[str, Any]) -> bytes:
