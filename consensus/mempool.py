@@ -72,6 +72,10 @@ class Mempool:
             return Admission.REPLAY
         if not state.is_member(record.author):
             return Admission.NOT_MEMBER
+        # Cheap refusals before the signature check: a full pool must not cost an Ed25519
+        # verification per retry (submitters retry exactly when the pool is full).
+        if len(self._records) >= self.max_records or self.size_bytes + size > self.max_bytes:
+            return Admission.FULL
         if extra_check is not None:
             try:
                 extra_check(record)
@@ -82,8 +86,6 @@ class Mempool:
                 record.verify_signature()
             except InvalidRecordError:
                 return Admission.BAD_SIGNATURE
-        if len(self._records) >= self.max_records or self.size_bytes + size > self.max_bytes:
-            return Admission.FULL
         self._records[record.record_id] = record
         self.size_bytes += size
         return Admission.ADDED

@@ -20,7 +20,7 @@ nothing else, because decode input comes from peers.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -127,26 +127,57 @@ def decode(
         raise
     except Exception as exc:  # msgpack raises many types; peers must only ever see DecodeError
         raise DecodeError(f"malformed encoding: {type(exc).__name__}: {exc}") from None
-    _check_depth(value, max_depth)
+    _check_decoded(value, max_depth)
+    # Maps keep their wire order, so re-packing the decoded value reproduces the input
+    # exactly when every length, integer and string was encoded minimally and the types
+    # are the allowed ones; _check_decoded has already refused floats and unsorted keys.
     try:
-        again = encode(value)
-    except EncodeError as exc:
+        again = msgpack.packb(value, use_bin_type=True)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise DecodeError(f"value not allowed: {exc}") from None
     if again != data:
         raise DecodeError("non-canonical encoding")
     return value
 
 
-def _check_depth(value: Any, max_depth: int) -> None:
-    """Iteratively check nesting so hostile input cannot exhaust the Python stack."""
+_LEAF_TYPES: Final = (type(None), bool, int, bytes, str)
+
+
+def _check_decoded(value: Any, max_depth: int) -> None:
+    """One iterative pass: nesting, allowed types, and map keys strictly ascending by UTF-8 bytes.
+
+    Iterative, so hostile input cannot exhaust the Python stack.  Anything but the
+    allowed types (floats, extension types, bytes keys) is refused here.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, list | dict):
             if depth > max_depth:
                 raise DecodeError(f"value nested deeper than {max_depth} levels")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            if isinstance(item, dict):
+                _check_keys(item)
+                children: Any = item.values()
+            else:
+                children = item
+            for child in children:
+                if isinstance(child, list | dict):
+                    stack.append((child, depth + 1))
+                elif not isinstance(child, _LEAF_TYPES):
+                    raise DecodeError(f"value not allowed: {type(child).__name__}")
+        elif not isinstance(item, _LEAF_TYPES):
+            raise DecodeError(f"value not allowed: {type(item).__name__}")
+
+
+def _check_keys(item: dict[Any, Any]) -> None:
+    previous = b""
+    for index, key in enumerate(item):
+        if not isinstance(key, str):
+            raise DecodeError(f"value not allowed: map key of type {type(key).__name__}")
+        encoded = _key_bytes(key)
+        if index and encoded <= previous:
+            raise DecodeError("non-canonical encoding: map keys not in ascending order")
+        previous = encoded
 
 
 def digest(value: Any) -> bytes:

@@ -72,6 +72,21 @@ PURPOSES: Final = frozenset(
 )
 MODES: Final = frozenset({"identified", "pseudonymised", "deidentified", "anonymous"})
 
+VERIFIED_CACHE_ENTRIES: Final = 32_768
+DECODED_CACHE_ENTRIES: Final = 16_384
+
+# Per-process memories of records already checked (see Record.verify_signature and
+# Record.decode); insertion-ordered dicts evicting the oldest entry when full.
+_VERIFIED: dict[bytes, None] = {}
+_DECODED: dict[bytes, Record] = {}
+
+
+def _remember(cache: dict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
+    if len(cache) >= limit:
+        del cache[next(iter(cache))]
+    cache[key] = value
+
+
 _KEY = s.exact_bytes(PUBLIC_KEY_BYTES)
 _ID = s.exact_bytes(RECORD_ID_BYTES)
 _HASH = s.exact_bytes(32)
@@ -215,11 +230,21 @@ class Record:
         return leaf
 
     def verify_signature(self) -> None:
-        """Raise :class:`InvalidRecordError` unless the author's signature is valid."""
+        """Raise :class:`InvalidRecordError` unless the author's signature is valid.
+
+        A node meets each record several times (submission, gossip, proposal,
+        block), so byte-identical records already verified in this process are
+        remembered (bounded): identical bytes carry the identical signature over
+        the identical message, so the answer cannot differ.
+        """
+        encoded = self.to_bytes()
+        if encoded in _VERIFIED:
+            return
         try:
             verify(self.author, "record", self.signing_bytes(), self.signature)
         except BadSignatureError as exc:
             raise InvalidRecordError(f"record {self.record_id.hex()}: {exc}") from None
+        _remember(_VERIFIED, encoded, None, VERIFIED_CACHE_ENTRIES)
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
@@ -233,6 +258,9 @@ class Record:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidRecordError(f"a record is bytes, not {type(data).__name__}")
         data = bytes(data)
+        known = _DECODED.get(data)
+        if known is not None:  # records are immutable: the same bytes decode to the same record
+            return known
         if len(data) > MAX_RECORD_BYTES:
             raise InvalidRecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
         try:
@@ -242,6 +270,7 @@ class Record:
             raise InvalidRecordError(f"undecodable record: {type(exc).__name__}") from None
         record = cls.from_value(value, encoded=data)
         _check_canonical(value, record.type, data)
+        _remember(_DECODED, data, record, DECODED_CACHE_ENTRIES)
         return record
 
     @classmethod

@@ -270,6 +270,7 @@ class Api:
         records = [Record.decode(blob) for blob in blobs]
         results = await self.node.submit_records(records)
         accepted = all(r in ("accepted", "duplicate") for r in results)
+        payload: dict[str, Any]
         if "record" in body:
             payload = {"id": records[0].record_id.hex(), "result": results[0]}
         else:

@@ -248,7 +248,8 @@ class NodeProcess:
         """``GET /status`` or None if it does not answer."""
         try:
             with urllib.request.urlopen(f"{self.member.api_url}/status", timeout=timeout_s) as response:
-                return json.loads(response.read())  # type: ignore[no-any-return]
+                status: dict[str, Any] = json.loads(response.read())
+                return status
         except (OSError, ValueError, urllib.error.URLError):
             return None
 

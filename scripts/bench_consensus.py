@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the consensus core.
 
-    python scripts/bench_consensus.py --sim [--quick]
+    python scripts/bench_consensus.py [--quick]         # 4 validator processes + 1 audit node
+    python scripts/bench_consensus.py --sim [--quick]   # the core alone, in the simulator
 
 ``--sim`` runs n = 4 validators in the deterministic simulator (no faults) with
 blocks of 500 records and reports, as the last line, one JSON object:
@@ -22,8 +23,9 @@ blocks of 500 records and reports, as the last line, one JSON object:
   records the validator never pooled (every signature checked then) -- the
   cost a validator pays for a proposal instead of at admission.
 
-A real-process mode (validators as separate processes over the network) will
-come with the node; until then ``--sim`` is required.
+Without ``--sim`` the benchmark runs real node processes on loopback; see
+``bench_devnet.py`` for what it measures (committed_records_per_s,
+latency_p50_ms, latency_p99_ms, audit_lag_blocks).
 """
 
 from __future__ import annotations
@@ -157,9 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim", action="store_true", help="benchmark in the in-process simulator")
     parser.add_argument("--quick", action="store_true", help="a short run (well under a minute)")
     parser.add_argument("--blocks", type=int, default=None, help="blocks of 500 records to commit")
+    parser.add_argument("--seconds", type=float, default=None, help="submission time (real mode)")
     args = parser.parse_args(argv)
     if not args.sim:
-        parser.error("only --sim is implemented so far (the real-process mode comes with the node)")
+        from bench_devnet import bench_real  # scripts/ is on the path when run as a script
+
+        seconds = args.seconds or (15.0 if args.quick else 40.0)
+        result = bench_real(seconds, records=int(seconds * 3000))
+        result["quick"] = args.quick
+        print(json.dumps(result, sort_keys=True))
+        return 0
     blocks = args.blocks or (4 if args.quick else 20)
     figures: dict[str, Any] = {"mode": "sim", "quick": args.quick}
     figures.update(bench_verify_baseline())

@@ -1,0 +1,195 @@
+"""The real-process consensus benchmark (``bench_consensus.py`` without ``--sim``).
+
+Four validator processes and one audit node run on loopback, as a devnet.
+Records, signed up front by the validators' own keys, are submitted to the
+validators' APIs in batches, as fast as the network accepts them, for a fixed
+time: each of the four submitters keeps at most ``WINDOW_RECORDS`` of its
+records in flight (submitted, not yet seen in a block) and tops the window up
+as soon as records commit.  An open loop would only measure how long the
+queue it builds takes to drain; a window measures the latency at the
+throughput the chain sustains (a refusal for a full mempool also slows a
+submitter down).  A watcher
+polls the head of the audit node and records when each record's block appears,
+so latency is measured from the submitting call to the block being visible on
+the audit node, including the HTTP round trips of both.
+
+Reported (last line, JSON): ``committed_records_per_s``, ``latency_p50_ms``,
+``latency_p99_ms``, ``audit_lag_blocks`` (validators' head minus the audit
+node's at the end), plus the blocks, records and the time measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mftp.crypto.keyfile import load_identity
+from mftp.ledger.records import TAG_SLOTS, Record, RecordType, make_record
+from mftp.node.devnet import Member, create_devnet, start_all, stop_all, wait_for_height
+
+CONSENSUS = {
+    "timeout_propose_ms": 1000,
+    "timeout_propose_delta_ms": 500,
+    "timeout_prevote_ms": 500,
+    "timeout_prevote_delta_ms": 500,
+    "timeout_precommit_ms": 500,
+    "timeout_precommit_delta_ms": 500,
+    "timeout_commit_ms": 20,
+    "max_block_records": 500,
+    "mempool_max_records": 5000,
+}
+BATCH_RECORDS = 100
+WINDOW_RECORDS = 65
+POLL_S = 0.02
+
+
+def progress(message: str) -> None:
+    """Progress to stderr (stdout's last line is the JSON result)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def sign_load(members: list[Member], count: int) -> dict[int, list[Record]]:
+    """``count`` records, each validator signing its share (timed separately, not in the figures)."""
+    rng = random.Random(42)
+    validators = [m for m in members if m.role == "validator"]
+    load: dict[int, list[Record]] = {i: [] for i in range(len(validators))}
+    now = int(time.time() * 1000)
+    for index, member in enumerate(validators):
+        identity = load_identity(member.directory / "keys" / "node.key")
+        for _ in range(count // len(validators)):
+            load[index].append(
+                make_record(
+                    identity,
+                    RecordType.STUDY_ACCESSED,
+                    {"transfer_id": rng.randbytes(16), "action": "view", "purpose": "TREAT"},
+                    record_id=rng.randbytes(16),
+                    time_ms=now,
+                    tags=tuple(rng.randbytes(16) for _ in range(TAG_SLOTS)),
+                )
+            )
+    return load
+
+
+class Run:
+    """Submitters and the watcher, sharing the submission times."""
+
+    def __init__(self, members: list[Member], duration_s: float) -> None:
+        self.validators = [m for m in members if m.role == "validator"]
+        self.audit = [m for m in members if m.role == "audit"]
+        self.duration_s = duration_s
+        self.submitted: dict[bytes, float] = {}
+        self.committed: dict[bytes, float] = {}
+        self.refused = 0
+        self.stop_at = 0.0
+        self.in_flight = {m.name: 0 for m in self.validators}  # submitted, not yet seen committed
+        self.owner: dict[bytes, str] = {}
+
+    async def submitter(self, session: aiohttp.ClientSession, member: Member, records: list[Record]) -> None:
+        headers = {"Authorization": f"Bearer {member.token}"}
+        position = 0
+        while time.monotonic() < self.stop_at and position < len(records):
+            room = min(BATCH_RECORDS, WINDOW_RECORDS - self.in_flight[member.name])
+            if room <= 0:
+                await asyncio.sleep(0.005)
+                continue
+            batch = records[position : position + room]
+            body = {"records": [base64.b64encode(r.to_bytes()).decode() for r in batch]}
+            sent = time.monotonic()
+            async with session.post(f"{member.api_url}/records", json=body, headers=headers) as response:
+                results = (await response.json())["results"]
+            accepted = 0
+            for record, result in zip(batch, results, strict=True):
+                if result["result"] in ("accepted", "duplicate"):
+                    if record.record_id not in self.submitted and record.record_id not in self.committed:
+                        self.in_flight[member.name] += 1
+                        self.owner[record.record_id] = member.name
+                    self.submitted.setdefault(record.record_id, sent)
+                    accepted += 1
+                else:
+                    self.refused += 1
+            position += accepted
+            if accepted < len(batch):  # the mempool is full: let the chain drain it
+                records[position:position] = [r for r in batch if r.record_id not in self.submitted]
+                await asyncio.sleep(0.05)
+
+    async def watcher(self, session: aiohttp.ClientSession, member: Member, until: float) -> None:
+        seen = 0
+        while time.monotonic() < until:
+            async with session.get(f"{member.api_url}/status") as response:
+                head = (await response.json())["height"]
+            while seen < head:
+                start, end = seen + 1, min(head, seen + 100)
+                async with session.get(
+                    f"{member.api_url}/blocks", params={"from": start, "to": end}
+                ) as response:
+                    blocks = (await response.json())["blocks"]
+                now = time.monotonic()
+                for block in blocks:
+                    for record_id in map(bytes.fromhex, block["record_ids"]):
+                        if record_id not in self.committed:
+                            self.committed[record_id] = now
+                            owner = self.owner.pop(record_id, None)
+                            if owner is not None:
+                                self.in_flight[owner] -= 1
+                seen = end
+            await asyncio.sleep(POLL_S)
+
+
+async def measure(members: list[Member], load: dict[int, list[Record]], duration_s: float) -> dict[str, Any]:
+    """Submit for ``duration_s``, keep watching a little longer, and compute the figures."""
+    run = Run(members, duration_s)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        started = time.monotonic()
+        run.stop_at = started + duration_s
+        # Watch on the audit node: it follows every commit as it happens (its lag is reported),
+        # and polling it adds no load to the validators being measured.
+        watch = asyncio.create_task(run.watcher(session, run.audit[0], run.stop_at + 5.0))
+        await asyncio.gather(*(run.submitter(session, m, load[i]) for i, m in enumerate(run.validators)))
+        await watch
+        async with session.get(f"{run.validators[0].api_url}/status") as response:
+            head = (await response.json())["height"]
+        async with session.get(f"{run.audit[0].api_url}/status") as response:
+            audit_head = (await response.json())["height"]
+    in_window = [t for rid, t in run.committed.items() if rid in run.submitted and t <= run.stop_at]
+    latencies = sorted(
+        (run.committed[rid] - sent) * 1000 for rid, sent in run.submitted.items() if rid in run.committed
+    )
+    return {
+        "committed_records_per_s": round(len(in_window) / duration_s, 1),
+        "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "latency_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1) if latencies else None,
+        "audit_lag_blocks": max(0, head - audit_head),
+        "records_submitted": len(run.submitted),
+        "records_committed": len(latencies),
+        "refused_full": run.refused,
+        "duration_s": duration_s,
+        "head_height": head,
+    }
+
+
+def bench_real(duration_s: float, records: int) -> dict[str, Any]:
+    """Start a devnet, run the load, stop it; returns the figures."""
+    with tempfile.TemporaryDirectory(prefix="mftp-bench-") as tmp:
+        members = create_devnet(Path(tmp) / "devnet", validators=4, audit=1, consensus=CONSENSUS)
+        progress(f"signing {records} records")
+        load = sign_load(members, records)
+        progress("starting 4 validators and 1 audit node")
+        processes = start_all(members)
+        try:
+            wait_for_height(processes, 1, timeout_s=60)
+            progress(f"submitting for {duration_s:.0f} s")
+            figures = asyncio.run(measure(members, load, duration_s))
+        finally:
+            stop_all(processes)
+    figures.update({"validators": 4, "audit_nodes": 1, "mode": "processes"})
+    return figures
