@@ -81,7 +81,24 @@ _VERIFIED: dict[bytes, None] = {}
 _DECODED: dict[bytes, Record] = {}
 
 
+_CACHE_LIMITS = {"verified": VERIFIED_CACHE_ENTRIES, "decoded": DECODED_CACHE_ENTRIES}
+
+
+def use_check_caches(enabled: bool) -> None:
+    """Turn the per-process memories of checked records on (default) or off.
+
+    Off is for simulations and benchmarks that run several validators in one
+    process, where one validator's check would otherwise spare the others theirs.
+    """
+    _CACHE_LIMITS["verified"] = VERIFIED_CACHE_ENTRIES if enabled else 0
+    _CACHE_LIMITS["decoded"] = DECODED_CACHE_ENTRIES if enabled else 0
+    _VERIFIED.clear()
+    _DECODED.clear()
+
+
 def _remember(cache: dict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
+    if limit <= 0:
+        return
     if len(cache) >= limit:
         del cache[next(iter(cache))]
     cache[key] = value
@@ -244,7 +261,7 @@ class Record:
             verify(self.author, "record", self.signing_bytes(), self.signature)
         except BadSignatureError as exc:
             raise InvalidRecordError(f"record {self.record_id.hex()}: {exc}") from None
-        _remember(_VERIFIED, encoded, None, VERIFIED_CACHE_ENTRIES)
+        _remember(_VERIFIED, encoded, None, _CACHE_LIMITS["verified"])
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
@@ -270,7 +287,7 @@ class Record:
             raise InvalidRecordError(f"undecodable record: {type(exc).__name__}") from None
         record = cls.from_value(value, encoded=data)
         _check_canonical(value, record.type, data)
-        _remember(_DECODED, data, record, DECODED_CACHE_ENTRIES)
+        _remember(_DECODED, data, record, _CACHE_LIMITS["decoded"])
         return record
 
     @classmethod
