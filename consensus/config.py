@@ -33,6 +33,10 @@ class ConsensusConfig:
     timeout_precommit_ms: int = 1000
     timeout_precommit_delta_ms: int = 500
     timeout_commit_ms: int = 1000
+    # With no record waiting, a new height starts only this long after the last block's
+    # time (a heartbeat block), or as soon as a record, proposal or vote shows up:
+    # CometBFT's create_empty_blocks_interval.  0 makes a block after every commit wait.
+    empty_block_interval_ms: int = 0
     batch_records: int = DEFAULT_BATCH_RECORDS  # records per proposal
     mempool_max_records: int = 20_000
     mempool_max_bytes: int = 64 * 1024 * 1024
@@ -58,6 +62,7 @@ class ConsensusConfig:
             "timeout_propose_delta_ms",
             "timeout_prevote_delta_ms",
             "timeout_precommit_delta_ms",
+            "empty_block_interval_ms",
         ):
             if getattr(self, name) < 0:
                 raise ConsensusUsageError(f"{name} must not be negative")

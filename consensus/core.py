@@ -145,6 +145,7 @@ class Consensus:
         self.is_validator = False
         self._fired: set[tuple[int, int]] = set()
         self._validity: dict[bytes, ChainState | None] = {}
+        self._idle = False  # waiting, after the commit wait, for something to record
         self._enter_height()
 
     # ------------------------------------------------------------------ public
@@ -217,7 +218,15 @@ class Consensus:
                 # A restarted core replays this from its WAL before its own Start: begin the
                 # height exactly when the crashed run did, so the replay follows the same path.
                 self.started = True
-                self._start_round(0)
+                if self._idle_until_ms() > self.now_ms:
+                    # Nothing to record: wait for a record, a peer's proposal or vote, or the
+                    # heartbeat (the decision depends only on logged inputs, so replay agrees).
+                    self._idle = True
+                    wake_at = self._idle_until_ms()
+                    self._out.append(ScheduleTimeout(self.height, 0, Step.COMMIT, wake_at))
+                else:
+                    self._idle = False
+                    self._start_round(0)
         elif event.round != self.round:
             return
         elif event.step is Step.PROPOSE and self.current_step is Step.PROPOSE:
@@ -261,6 +270,23 @@ class Consensus:
                 extra_check=self._check_evidence_content,
             )
             self.counters[f"mempool_{outcome.value}"] += 1
+        if len(self.mempool):
+            self._wake()
+
+    def _idle_until_ms(self) -> int:
+        """When an idle height must start anyway (now, if records wait or idling is off)."""
+        interval = self.config.empty_block_interval_ms
+        if interval <= 0 or len(self.mempool):
+            return self.now_ms
+        return self.state.last_time_ms + interval
+
+    def _wake(self) -> None:
+        """Leave the idle wait: something is to be decided at this height."""
+        if self._idle and self.current_step is Step.COMMIT:
+            self._idle = False
+            self.counters["idle_wakeups"] += 1
+            self._start_round(0)
+            self._run_rules()
 
     def _check_evidence_content(self, record: Record) -> None:
         sets = tuple(s for s in (self.state.validators, self.state.last_validators) if s is not None)
@@ -294,6 +320,7 @@ class Consensus:
             return
         self.proposals[round_] = (proposal, block)
         self._note_sender(round_, proposal.proposer)
+        self._wake()  # a peer has something to decide: an idle height starts now
         self._run_rules()
 
     def _on_vote(self, vote: Vote) -> None:
@@ -322,6 +349,7 @@ class Consensus:
         self._verify_vote(vote)
         self.votes.add(vote)
         self._note_sender(vote.round, vote.validator)
+        self._wake()  # a validator is deciding this height: an idle height starts now
         self._run_rules()
 
     def _verify_vote(self, vote: Vote) -> None:
@@ -667,6 +695,7 @@ class Consensus:
         self.round_senders = {}
         self._fired = set()
         self._validity = {}
+        self._idle = False
         self._catchup.new_height(self.now_ms)
         self.is_validator = self.key is not None and self.key in self.state.validators
         self._signed_votes = {k: v for k, v in self._signed_votes.items() if k[0] >= self._height}
