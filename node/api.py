@@ -4,7 +4,8 @@ Reads need no token: the ledger is replicated to every member anyway, and the
 API listens on loopback unless the operator configures otherwise.  Every call
 that changes anything requires ``Authorization: Bearer <token>`` where the
 SHA-256 of the token is listed in ``api.token_sha256``; tokens are compared by
-hash in constant time and never logged.
+hash in constant time and never logged.  Transfers (``/transfers...``, see
+:mod:`.transfers`) are private to the institution, so reading them needs the token too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mftp.ledger.ledger import Ledger
 from mftp.ledger.proofs import prove_extension, prove_record
 from mftp.ledger.records import Record
 
+from .errors import NodeInputError, NodeUsageError, ResidencyRefused
 from .openapi import openapi_document
 from .views import block_view, certificate_view, header_view, stored_record_view, validators_view
 
@@ -49,6 +51,22 @@ class NodeView(Protocol):
 
     async def submit_records(self, records: list[Record]) -> list[str]:
         """Offer signed records to the mempool; returns each admission result."""
+
+
+class TransferView(Protocol):
+    """What the transfer routes need (:class:`~.transfers.TransferService`)."""
+
+    async def send(self, source: str, to_name: str, purpose: str, mode: str) -> str:
+        """Start sending a study; returns the transfer id."""
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every transfer, sent and received."""
+
+    def get(self, transfer_id: str) -> dict[str, Any] | None:
+        """One transfer."""
+
+    async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
+        """Deliver a received study into a folder."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -85,9 +103,15 @@ class Api:
     """Routes of the node API over a :class:`NodeView`."""
 
     def __init__(
-        self, node: NodeView, token_hashes: Iterable[str], *, max_request_bytes: int = 1 << 20
+        self,
+        node: NodeView,
+        token_hashes: Iterable[str],
+        *,
+        max_request_bytes: int = 1 << 20,
+        transfers: TransferView | None = None,
     ) -> None:
         self.node = node
+        self.transfers = transfers
         self._token_hashes = [bytes.fromhex(h) for h in token_hashes]
         self.max_request_bytes = max_request_bytes
 
@@ -110,6 +134,10 @@ class Api:
         for path, handler in get:
             app.router.add_get(path, handler)
         app.router.add_post("/records", self._authenticated(self.submit))
+        app.router.add_post("/transfers", self._authenticated(self.send))
+        app.router.add_get("/transfers", self._authenticated(self.list_transfers))
+        app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
+        app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
         return app
 
     @web.middleware
@@ -120,6 +148,10 @@ class Api:
             if exc.status >= 400 and exc.content_type != "application/json":
                 return _error(exc.status, exc.text or exc.reason)
             raise
+        except NodeUsageError as exc:  # the caller's request cannot be done (residency: 403)
+            return _error(403 if isinstance(exc, ResidencyRefused) else 400, str(exc))
+        except NodeInputError as exc:  # a peer, a file or the PACS misbehaved
+            return _error(502, str(exc))
         except LedgerUsageError as exc:  # asked for something the store does not have
             return _error(404, str(exc))
         except LedgerError as exc:
@@ -280,3 +312,58 @@ class Api:
                 ]
             }
         return web.json_response(payload, status=202 if accepted else 422)
+
+    # ----------------------------------------------------------------- transfers
+
+    def _transfer_service(self) -> TransferView:
+        if self.transfers is None:
+            raise web.HTTPServiceUnavailable(text="this node does not run transfers")
+        return self.transfers
+
+    async def send(self, request: web.Request) -> web.Response:
+        """Send a study: ``{"source", "to", "purpose", "mode"}``; 202 with the transfer id."""
+        body = await _json_object(request, required=("source", "to", "purpose", "mode"))
+        transfer_id = await self._transfer_service().send(
+            body["source"], body["to"], body["purpose"], body["mode"]
+        )
+        return web.json_response({"transfer_id": transfer_id}, status=202)
+
+    async def list_transfers(self, request: web.Request) -> web.Response:
+        """Every transfer of this node, sent (outbox) and received (inbox), newest first."""
+        return web.json_response({"transfers": self._transfer_service().list()})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        """One transfer and its state."""
+        found = self._transfer_service().get(request.match_info["transfer_id"])
+        if found is None:
+            return _error(404, "no such transfer")
+        return web.json_response(found)
+
+    async def export(self, request: web.Request) -> web.Response:
+        """Deliver a received study into a folder: ``{"destination", "purpose"?}``."""
+        body = await _json_object(request, required=("destination",), optional=("purpose",))
+        result = await self._transfer_service().export(
+            request.match_info["transfer_id"], body["destination"], body.get("purpose")
+        )
+        return web.json_response(result)
+
+
+async def _json_object(
+    request: web.Request, *, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The request's JSON object of string fields; 400 naming what is wrong."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="expected a JSON object") from None
+    allowed = set(required) | set(optional)
+    if (
+        not isinstance(body, dict)
+        or not set(required) <= body.keys() <= allowed
+        or not all(isinstance(v, str) for v in body.values())
+    ):
+        raise web.HTTPBadRequest(
+            text=f"expected a JSON object of strings with {', '.join(required)}"
+            + (f" and optionally {', '.join(optional)}" if optional else "")
+        )
+    return body

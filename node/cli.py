@@ -7,6 +7,7 @@ Exit codes scripts can rely on:
 * 2 usage error (bad arguments; argparse's own code)
 * 3 configuration or key file error
 * 4 verification failed (chain, proof, audit)
+* 5 the node refused the request (data residency, bad source, unknown transfer)
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.errors import LedgerError
 from mftp.ledger.genesis import make_genesis
 
+from .cli_transfer import (
+    add_export_arguments,
+    add_inbox_arguments,
+    add_send_arguments,
+    run_export,
+    run_inbox,
+    run_send,
+)
 from .errors import ConfigError, NodeError, NodeUsageError
 
 EXIT_OK: Final = 0
@@ -43,7 +52,7 @@ EXIT_VERIFY: Final = 4
 PASSPHRASE_ENV: Final = "MFTP_KEY_PASSPHRASE"
 
 EPILOG: Final = """exit codes: 0 success, 1 runtime failure, 2 usage error,
-3 configuration or key file error, 4 verification failed"""
+3 configuration or key file error, 4 verification failed, 5 refused by the node"""
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
@@ -324,6 +333,15 @@ def _devnet_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--audit", type=int, default=1, help="audit-only nodes")
     parser.add_argument("--fresh", action="store_true", help="delete an existing devnet in --dir first")
+
+
+# ----------------------------------------------------------------------------- transfers
+
+# The bodies live in .cli_transfer; registering them here keeps the command order of --help.
+command("send", "send a study to a member through the running node, with a progress bar")(add_send_arguments)
+command("inbox", "list the studies received (and with --all sent) by the running node")(add_inbox_arguments)
+command("export", "deliver a received study into a folder (records the access)")(add_export_arguments)
+_TRANSFER_HANDLERS = (run_send, run_inbox, run_export)  # command() looks them up by name
 
 
 # ---------------------------------------------------------------------------------- main

@@ -115,6 +115,7 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
         "parallel_fetches": Key(int, 4, _int_range(1, 64)),
         "fetch_timeout_ms": Key(int, 30_000, _int_range(100, 3_600_000)),
         "fetch_retries": Key(int, 5, _int_range(0, 100)),
+        "prepare_workers": Key(int, 0, _int_range(0, 64)),
     },
 }
 
@@ -123,6 +124,8 @@ PEER_SPEC: Final[dict[str, Key]] = {
     "sign_key": Key(str, required=True, check=lambda v: None if _HEX64.match(v) else "must be 64 hex digits"),
     "address": Key(list, [], _multiaddrs),
     "data_url": Key(str, ""),
+    # Where the member's data lives; empty = unknown, and then no study may be sent to it.
+    "country": Key(str, "", lambda v: None if v == "" else _country(v)),
 }
 
 
@@ -134,6 +137,7 @@ class Peer:
     sign_key: bytes
     address: tuple[str, ...]
     data_url: str
+    country: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,7 @@ def _check_peers(items: Any, problems: list[str]) -> tuple[Peer, ...]:
                     bytes.fromhex(value["sign_key"]),
                     tuple(value["address"]),
                     value["data_url"],
+                    value["country"],
                 )
             )
     return tuple(peers)

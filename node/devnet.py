@@ -89,9 +89,14 @@ def create_devnet(
     validators: int = 4,
     audit: int = 1,
     country: str = "NO",
+    countries: dict[str, str] | None = None,
     consensus: dict[str, int] | None = None,
 ) -> list[Member]:
-    """Lay out the member directories, keys, configs and genesis of a new devnet under ``root``."""
+    """Lay out the member directories, keys, configs and genesis of a new devnet under ``root``.
+
+    Every member lives in ``country`` unless ``countries`` names another for it (by member
+    name, e.g. ``{"hospital-c": "SE"}``); each config lists every other member's country.
+    """
     if validators < 1 or audit < 0 or validators + audit > 32:
         raise NodeUsageError("a devnet has 1 to 32 members, at least one of them a validator")
     if (root / "devnet.json").exists():
@@ -126,8 +131,9 @@ def create_devnet(
         genesis.save(member.directory / "genesis.json")
         token = secrets.token_urlsafe(32)
         _write_private(member.directory / "keys" / "api.token", token + "\n")
+        where = {m.name: (countries or {}).get(m.name, country) for m in members}
         text = _config_text(
-            member, members, country, hashlib.sha256(token.encode()).hexdigest(), consensus or {}
+            member, members, where, hashlib.sha256(token.encode()).hexdigest(), consensus or {}
         )
         member.config_path.write_text(text, encoding="utf-8")
     _save_layout(root, members)
@@ -141,14 +147,18 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _config_text(
-    member: Member, members: Sequence[Member], country: str, token_hash: str, consensus: dict[str, int]
+    member: Member,
+    members: Sequence[Member],
+    countries: dict[str, str],
+    token_hash: str,
+    consensus: dict[str, int],
 ) -> str:
     lines = [
         "# A devnet member, written by `mftp-node devnet` (keys documented in network.example.toml).",
         "[node]",
         f'name = "{member.name}"',
         f'role = "{member.role}"',
-        f'country = "{country}"',
+        f'country = "{countries[member.name]}"',
         'log_format = "json"',
         "",
         "[p2p]",
@@ -174,6 +184,7 @@ def _config_text(
             f'sign_key = "{other.sign_key.hex()}"',
             f'address = ["{other.p2p_address}"]',
             f'data_url = "https://127.0.0.1:{other.data_port}"',
+            f'country = "{countries[other.name]}"',
         ]
     return "\n".join(lines) + "\n"
 

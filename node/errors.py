@@ -19,6 +19,10 @@ class NodeInputError(NodeError):
     """A peer or API client sent something invalid."""
 
 
+class ResidencyRefused(NodeUsageError):
+    """A transfer to a member in a country this node's policy does not allow (data residency)."""
+
+
 class ConfigError(NodeUsageError):
     """The configuration file is invalid; ``problems`` lists every error by key path."""
 

@@ -40,6 +40,134 @@ def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | No
     return {"get": op}
 
 
+TRANSFER_ID = _param(
+    "transfer_id", "path", "transfer id, 32 hex digits", {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+)
+
+
+def _strings(required: list[str], properties: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": {name: {"type": "string", "description": text} for name, text in properties.items()},
+    }
+
+
+def _token_op(summary: str, ok: dict[str, Any], ok_status: str = "200", **extra: Any) -> dict[str, Any]:
+    responses = {ok_status: ok, "400": ERROR, "401": ERROR, **extra.pop("responses", {})}
+    return {"summary": summary, "security": [{"token": []}], "responses": responses, **extra}
+
+
+def _transfer_paths() -> dict[str, Any]:
+    """Sending, inbox and outbox, export (see :mod:`.transfers`); every call needs the token."""
+    send = _strings(
+        ["source", "to", "purpose", "mode"],
+        {
+            "source": "absolute path of a folder or file of one study on the node's host",
+            "to": "recipient member's name (a [[p2p.peers]] entry)",
+            "purpose": "HL7 PurposeOfUse code, e.g. TREAT",
+            "mode": "identified | pseudonymised | deidentified | anonymous",
+        },
+    )
+    export = _strings(
+        ["destination"],
+        {"destination": "absolute folder path on the node's host", "purpose": "default: the offer's"},
+    )
+    body = {"required": True, "content": {"application/json": {"schema": {}}}}
+    return {
+        "/transfers": {
+            "post": _token_op(
+                "Send a study to a member: residency check, then prepared and offered in the background",
+                _json(_ref("TransferStarted"), "accepted; follow it with GET /transfers/{transfer_id}"),
+                "202",
+                requestBody={**body, "content": {"application/json": {"schema": send}}},
+                responses={"403": _json(_ref("Error"), "refused by data residency")},
+            ),
+            "get": _token_op(
+                "Sent and received transfers with their states, newest first",
+                _json(
+                    {
+                        "type": "object",
+                        "properties": {"transfers": {"type": "array", "items": _ref("Transfer")}},
+                    },
+                    "success",
+                ),
+            ),
+        },
+        "/transfers/{transfer_id}": {
+            "get": _token_op(
+                "One transfer and its state",
+                _json(_ref("Transfer"), "success"),
+                parameters=[TRANSFER_ID],
+                responses={"404": ERROR},
+            )
+        },
+        "/transfers/{transfer_id}/export": {
+            "post": _token_op(
+                "Deliver a complete received study into a folder (records STUDY_ACCESSED)",
+                _json(_ref("ExportResult"), "delivered"),
+                parameters=[TRANSFER_ID],
+                requestBody={**body, "content": {"application/json": {"schema": export}}},
+                responses={"502": _json(_ref("Error"), "a file did not verify or could not be written")},
+            )
+        },
+    }
+
+
+def _transfer_schemas() -> dict[str, Any]:
+    integer, string = {"type": "integer"}, {"type": "string"}
+    return {
+        "TransferStarted": {
+            "type": "object",
+            "required": ["transfer_id"],
+            "properties": {"transfer_id": HEX},
+        },
+        "Transfer": {
+            "type": "object",
+            "required": ["transfer_id", "direction", "peer", "state"],
+            "properties": {
+                "transfer_id": HEX,
+                "direction": {"type": "string", "enum": ["out", "in"]},
+                "peer": string,
+                "peer_key": HEX,
+                "purpose": string,
+                "mode": string,
+                "state": {
+                    "type": "string",
+                    "enum": [
+                        "preparing",
+                        "offered",
+                        "accepted",
+                        "delivered",
+                        "refused",
+                        "fetching",
+                        "verifying",
+                        "complete",
+                        "failed",
+                    ],
+                },
+                "detail": string,
+                "created_ms": integer,
+                "files": integer,
+                "files_done": integer,
+                "study_bytes": integer,
+                "fetch_bytes": integer,
+                "fetched_bytes": integer,
+                "data_url": string,
+                "offer_record": HEX,
+                "received_record": HEX,
+                "access_records": {"type": "array", "items": HEX},
+            },
+        },
+        "ExportResult": {
+            "type": "object",
+            "required": ["transfer_id", "files", "record"],
+            "properties": {"transfer_id": HEX, "files": integer, "record": HEX},
+        },
+    }
+
+
 def _schemas() -> dict[str, Any]:
     signature = {
         "type": "object",
@@ -214,9 +342,9 @@ def openapi_document() -> dict[str, Any]:
             "description": "Inspect the ledger of an MFTP node and submit records. Reads are open on the "
             "node's (loopback) address; calls that change anything need an API token.",
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_transfer_paths()},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_transfer_schemas()},
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -12,6 +12,8 @@ Channels on the peer network (values are canonical maps, decoded with limits):
 ``c.block``     ``{"b": block bytes, "c": certificate}``: a committed block for a lagging peer
 ``c.fetch``     ``{"from": height}``: ask a peer for committed blocks
 ``records``     ``[record bytes, ...]``: records for the mempools (sent to every member)
+``t.offer``     a transfer offer to its recipient, ``t.receipt`` the recipient's answer
+                (see :mod:`.transfers`)
 
 Anything malformed is dropped and counted against its sender; the core itself
 refuses invalid proposals, votes and blocks (and never accepts a synced block
@@ -71,9 +73,13 @@ from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.ledger.verify import verify_chain
 
 from .api import Api
+from .blobstore import BlobStore
 from .config import Config
+from .dataplane import DataPlaneServer
+from .errors import NodeInputError
 from .metrics import NodeMetrics
 from .p2p import P2PLimits, PeerNetwork
+from .transfers import TransferService
 
 log = logging.getLogger("mftp.node")
 
@@ -151,6 +157,8 @@ class Node:
         self.wal = FileWal(data_dir / "consensus.wal")
         self.replica: Replica | None = None
         self.network: PeerNetwork | None = None
+        self.dataplane: DataPlaneServer | None = None
+        self.transfers: TransferService | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
@@ -185,6 +193,7 @@ class Node:
         replica, actions = Replica.recover(self._make_core, self.wal, on_commit=self._store, now_ms=now_ms())
         self.replica = replica
         self._carry_out(actions)
+        await self._start_transfers()
         await self._start_api()
         self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="mftp-tick")
         log.info(
@@ -203,6 +212,10 @@ class Node:
             self._tick_task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.transfers is not None:
+            await self.transfers.stop()
+        if self.dataplane is not None:
+            await self.dataplane.stop()
         if self.network is not None:
             await self.network.stop()
         self.wal.close()
@@ -222,11 +235,30 @@ class Node:
             identity=voter,
         )
 
+    async def _start_transfers(self) -> None:
+        """Serve the HTTPS data plane with the node's key and resume unfinished transfers."""
+        store = BlobStore(self.data_dir / "blobs")
+        host, _, port = self.config.get("transfer", "data_listen").rpartition(":")
+        self.dataplane = DataPlaneServer(store, self.identity, host=host.strip("[]"), port=int(port))
+        await self.dataplane.start()
+        self.transfers = TransferService(self, store, self.dataplane)
+        self.transfers.start()
+
+    def is_member(self, sign_key: bytes) -> bool:
+        """Whether ``sign_key`` is a member now (validator or audit node)."""
+        return self.ledger.state.is_member(sign_key)
+
+    def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
+        """Queue a message to one member on the peer network."""
+        assert self.network is not None
+        self.network.send(sign_key, channel, value)
+
     async def _start_api(self) -> None:
         api = Api(
             self,
             self.config.get("api", "token_sha256"),
             max_request_bytes=self.config.get("api", "max_request_bytes"),
+            transfers=self.transfers,
         )
         self._runner = web.AppRunner(api.app(), access_log=None)
         await self._runner.setup()
@@ -342,11 +374,16 @@ class Node:
                 self._on_records(value)
             elif channel == "c.fetch":
                 self._answer_fetch(sender, value)
+            elif channel in ("t.offer", "t.receipt") and self.transfers is not None:
+                if channel == "t.offer":
+                    self.transfers.on_offer(sender, value)
+                else:
+                    self.transfers.on_receipt(sender, value)
             else:
                 event = decode_event(channel, value)
                 self._note_height(event)
                 self._input(event)
-        except (ConsensusInputError, LedgerError) as exc:
+        except (ConsensusInputError, LedgerError, NodeInputError) as exc:
             assert self.network is not None
             name = self.network.members().get(sender, sender.hex()[:16])
             self.metrics.rejected_messages.labels(peer=name).inc()

@@ -5,8 +5,12 @@ Starts a devnet of four hospitals' validators and a regulator's audit-only node
 as separate processes, has two hospitals record events, waits until every node
 holds them, checks that all five nodes agree block by block, and verifies an
 inclusion proof served by the regulator's node with nothing but the genesis
-validator set.  (Later work adds a real study sent between hospitals and the
-regulator's audit of it.)  Everything lives in build/demo and is stopped at the end.
+validator set.  Then hospital-a sends a real study (pydicom-data CT, MR, US and
+secondary-capture images) to hospital-b in pseudonymised mode with `mftp-node send`,
+hospital-b's inbox shows it verified, `mftp-node export` delivers it to
+build/demo/export, and the three records (offered, received, accessed) are read back
+from the regulator's node.  (Later work adds the regulator's audit of it.)
+Everything lives in build/demo and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import base64
 import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,15 +26,17 @@ from pathlib import Path
 from mftp.ledger.block import BlockHeader, CommitCertificate
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.proofs import InclusionProof, verify_record_in_ledger
-from mftp.node.devnet import create_devnet, start_all, stop_all, wait_for_height
+from mftp.node.devnet import Member, create_devnet, start_all, stop_all, wait_for_height
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.node.devnet_helpers import (
     TEST_CONSENSUS,
+    api,
     block_hashes,
     get_json,
     is_committed,
     make_records,
+    make_study,
     submit,
     wait_until,
 )
@@ -84,10 +91,58 @@ def main() -> int:
             f"regulator's proof that record {record.record_id.hex()[:12]} is in the ledger of "
             f"{inclusion.ledger_size} records at height {height}: verified with the genesis validators only"
         )
-        return 0 if agree else 1
+        sent = send_study(a, b, regulator)
+        return 0 if agree and sent else 1
     finally:
         stop_all(processes)
         say("every node stopped; logs are in build/demo/*/node.log")
+
+
+def mftp_node(member: Member, *args: str) -> int:
+    """Run ``mftp-node`` against ``member``'s node, its output shown as is."""
+    command = [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
+    return subprocess.run(command, check=False).returncode
+
+
+def send_study(a: Member, b: Member, regulator: Member) -> bool:
+    """Send a real study from a to b, show b's inbox, export it, print the three records."""
+    originals = make_study(ROOT / "study")
+    size = sum(p.stat().st_size for p in (ROOT / "study").iterdir())
+    say(f"\n{a.name} sends a study of {len(originals)} images ({size / 1e6:.1f} MB) to {b.name}:")
+    say(f"$ mftp-node send {ROOT / 'study'} --to {b.name} --purpose TREAT --mode pseudonymised")
+    started = time.monotonic()
+    if mftp_node(a, "send", str(ROOT / "study"), "--to", b.name, "--purpose", "TREAT") != 0:
+        return False
+    say(f"sent, fetched and verified in {time.monotonic() - started:.1f} s")
+    say(f"\n$ mftp-node inbox   (at {b.name})")
+    mftp_node(b, "inbox")
+    _, body = api(b, "GET", "/transfers")
+    received = body["transfers"][0]
+    say(f"\n$ mftp-node export {received['transfer_id']} {ROOT / 'export'}   (at {b.name})")
+    if mftp_node(b, "export", received["transfer_id"], str(ROOT / "export")) != 0:
+        return False
+    _, sent = api(a, "GET", f"/transfers/{received['transfer_id']}")
+    _, held = api(b, "GET", f"/transfers/{received['transfer_id']}")
+    ids = [sent["offer_record"], held["received_record"], held["access_records"][-1]]
+    wait_until(lambda: all(_committed(regulator, rid) for rid in ids), 60, "the transfer records")
+    say("\nthe transfer's records, as the regulator's node holds them:")
+    for rid in ids:
+        view = get_json(f"{regulator.api_url}/records/{rid}")
+        body_text = ", ".join(f"{k}={str(v)[:16]}" for k, v in sorted(view["body"].items()))
+        say(f"  height {view['height']:>3}  {view['type']:<18} by {_name(view['author'], a, b)}  {body_text}")
+    return True
+
+
+def _committed(member: Member, record_id: str) -> bool:
+    try:
+        get_json(f"{member.api_url}/records/{record_id}")
+    except OSError:
+        return False
+    return True
+
+
+def _name(author: str, *members: Member) -> str:
+    return next((m.name for m in members if m.sign_key.hex() == author), author[:12])
 
 
 def _header(api_url: str, height: int) -> BlockHeader:

@@ -10,6 +10,12 @@ As a module::
     async with ThrottleProxy("127.0.0.1", 0, "127.0.0.1", 7800, rate_mbit_per_s=100) as proxy:
         url = f"https://127.0.0.1:{proxy.port}"
 
+From blocking code (a test or a benchmark polling HTTP), on its own event loop in a thread::
+
+    proxy = ThreadedProxy(ThrottleProxy("127.0.0.1", 0, "127.0.0.1", 7800, rate_mbit_per_s=100))
+    ...
+    proxy.close()
+
 From the command line::
 
     python scripts/throttle_proxy.py --listen 127.0.0.1:7900 --target 127.0.0.1:7800 --mbit 100
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import threading
 import time
 from typing import Final
 
@@ -147,6 +154,27 @@ class ThrottleProxy:
                     self.drops += 1
                     self.close_connections()
                     return
+
+
+class ThreadedProxy:
+    """A started :class:`ThrottleProxy` running on its own event loop in a daemon thread."""
+
+    def __init__(self, proxy: ThrottleProxy) -> None:
+        self.proxy = proxy
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="throttle-proxy")
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(proxy.start(), self.loop).result(10)
+
+    def drop_after(self, count: int | None) -> None:
+        """:meth:`ThrottleProxy.drop_after`, from another thread."""
+        self.loop.call_soon_threadsafe(self.proxy.drop_after, count)
+
+    def close(self) -> None:
+        """Stop the proxy and its thread."""
+        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 def _host_port(text: str) -> tuple[str, int]:

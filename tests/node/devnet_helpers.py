@@ -7,8 +7,10 @@ import json
 import os
 import random
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mftp.crypto.keyfile import load_identity
@@ -106,3 +108,45 @@ def environment_without_passphrase() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MFTP_KEY_PASSPHRASE", None)
     return env
+
+
+def api(member: Member, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """Call ``member``'s API with its token; returns ``(status, JSON)`` for errors too."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{member.api_url}{path}", data=data, method=method)
+    request.add_header("Authorization", f"Bearer {member.token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+# Real, natively encoded images of pydicom's test data (CT, MR, US, secondary capture).
+STUDY_FILES = ("CT_small.dcm", "MR_small.dcm", "SC_rgb_16bit.dcm", "US1_UNCR.dcm", "MR2_UNCI.dcm")
+
+
+def make_study(folder: Path) -> dict[str, bytes]:
+    """Write pydicom-data images into ``folder`` as one study of one patient.
+
+    The files come from different studies, so their Study Instance UID, Patient ID and name are
+    made the same (a real study shares them).  Returns each SOP Instance UID's pixel data.
+    """
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = {}
+    study_uid = pydicom.uid.generate_uid()
+    for index, name in enumerate(STUDY_FILES):
+        path = get_testdata_file(name)
+        assert path is not None, f"pydicom-data lacks {name}"
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = study_uid
+        ds.PatientID = "PAT-0042"
+        ds.PatientName = "Nordmann^Kari"
+        ds.save_as(folder / f"{index}-{name}")
+        pixels[str(ds.SOPInstanceUID)] = bytes(ds.PixelData)
+    return pixels

@@ -23,6 +23,7 @@ from mftp.ledger.records import Record
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.node.api import Api
+from mftp.node.errors import NodeUsageError, ResidencyRefused
 from mftp.node.openapi import openapi_document
 
 TOKEN = "s3cret-token"
@@ -155,3 +156,58 @@ async def test_submit_requires_a_token(client: tuple[TestClient, FakeNode, Any])
         "/records", json={"record": base64.b64encode(b"x").decode()}, headers=good
     )
     assert garbage.status == 400
+
+
+class FakeTransfers:
+    """A TransferView that refuses one destination for residency and records the rest."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str, str]] = []
+
+    async def send(self, source: str, to_name: str, purpose: str, mode: str) -> str:
+        if to_name == "abroad":
+            raise ResidencyRefused("data residency: abroad is in SE")
+        self.sent.append((source, to_name, purpose, mode))
+        return "ab" * 16
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.view()]
+
+    def get(self, transfer_id: str) -> dict[str, Any] | None:
+        return self.view() if transfer_id == "ab" * 16 else None
+
+    async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
+        if transfer_id != "ab" * 16:
+            raise NodeUsageError("no received transfer")
+        return {"transfer_id": transfer_id, "files": 3, "record": "cd" * 16}
+
+    @staticmethod
+    def view() -> dict[str, Any]:
+        return {"transfer_id": "ab" * 16, "direction": "in", "peer": "b", "state": "complete"}
+
+
+async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> None:
+    signers = identities(4)
+    ledger = Ledger(LevelDBStore(tmp_path / "ledger"), sample_genesis(signers))
+    transfers = FakeTransfers()
+    api = Api(FakeNode(ledger), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=transfers)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    send = {"source": "/s", "to": "b", "purpose": "TREAT", "mode": "pseudonymised"}
+    async with TestClient(TestServer(api.app())) as test:
+        assert (await test.get("/transfers")).status == 401
+        assert (await test.post("/transfers", json=send)).status == 401
+        started = await test.post("/transfers", json=send, headers=good)
+        assert started.status == 202
+        _validator("TransferStarted").validate(await started.json())
+        refused = await test.post("/transfers", json={**send, "to": "abroad"}, headers=good)
+        assert refused.status == 403 and "data residency" in (await refused.json())["error"]
+        assert (await test.post("/transfers", json={"to": "b"}, headers=good)).status == 400
+        listed = await (await test.get("/transfers", headers=good)).json()
+        _validator("Transfer").validate(listed["transfers"][0])
+        assert (await test.get("/transfers/" + "00" * 16, headers=good)).status == 404
+        export = await test.post(f"/transfers/{'ab' * 16}/export", json={"destination": "/x"}, headers=good)
+        _validator("ExportResult").validate(await export.json())
+        missing = await test.post(f"/transfers/{'00' * 16}/export", json={"destination": "/x"}, headers=good)
+        assert missing.status == 400
+    assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised")]
+    ledger.close()

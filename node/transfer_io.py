@@ -1,0 +1,199 @@
+"""Where a transferred study comes from and goes to: sources, packaging, restoring, delivery.
+
+Used by :mod:`.transfers`.  A *source* (``mftp-node send``) is either
+
+* an absolute path of a folder or file on the node's host (:class:`~.pacs.FolderSource`), or
+* ``dicomweb:<base URL>#<Study Instance UID>``: the study fetched by WADO-RS
+  (:class:`~.pacs.DicomWebSource`) into a private spill folder first.
+
+A *destination* (``mftp-node export``) is an absolute folder path (:class:`~.pacs.FolderSink`)
+or a DICOMweb base URL ``http(s)://...`` (STOW-RS, :class:`~.pacs.DicomWebSink`).
+
+Only DICOM instances travel (attachments such as PDFs are left out: their content cannot be
+de-identified).  Files are packaged as ``00000.dcm``, ``00001.dcm``...: names never carry
+patient data.  Everything here blocks or streams; callers run it in a worker thread or await it.
+
+De-identifying and compressing is CPU work (pydicom is pure Python): a study of at least
+:data:`PARALLEL_MIN_FILES` files is prepared by ``transfer.prepare_workers`` processes
+(``forkserver``, so no thread of the node is forked), at most two files per worker in flight,
+and packaged in order in the calling thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+
+from mftp.transfer.codec import compress, decompress
+from mftp.transfer.deid import Policy, deidentify_bytes
+from mftp.transfer.manifest import EntryMeta, Manifest, ObjectInfo, check_restored
+from mftp.transfer.package import Packager, PackageResult
+from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
+
+from .blobstore import BlobStore
+from .errors import NodeUsageError
+from .pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile, describe_path
+
+DICOMWEB_PREFIX: Final = "dicomweb:"
+ENTRY_CODEC: Final = "mftp-dcm"
+PARALLEL_MIN_FILES: Final = 16
+
+
+@dataclass(frozen=True)
+class DicomWebStudy:
+    """A study on a DICOMweb server."""
+
+    base_url: str
+    study_uid: str
+
+
+Source = Path | DicomWebStudy
+
+
+def parse_source(text: str) -> Source:
+    """A source from its spelling (see the module docstring); :class:`NodeUsageError` if wrong."""
+    if text.startswith(DICOMWEB_PREFIX):
+        url, _, study_uid = text.removeprefix(DICOMWEB_PREFIX).partition("#")
+        if not url.startswith(("http://", "https://")) or not study_uid:
+            raise NodeUsageError("a DICOMweb source is dicomweb:<http(s) base URL>#<Study Instance UID>")
+        return DicomWebStudy(url, study_uid)
+    path = Path(text)
+    if not path.is_absolute() or not path.exists():
+        raise NodeUsageError(f"source must be an existing absolute path on the node's host: {text}")
+    return path
+
+
+async def import_study(source: Source, spill: Path) -> tuple[list[LocalFile], ImportReport]:
+    """The DICOM instances of ``source`` (spilled into ``spill`` when they must be copied)."""
+    report = ImportReport()
+    if isinstance(source, Path):
+        files = await asyncio.to_thread(lambda: list(FolderSource(source).scan(spill, report)))
+    else:
+        async with aiohttp.ClientSession() as session:
+            reader = DicomWebSource(source.base_url, session)
+            files = [f async for f in reader.fetch_study(source.study_uid, spill, report)]
+    return [f for f in files if f.info.kind is FileKind.DICOM], report
+
+
+def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:
+    """The Study Instance UID the files share; :class:`NodeUsageError` unless exactly one."""
+    if not files:
+        reasons = "; ".join(f.reason for f in report.failures[:3]) or "no files"
+        raise NodeUsageError(f"the source holds no DICOM instance that can travel ({reasons})")
+    studies = {f.info.study_instance_uid for f in files}
+    if len(studies) != 1:
+        raise NodeUsageError(f"the source holds {len(studies)} studies; send one study at a time")
+    if len(files) > max_instances:
+        raise NodeUsageError(f"{len(files)} instances exceed transfer.max_instances = {max_instances}")
+    return studies.pop()
+
+
+def prepare_file(path: str, name: str, policy: Policy, secret: bytes) -> tuple[EntryMeta, bytes]:
+    """De-identify and compress one file (a module function, so a worker process can run it)."""
+    data = deidentify_bytes(Path(path).read_bytes(), policy, secret, name=name)
+    meta = EntryMeta(name, "instance", len(data), hashlib.sha256(data).digest(), ENTRY_CODEC)
+    return meta, compress(data, name=name)
+
+
+def _prepared(
+    files: list[LocalFile], policy: Policy, secret: bytes, workers: int
+) -> Iterator[tuple[EntryMeta, bytes]]:
+    """Each file prepared, in order; by ``workers`` processes for a big enough study."""
+    jobs = [(str(item.path), f"{index:05d}.dcm") for index, item in enumerate(files)]
+    if workers <= 1 or len(jobs) < PARALLEL_MIN_FILES:
+        for path, name in jobs:
+            yield prepare_file(path, name, policy, secret)
+        return
+    pending = iter(jobs)
+    window: deque[Future[tuple[EntryMeta, bytes]]] = deque()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        for path, name in pending:
+            window.append(pool.submit(prepare_file, path, name, policy, secret))
+            if len(window) >= 2 * workers:
+                break
+        while window:
+            result = window.popleft().result()
+            following = next(pending, None)
+            if following is not None:
+                window.append(pool.submit(prepare_file, *following, policy, secret))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def package_study(
+    files: list[LocalFile],
+    packager: Packager,
+    store: BlobStore,
+    policy: Policy,
+    secret: bytes,
+    progress: Callable[[int, int], None],
+    *,
+    workers: int = 1,
+) -> PackageResult:
+    """De-identify, compress and encrypt each file into ``store`` (blocking).
+
+    ``progress(files_done, study_bytes)`` after each file.  On failure the objects already
+    written are deleted, so nothing of an abandoned study stays on disk.
+    """
+    study_bytes = 0
+    try:
+        for done, (meta, compressed) in enumerate(_prepared(files, policy, secret, workers), start=1):
+            packager.add(meta, compressed)
+            study_bytes += meta.size
+            progress(done, study_bytes)
+        return packager.finish()
+    except BaseException:
+        for object_id in packager.committed:
+            store.delete(object_id)
+        raise
+
+
+def verify_all(store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectInfo], bytes]) -> None:
+    """Decrypt, decompress and check every file against the manifest, writing nothing (blocking)."""
+    for entry, compressed in store.iter_entries(manifest, key_for):
+        check_restored(entry, decompress(compressed, max_output_bytes=entry.size, name=entry.name))
+
+
+def restore_files(
+    store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectInfo], bytes], spill: Path
+) -> list[LocalFile]:
+    """Decrypt, decompress and verify each file into ``spill`` (mode 0600; blocking)."""
+    files = []
+    for entry, compressed in store.iter_entries(manifest, key_for):
+        original = decompress(compressed, max_output_bytes=entry.size, name=entry.name)
+        check_restored(entry, original)
+        path = spill / entry.name.replace("/", "_")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(original)
+        info, _ = describe_path(path, entry.name)
+        files.append(LocalFile(path, info))
+    return files
+
+
+def check_destination(text: str) -> None:
+    """:class:`NodeUsageError` unless ``text`` is an absolute folder path or an http(s) URL."""
+    if not text.startswith(("http://", "https://")) and not Path(text).is_absolute():
+        raise NodeUsageError(
+            "the destination is an absolute folder path on the node's host or a DICOMweb URL"
+        )
+
+
+async def deliver(files: list[LocalFile], destination: str) -> DeliveryReport:
+    """Deliver ``files`` to a folder or, by STOW-RS, to a DICOMweb server."""
+    if destination.startswith(("http://", "https://")):
+        async with aiohttp.ClientSession() as session:
+            return await DicomWebSink(destination, session).deliver(files)
+    return await FolderSink(Path(destination)).deliver(files)

@@ -1,0 +1,594 @@
+"""Peer transfers of studies: the node's sender and recipient sides, wired to disk, p2p and ledger.
+
+**Sending** (:meth:`TransferService.send`, from ``POST /transfers``):
+
+1. Residency first: the recipient (a ``[[p2p.peers]]`` entry, by name) must be a member with a
+   known ``country`` equal to ``node.country`` or listed in ``transfer.allowed_countries``;
+   otherwise :class:`ResidencyRefused` (HTTP 403), logged, and nothing is read or sent.
+2. Import the source (a folder or file, or ``dicomweb:URL#STUDYUID``: :mod:`.transfer_io`);
+   in a worker thread de-identify each instance per the mode's
+   :class:`~mftp.transfer.deid.Policy` with the institution secret (``keys/institution.secret``,
+   32 random bytes made on first use, mode 0600), compress it
+   (:func:`mftp.transfer.codec.compress`), and package it encrypted into the blob store.
+   Entries are named ``00000.dcm``, ``00001.dcm``...: names never carry patient data.
+3. Seal the manifest, register it with the data plane, issue a capability (valid
+   :data:`CAPABILITY_TTL_MS`) and sign the ``TRANSFER_OFFERED`` record (purpose, mode,
+   ``size_bucket`` = floor(log2(study bytes)), ``study_commitment`` = HMAC-SHA256(institution
+   secret, transfer id || original Study Instance UID), so two sends of one study do not
+   link on the ledger; random decoy tags until pseudonymous party tags exist).
+4. Send the offer on p2p channel ``t.offer`` (messages: :mod:`.transfer_wire`; the sealed
+   manifest travels inline up to :data:`MAX_INLINE_MANIFEST_BYTES`).  The offer is sent again
+   every :data:`REOFFER_INTERVAL_S` until the recipient answers on ``t.receipt``, so an offer
+   made while the recipient is down arrives when it is back; an accepted one now and then,
+   so a final receipt lost while we were down comes again.
+
+**Receiving** (``t.offer`` from a member): the offer is checked (capability signed by the
+sender for us, manifest opened and matching it, within ``transfer.max_study_bytes`` and
+``max_instances``), persisted, acknowledged, and fetched in the background
+(:func:`~.dataplane.fetch_transfer`: every chunk checked against the manifest, resumable).  A
+failed fetch is retried with backoff until the capability expires; a restarted node resumes
+every unfinished fetch, fetching only missing chunks.  Then every file is decrypted,
+decompressed and checked against the manifest's SHA-256 (nothing is written in clear), and the
+``TRANSFER_RECEIVED`` record is signed (outcome ``complete``, or ``refused`` if a file does
+not verify).  The study stays encrypted at rest in the blob store.
+
+**Export** (:meth:`TransferService.export`): each file is decrypted and verified again, written
+to a private spill folder (mode 0700, under data_dir), delivered to a folder or a DICOMweb
+server (:mod:`.transfer_io`), and the spill is removed; then a ``STUDY_ACCESSED`` record
+(action ``export``) is signed.
+
+Logs name transfers by id and peers by member name; never a patient, a UID or a file path
+of the study.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from mftp.crypto.signing import PublicIdentity, SigningIdentity
+from mftp.ledger.records import MODES, PURPOSES, TAG_SLOTS, Record, RecordType, make_record
+from mftp.transfer.capability import Capability, decode_capability, issue_capability
+from mftp.transfer.deid import Mode, Policy
+from mftp.transfer.errors import TransferError, TransferInputError
+from mftp.transfer.manifest import (
+    Manifest,
+    ObjectInfo,
+    open_manifest,
+    seal_manifest,
+)
+from mftp.transfer.package import Packager, recipient_object_key, seal_local_record, storage_key_for
+
+from .blobstore import BlobStore
+from .config import Config, Peer
+from .dataplane import CapabilityRefused, DataPlaneServer, FetchFailed, fetch_manifest, fetch_transfer
+from .errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
+from .pacs import LocalFile
+from .tls import PeerKeyMismatch
+from .transfer_io import (
+    Source,
+    check_destination,
+    deliver,
+    import_study,
+    one_study,
+    package_study,
+    parse_source,
+    restore_files,
+    verify_all,
+)
+from .transfer_state import IN, OUT, TransferState, TransferStates, check_transfer_id
+from .transfer_wire import NO_RECORD, Offer, decode_offer, decode_receipt, receipt_value
+
+log = logging.getLogger("mftp.node.transfers")
+
+CAPABILITY_TTL_MS: Final = 24 * 60 * 60 * 1000
+"""A day: a fetch interrupted by a restart of either node resumes within it (else it fails)."""
+MAX_INLINE_MANIFEST_BYTES: Final = 1 << 20
+REOFFER_INTERVAL_S: Final = 5.0
+RETRY_MIN_S: Final = 1.0
+RETRY_MAX_S: Final = 60.0
+SECRET_BYTES: Final = 32
+
+
+class TransferHost(Protocol):
+    """What the service needs from the running node."""
+
+    config: Config
+    identity: SigningIdentity
+    data_dir: Path
+
+    def is_member(self, sign_key: bytes) -> bool:
+        """Whether ``sign_key`` is a member of the consortium now."""
+
+    def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
+        """Queue a p2p message to a member."""
+
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        """Offer signed records to the mempool."""
+
+
+class OfferRefused(NodeInputError):
+    """The sender's manifest breaks our limits or its own capability: no retry can help."""
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds."""
+    return int(time.time() * 1000)
+
+
+def size_bucket(size_bytes: int) -> int:
+    """floor(log2(bytes)), 0 for an empty study: the exact size could identify a study."""
+    return max(0, min(63, math.floor(math.log2(size_bytes)))) if size_bytes > 0 else 0
+
+
+def load_institution_secret(keys_dir: Path) -> bytes:
+    """The institution's de-identification key, created (32 random bytes, mode 0600) on first use."""
+    path = keys_dir / "institution.secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_bytes()
+        if len(secret) != SECRET_BYTES:
+            raise NodeUsageError(f"{path} must hold {SECRET_BYTES} bytes; restore it from backup") from None
+        return secret
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(SECRET_BYTES))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.read_bytes()
+
+
+class TransferService:
+    """Sends and receives studies for one node (see the module docstring)."""
+
+    def __init__(self, host: TransferHost, store: BlobStore, server: DataPlaneServer) -> None:
+        self.host = host
+        self.store = store
+        self.server = server
+        self.states = TransferStates(host.data_dir / "transfers")
+        self.country: str = host.config.get("node", "country")
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reoffer_task: asyncio.Task[None] | None = None
+        self._secret: bytes | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Resume what a restart interrupted: fetches, and offers not yet answered."""
+        # A crash can leave clear files in the spill folder (an import or an export in
+        # progress); nothing there is ever resumed, and nothing clear may stay at rest.
+        shutil.rmtree(self.host.data_dir / "spill", ignore_errors=True)
+        for state in self.states.all():
+            if state.direction == IN and state.state in ("fetching", "verifying"):
+                self._spawn(state.transfer_id, self._receive(state))
+            elif state.direction == OUT and state.state == "preparing":
+                self._fail(state, "the node stopped while preparing the study; send it again")
+        self._reoffer_task = asyncio.get_running_loop().create_task(self._reoffer_loop())
+
+    async def stop(self) -> None:
+        """Cancel background work (its progress is on disk)."""
+        tasks = list(self._tasks.values()) + ([self._reoffer_task] if self._reoffer_task else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, transfer_id: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks[transfer_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(transfer_id, None))
+
+    @property
+    def secret(self) -> bytes:
+        """The institution secret (loaded on first use)."""
+        if self._secret is None:
+            self._secret = load_institution_secret(self.host.config.path.parent / "keys")
+        return self._secret
+
+    # ----------------------------------------------------------------- sending
+
+    def recipient(self, to_name: str) -> Peer:
+        """The configured member ``to_name``, after the residency check; raises otherwise."""
+        peer = next((p for p in self.host.config.peers if p.name == to_name), None)
+        if peer is None or not self.host.is_member(peer.sign_key):
+            raise NodeUsageError(
+                f"{to_name!r} is not a member this node knows ([[p2p.peers]] and the ledger)"
+            )
+        allowed = {self.country, *self.host.config.get("transfer", "allowed_countries")}
+        if not peer.country or peer.country not in allowed:
+            where = peer.country or "an unknown country (no country in its [[p2p.peers]] entry)"
+            log.warning(
+                "transfer refused: data residency",
+                extra={"fields": {"to": peer.name, "to_country": peer.country or "?", "ours": self.country}},
+            )
+            raise ResidencyRefused(
+                f"data residency: {peer.name} is in {where}; this node ({self.country}) may send only "
+                f"to {', '.join(sorted(allowed))} (transfer.allowed_countries)"
+            )
+        return peer
+
+    async def send(self, source: str, to_name: str, purpose: str, mode: str) -> str:
+        """Check the request, then prepare and offer the study in the background; returns its id."""
+        if purpose not in PURPOSES:
+            raise NodeUsageError(f"purpose must be an HL7 PurposeOfUse code: {', '.join(sorted(PURPOSES))}")
+        if mode not in MODES:
+            raise NodeUsageError(f"mode must be one of {', '.join(sorted(MODES))}")
+        peer = self.recipient(to_name)
+        parsed = parse_source(source)
+        state = TransferState(
+            transfer_id=secrets.token_hex(16),
+            direction=OUT,
+            peer=peer.name,
+            peer_key=peer.sign_key.hex(),
+            purpose=purpose,
+            mode=mode,
+            state="preparing",
+            created_ms=now_ms(),
+            data_url=peer.data_url,
+        )
+        self.states.save(state)
+        log.info("transfer preparing", extra={"fields": {"transfer": state.transfer_id, "to": peer.name}})
+        self._spawn(state.transfer_id, self._prepare_and_offer(state, peer, parsed))
+        return state.transfer_id
+
+    async def _prepare_and_offer(self, state: TransferState, peer: Peer, source: Source) -> None:
+        spill = self.host.data_dir / "spill" / state.transfer_id
+        try:
+            spill.mkdir(mode=0o700, parents=True, exist_ok=True)
+            files, report = await import_study(source, spill)
+            study_uid = one_study(files, report, self.host.config.get("transfer", "max_instances"))
+            state.files = len(files)
+            manifest = await asyncio.to_thread(self._package, state, peer, files)
+            sealed = await asyncio.to_thread(seal_manifest, manifest, self.host.identity)
+            await asyncio.to_thread(self.server.register_transfer, manifest, sealed)
+            self.store.put_record(f"offer-{state.transfer_id}", sealed)
+            capability = issue_capability(
+                self.host.identity,
+                recipient=peer.sign_key,
+                transfer_id=manifest.transfer_id,
+                manifest_sha256=manifest.sha256,
+                now_ms=now_ms(),
+                ttl_ms=CAPABILITY_TTL_MS,
+            )
+            # Keyed and bound to the transfer: nobody without the secret can confirm a guessed
+            # study, and two sends of one study do not show on the ledger as the same study.
+            commitment = hmac.new(
+                self.secret, b"study\0" + manifest.transfer_id + study_uid.encode(), hashlib.sha256
+            ).digest()
+            record = self._record(
+                RecordType.TRANSFER_OFFERED,
+                {
+                    "transfer_id": manifest.transfer_id,
+                    "recipient": peer.sign_key,
+                    "purpose": state.purpose,
+                    "mode": state.mode,
+                    "size_bucket": size_bucket(state.study_bytes),
+                    "study_commitment": commitment,
+                },
+            )
+            await self._submit(record)
+            state.capability = base64.b64encode(capability.token).decode()
+            state.offer_record = record.record_id.hex()
+            state.state = "offered"
+            self.states.save(state)
+            self._offer(state)
+            log.info(
+                "transfer offered",
+                extra={"fields": {"transfer": state.transfer_id, "to": peer.name, "files": state.files}},
+            )
+        except asyncio.CancelledError:
+            raise
+        except (NodeError, TransferError, OSError) as exc:
+            self._fail(state, str(exc))
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
+
+    def _package(self, state: TransferState, peer: Peer, files: list[LocalFile]) -> Manifest:
+        """De-identify, compress and encrypt the study into the blob store (blocking)."""
+        mode = Mode(state.mode)
+        salt = secrets.token_bytes(16) if mode is Mode.ANONYMOUS else None  # ANONYMOUS: unlinkable sends
+        packager = Packager(
+            sender=self.host.identity.public,
+            recipient=PublicIdentity.from_sign_key(peer.sign_key),
+            transfer_id=bytes.fromhex(state.transfer_id),
+            created_ms=now_ms(),
+            storage_key=storage_key_for(self.host.identity),
+            sink_factory=self.store.object_writer,
+            chunk_bytes=self.host.config.get("transfer", "chunk_bytes"),
+        )
+
+        def progress(files_done: int, study_bytes: int) -> None:
+            state.files_done, state.study_bytes = files_done, study_bytes
+
+        policy = Policy.for_mode(mode, transfer_salt=salt)
+        workers = self.host.config.get("transfer", "prepare_workers") or os.cpu_count() or 1
+        result = package_study(files, packager, self.store, policy, self.secret, progress, workers=workers)
+        self.store.put_record(
+            f"local-{state.transfer_id}", seal_local_record(result, storage_key_for(self.host.identity))
+        )
+        state.fetch_bytes = result.manifest.total_ciphertext_bytes
+        return result.manifest
+
+    def _offer(self, state: TransferState, *, inline: bool = True) -> None:
+        sealed = (self.store.get_record(f"offer-{state.transfer_id}") or b"") if inline else b""
+        message = Offer(
+            transfer_id=bytes.fromhex(state.transfer_id),
+            offer_id=bytes.fromhex(state.offer_record),
+            purpose=state.purpose,
+            mode=state.mode,
+            capability=decode_capability(base64.b64decode(state.capability)),
+            data_url=self._own_data_url(),
+            sealed=sealed if len(sealed) <= MAX_INLINE_MANIFEST_BYTES else b"",
+        ).to_value()
+        try:
+            self.host.send_peer(bytes.fromhex(state.peer_key), "t.offer", message)
+        except NodeUsageError as exc:  # no longer a member: keep trying, membership may return
+            log.info("offer not sent", extra={"fields": {"transfer": state.transfer_id, "reason": str(exc)}})
+
+    def _own_data_url(self) -> str:
+        return f"https://{self.host.config.get('transfer', 'data_listen')}"
+
+    async def _reoffer_loop(self) -> None:
+        # An unanswered offer is repeated often; an accepted one now and then, so the
+        # recipient's final receipt, lost while we were down, is sent to us again.
+        rounds = 0
+        while True:
+            await asyncio.sleep(REOFFER_INTERVAL_S)
+            rounds += 1
+            for state in self.states.all():
+                if state.direction != OUT:
+                    continue
+                if state.state == "offered" or (state.state == "accepted" and rounds % 6 == 0):
+                    self._offer(state, inline=state.state == "offered")
+
+    def on_receipt(self, sender: bytes, value: Any) -> None:
+        """A recipient's answer on ``t.receipt``: it accepted, completed or refused our offer."""
+        transfer_id, answer, record = decode_receipt(value)
+        state = self.states.get(transfer_id.hex())
+        if state is None or state.direction != OUT or state.peer_key != sender.hex():
+            raise NodeInputError("t.receipt: not for a transfer we offered to this member")
+        if answer == "accepted":
+            if state.state == "offered":  # stop re-offering; the recipient is fetching
+                state.state = "accepted"
+                self.states.save(state)
+            return
+        if state.state in ("offered", "accepted"):
+            state.state = "delivered" if answer == "complete" else "refused"
+            state.received_record = record.hex()
+            self.states.save(state)
+            log.info(
+                "transfer " + state.state, extra={"fields": {"transfer": state.transfer_id, "to": state.peer}}
+            )
+
+    # ----------------------------------------------------------------- receiving
+
+    def on_offer(self, sender: bytes, value: Any) -> None:
+        """An offer on ``t.offer`` from a member: check, persist, acknowledge and start fetching."""
+        if not self.host.is_member(sender):
+            raise NodeInputError("t.offer: sender is not a member")
+        offer = decode_offer(value, sender=sender, recipient=self.host.identity.public.sign_key)
+        transfer_id = offer.transfer_id.hex()
+        known = self.states.get(transfer_id)
+        if known is not None:  # a re-sent offer: answer again, the first answer may be lost
+            if known.peer_key != sender.hex() or known.direction != IN:
+                raise NodeInputError("t.offer: transfer id already used")
+            self._answer(known)
+            return
+        peer = next((p for p in self.host.config.peers if p.sign_key == sender), None)
+        configured = peer.data_url if peer is not None else ""
+        state = TransferState(
+            transfer_id=transfer_id,
+            direction=IN,
+            peer=peer.name if peer is not None else sender.hex()[:16],
+            peer_key=sender.hex(),
+            purpose=offer.purpose,
+            mode=offer.mode,
+            state="fetching",
+            created_ms=now_ms(),
+            capability=base64.b64encode(offer.capability.token).decode(),
+            # Our own configuration's address wins: the offer's is the sender's word.
+            data_url=configured or offer.data_url,
+            offer_record=offer.offer_id.hex(),
+        )
+        if offer.sealed:
+            self.store.put_record(f"offer-{transfer_id}", offer.sealed)
+        self.states.save(state)
+        log.info("transfer offered to us", extra={"fields": {"transfer": transfer_id, "from": state.peer}})
+        self._answer(state)
+        self._spawn(transfer_id, self._receive(state))
+
+    def _answer(self, state: TransferState) -> None:
+        answer = {"complete": "complete", "failed": "refused"}.get(state.state, "accepted")
+        record = bytes.fromhex(state.received_record) if state.received_record else NO_RECORD
+        value = receipt_value(bytes.fromhex(state.transfer_id), answer, record)
+        with contextlib.suppress(NodeUsageError):  # the sender left the consortium: nothing to tell
+            self.host.send_peer(bytes.fromhex(state.peer_key), "t.receipt", value)
+
+    async def _manifest(self, state: TransferState, capability: Capability) -> Manifest:
+        sender = PublicIdentity.from_sign_key(bytes.fromhex(state.peer_key))
+        sealed = self.store.get_record(f"offer-{state.transfer_id}")
+        if sealed is None:
+            _, sealed = await fetch_manifest(state.data_url, self.host.identity, capability, sender=sender)
+            self.store.put_record(f"offer-{state.transfer_id}", sealed)
+        manifest = await asyncio.to_thread(open_manifest, sealed, self.host.identity, sender=sender)
+        if manifest.sha256 != capability.manifest_sha256 or manifest.transfer_id != capability.transfer_id:
+            raise OfferRefused("the sender's manifest is not the one its capability names")
+        max_bytes = self.host.config.get("transfer", "max_study_bytes")
+        if manifest.total_original_bytes > max_bytes:
+            raise OfferRefused(f"study of {manifest.total_original_bytes} bytes exceeds {max_bytes}")
+        if len(manifest.entries) > self.host.config.get("transfer", "max_instances"):
+            raise OfferRefused("study has more instances than transfer.max_instances")
+        return manifest
+
+    async def _receive(self, state: TransferState) -> None:
+        capability = decode_capability(base64.b64decode(state.capability))
+        delay_s = RETRY_MIN_S
+        while True:
+            try:
+                manifest = await self._manifest(state, capability)
+                state.files = len(manifest.entries)
+                state.study_bytes = manifest.total_original_bytes
+                state.fetch_bytes = manifest.total_ciphertext_bytes
+                await self._fetch(state, manifest, capability)
+                break
+            except asyncio.CancelledError:
+                raise
+            except (CapabilityRefused, PeerKeyMismatch, TransferInputError, OfferRefused) as exc:
+                self._fail(state, f"the sender's data cannot be used: {exc}")
+                self._answer(state)
+                return
+            except (FetchFailed, NodeInputError, OSError) as exc:
+                if now_ms() > capability.not_after_ms:
+                    self._fail(state, f"capability expired before the study was fetched: {exc}")
+                    return
+                state.detail = f"retrying in {delay_s:.0f} s: {exc}"
+                log.info(
+                    "fetch interrupted", extra={"fields": {"transfer": state.transfer_id, "reason": str(exc)}}
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(RETRY_MAX_S, delay_s * 2)
+        try:
+            await self._verify_and_record(state, manifest)
+        except (NodeError, OSError) as exc:  # e.g. our own mempool is full: say so in the inbox
+            self._fail(state, f"could not record the receipt: {exc}")
+
+    async def _fetch(self, state: TransferState, manifest: Manifest, capability: Capability) -> None:
+        def progress(done: int, total: int) -> None:
+            state.fetched_bytes = done
+
+        section = self.host.config.values["transfer"]
+        result = await fetch_transfer(
+            manifest,
+            self.store,
+            state.data_url,
+            self.host.identity,
+            capability,
+            parallel=section["parallel_fetches"],
+            timeout_ms=section["fetch_timeout_ms"],
+            retries=section["fetch_retries"],
+            progress=progress,
+        )
+        state.fetched_bytes = state.fetch_bytes
+        log.info(
+            "transfer fetched",
+            extra={
+                "fields": {
+                    "transfer": state.transfer_id,
+                    "fetched_bytes": result.fetched_bytes,
+                    "resumed_bytes": result.resumed_bytes,
+                    "retries": result.retries,
+                }
+            },
+        )
+
+    async def _verify_and_record(self, state: TransferState, manifest: Manifest) -> None:
+        state.state, state.detail = "verifying", ""
+        self.states.save(state)
+        try:
+            await asyncio.to_thread(verify_all, self.store, manifest, self._object_key)
+            outcome = "complete"
+        except TransferError as exc:
+            outcome = "refused"
+            state.detail = f"a file does not match the sender's manifest: {exc}"
+        record = self._record(
+            RecordType.TRANSFER_RECEIVED,
+            {
+                "transfer_id": manifest.transfer_id,
+                "offer_id": bytes.fromhex(state.offer_record),
+                "manifest_hash": manifest.sha256,
+                "outcome": outcome,
+            },
+        )
+        await self._submit(record)
+        state.received_record = record.record_id.hex()
+        state.state = "complete" if outcome == "complete" else "failed"
+        self.states.save(state)
+        log.info("transfer received", extra={"fields": {"transfer": state.transfer_id, "outcome": outcome}})
+        self._answer(state)
+
+    def _object_key(self, obj: ObjectInfo) -> bytes:
+        return recipient_object_key(self.host.identity, obj)
+
+    # ----------------------------------------------------------------- export
+
+    async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
+        """Deliver a complete received study to ``destination`` (folder or DICOMweb URL)."""
+        state = self._received(transfer_id)
+        check_destination(destination)
+        purpose = purpose or state.purpose
+        if purpose not in PURPOSES:
+            raise NodeUsageError(f"purpose must be an HL7 PurposeOfUse code: {', '.join(sorted(PURPOSES))}")
+        sealed = self.store.get_record(f"offer-{transfer_id}")
+        if sealed is None:
+            raise NodeInputError(f"transfer {transfer_id} has no stored manifest")
+        sender = PublicIdentity.from_sign_key(bytes.fromhex(state.peer_key))
+        manifest = await asyncio.to_thread(open_manifest, sealed, self.host.identity, sender=sender)
+        spill = self.host.data_dir / "spill" / f"export-{secrets.token_hex(8)}"
+        spill.mkdir(mode=0o700, parents=True)
+        try:
+            files = await asyncio.to_thread(restore_files, self.store, manifest, self._object_key, spill)
+            report = await deliver(files, destination)
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
+        if report.failed_count:
+            raise NodeInputError(f"export failed for {report.failed_count} file(s): {report.summary()}")
+        record = self._record(
+            RecordType.STUDY_ACCESSED,
+            {"transfer_id": manifest.transfer_id, "action": "export", "purpose": purpose},
+        )
+        await self._submit(record)
+        state.access_records.append(record.record_id.hex())
+        self.states.save(state)
+        log.info("study exported", extra={"fields": {"transfer": transfer_id, "files": len(files)}})
+        return {"transfer_id": transfer_id, "files": len(files), "record": record.record_id.hex()}
+
+    def _received(self, transfer_id: str) -> TransferState:
+        state = self.states.get(check_transfer_id(transfer_id))
+        if state is None or state.direction != IN:
+            raise NodeUsageError(f"no received transfer {transfer_id}")
+        if state.state != "complete":
+            raise NodeUsageError(f"transfer {transfer_id} is {state.state}, not complete")
+        return state
+
+    # ----------------------------------------------------------------- views and records
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every transfer, sent and received, newest first."""
+        return [s.view() for s in self.states.all()]
+
+    def get(self, transfer_id: str) -> dict[str, Any] | None:
+        """One transfer's view, or ``None``."""
+        state = self.states.get(check_transfer_id(transfer_id))
+        return state.view() if state is not None else None
+
+    def _fail(self, state: TransferState, reason: str) -> None:
+        state.state, state.detail = "failed", reason
+        self.states.save(state)
+        log.warning("transfer failed", extra={"fields": {"transfer": state.transfer_id, "reason": reason}})
+
+    def _record(self, record_type: RecordType, body: dict[str, Any]) -> Record:
+        return make_record(
+            self.host.identity,
+            record_type,
+            body,
+            record_id=secrets.token_bytes(16),
+            time_ms=now_ms(),
+            # Decoys until pseudonymous party tags exist: random, so they link nothing.
+            tags=tuple(secrets.token_bytes(16) for _ in range(TAG_SLOTS)),
+        )
+
+    async def _submit(self, record: Record) -> None:
+        result = (await self.host.submit_records([record]))[0]
+        if result not in ("accepted", "duplicate"):
+            raise NodeError(f"the mempool refused our {record.type.name} record: {result}")

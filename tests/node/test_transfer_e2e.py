@@ -1,0 +1,171 @@
+"""A real study between two institutions' node processes (issue: points 7, 8 and 10).
+
+One devnet of three validators and an audit node; hospital-c lives in another country.
+Through the CLI (which calls each node's API): a send to hospital-c is refused for data
+residency and nothing is sent; hospital-a sends a study of real pydicom-data images to
+hospital-b in pseudonymised mode, with hospital-b offline when the offer is made (the offer
+arrives when it is back); hospital-b fetches and verifies it, its inbox shows it complete, and
+an export to a folder gives valid DICOM files with new ``2.25.`` UIDs, a pseudonymous patient,
+and the original pixel data.  The three records (offered by A, received and accessed by B) are
+committed on the chain.  A second test takes the study from a real PACS (Orthanc, DICOMweb)
+and exports it into the PACS again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+from tests.node.devnet_helpers import (
+    TEST_CONSENSUS,
+    api,
+    environment_without_passphrase,
+    get_json,
+    make_study,
+    wait_until,
+)
+from tests.orthanc_server import OrthancServer
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
+    members = create_devnet(
+        tmp_path / "devnet",
+        validators=3,
+        audit=1,
+        countries={"hospital-c": "SE"},
+        consensus=TEST_CONSENSUS,
+    )
+    processes = start_all(members)
+    try:
+        yield processes
+    finally:
+        stop_all(processes)
+
+
+def cli(member: Member, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``mftp-node`` against ``member``'s node."""
+    command = [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=environment_without_passphrase()
+    )
+
+
+def record_type(member: Member, record_id: str) -> str | None:
+    """The type of a committed record, or None while it is not in a block."""
+    try:
+        return str(get_json(f"{member.api_url}/records/{record_id}")["type"])
+    except OSError:
+        return None
+
+
+def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Path) -> None:
+    a, b, _, auditor = (p.member for p in devnet)
+    wait_for_height(devnet, 1, timeout_s=60)
+    originals = make_study(tmp_path / "study")
+
+    refused = cli(a, "send", str(tmp_path / "study"), "--to", "hospital-c", "--purpose", "TREAT")
+    assert refused.returncode == 5, refused.stderr
+    assert "data residency" in refused.stderr and "SE" in refused.stderr
+    assert api(a, "GET", "/transfers") == (200, {"transfers": []})  # nothing was prepared or sent
+    assert (
+        api(a, "POST", "/transfers", {"source": "/", "to": "hospital-b", "purpose": "X", "mode": "y"})[0]
+        == 400
+    )
+
+    devnet[1].stop()  # the recipient is down when the offer is made
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "mftp.node.cli", "send", str(tmp_path / "study"), "--to", "hospital-b",
+         "--purpose", "TREAT", "--mode", "pseudonymised", "--timeout", "120", "--config", str(a.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment_without_passphrase(),
+    )  # fmt: skip
+    wait_until(
+        lambda: any(t["state"] == "offered" for t in api(a, "GET", "/transfers")[1]["transfers"]),
+        60,
+        "the offer",
+    )
+    devnet[1].start()
+    devnet[1].wait_ready()
+    out, err = sender.communicate(timeout=120)
+    assert sender.returncode == 0, out + err
+    assert "delivered" in out
+
+    _, body = api(b, "GET", "/transfers")
+    (received,) = body["transfers"]
+    assert received["direction"] == "in" and received["state"] == "complete"
+    assert received["files"] == len(originals) and received["fetched_bytes"] == received["fetch_bytes"]
+    inbox = cli(b, "inbox")
+    assert inbox.returncode == 0 and received["transfer_id"] in inbox.stdout and "complete" in inbox.stdout
+
+    exported = cli(b, "export", received["transfer_id"], str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stderr
+    files = sorted((tmp_path / "export").rglob("*.dcm"))
+    assert len(files) == len(originals)
+    pixels = set()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert str(ds.StudyInstanceUID).startswith("2.25.") and str(ds.SOPInstanceUID).startswith("2.25.")
+        assert str(ds.SOPInstanceUID) not in originals
+        assert ds.PatientID != "PAT-0042" and "Nordmann" not in str(ds.PatientName)
+        assert ds.PatientIdentityRemoved == "YES"
+        pixels.add(bytes(ds.PixelData))
+    assert pixels == set(originals.values())
+
+    _, sent = api(a, "GET", f"/transfers/{received['transfer_id']}")
+    _, held = api(b, "GET", f"/transfers/{received['transfer_id']}")
+    expected = {
+        sent["offer_record"]: "transfer_offered",
+        held["received_record"]: "transfer_received",
+        held["access_records"][0]: "study_accessed",
+    }
+    assert held["offer_record"] == sent["offer_record"] and sent["received_record"] == held["received_record"]
+    wait_until(
+        lambda: all(record_type(auditor, rid) is not None for rid in expected), 60, "the three records"
+    )
+    assert {rid: record_type(auditor, rid) for rid in expected} == expected
+
+    # No patient identity in any log, and none in clear in either node's data (encrypted at rest).
+    for member in (a, b):
+        for path in member.directory.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert b"Nordmann" not in data and b"PAT-0042" not in data, path
+
+
+def test_dicomweb_source_and_destination(
+    devnet: list[NodeProcess], orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    a, b = devnet[0].member, devnet[1].member
+    wait_for_height(devnet, 1, timeout_s=60)
+    originals = make_study(tmp_path / "study")
+    for path in sorted((tmp_path / "study").iterdir()):
+        orthanc.upload(path.read_bytes())
+    study_uid = str(pydicom.dcmread(next((tmp_path / "study").iterdir())).StudyInstanceUID)
+    source = f"dicomweb:{orthanc.dicomweb_url}#{study_uid}"
+    status, answer = api(
+        a,
+        "POST",
+        "/transfers",
+        {"source": source, "to": "hospital-b", "purpose": "TREAT", "mode": "deidentified"},
+    )
+    assert status == 202, answer
+    transfer_id = answer["transfer_id"]
+    wait_until(
+        lambda: api(b, "GET", f"/transfers/{transfer_id}")[1].get("state") == "complete", 60, "receipt"
+    )
+
+    status, result = api(b, "POST", f"/transfers/{transfer_id}/export", {"destination": orthanc.dicomweb_url})
+    assert status == 200 and result["files"] == len(originals), result
+    studies = orthanc.get_json("/studies?expand")
+    assert isinstance(studies, list) and len(studies) == 2  # the original and the de-identified copy
+    copy = next(s for s in studies if s["MainDicomTags"]["StudyInstanceUID"] != study_uid)
+    assert copy["MainDicomTags"]["StudyInstanceUID"].startswith("2.25.")
+    assert len(copy["Series"]) == len(originals)

@@ -1,0 +1,81 @@
+"""Preparing a study to send: in-process and by worker processes, the same packaged files."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from mftp.crypto.signing import SigningIdentity
+from mftp.node.blobstore import BlobStore
+from mftp.node.errors import NodeUsageError
+from mftp.node.pacs import FolderSource
+from mftp.node.transfer_io import PARALLEL_MIN_FILES, one_study, package_study, restore_files, verify_all
+from mftp.transfer.deid import Mode, Policy
+from mftp.transfer.package import Packager, recipient_object_key, storage_key_for
+from mftp.transfer.study import ImportReport
+
+SENDER, RECIPIENT = SigningIdentity.generate(), SigningIdentity.generate()
+SECRET = b"s" * 32
+
+
+def study(folder: Path, count: int) -> list[str]:
+    """``count`` CT images of one study; returns their SOP Instance UIDs in file order."""
+    folder.mkdir()
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    study_uid, uids = pydicom.uid.generate_uid(), []
+    for index in range(count):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = study_uid
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = index
+        ds.save_as(folder / f"{index:03d}.dcm")
+        uids.append(str(ds.SOPInstanceUID))
+    return uids
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepared_in_order_and_verified(tmp_path: Path, workers: int) -> None:
+    study(tmp_path / "study", PARALLEL_MIN_FILES)
+    report = ImportReport()
+    files = sorted(FolderSource(tmp_path / "study").scan(tmp_path, report), key=lambda f: f.info.name)
+    one_study(files, report, max_instances=100)
+    store = BlobStore(tmp_path / "blobs")
+    packager = Packager(
+        sender=SENDER.public,
+        recipient=RECIPIENT.public,
+        transfer_id=b"t" * 16,
+        created_ms=1,
+        storage_key=storage_key_for(SENDER),
+        sink_factory=store.object_writer,
+    )
+    seen: list[int] = []
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    result = package_study(
+        files, packager, store, policy, SECRET, lambda n, _: seen.append(n), workers=workers
+    )
+    manifest = result.manifest
+    assert [e.name for e in manifest.entries] == [f"{i:05d}.dcm" for i in range(len(files))]
+    assert seen == list(range(1, len(files) + 1))
+    key_for = functools.partial(recipient_object_key, RECIPIENT)
+    verify_all(store, manifest, key_for)
+    (tmp_path / "spill").mkdir()
+    restored = restore_files(store, manifest, key_for, tmp_path / "spill")
+    numbers = [int(pydicom.dcmread(f.path).InstanceNumber) for f in restored]
+    assert numbers == list(range(len(files)))  # the order of the source, whatever worker did it
+    assert all(f.info.sop_instance_uid.startswith("2.25.") for f in restored)
+
+
+def test_one_study_at_a_time(tmp_path: Path) -> None:
+    study(tmp_path / "a", 1)
+    study(tmp_path / "b", 1)
+    report = ImportReport()
+    files = list(FolderSource([tmp_path / "a", tmp_path / "b"]).scan(tmp_path, report))
+    with pytest.raises(NodeUsageError, match="2 studies"):
+        one_study(files, report, max_instances=100)
+    with pytest.raises(NodeUsageError, match="no DICOM instance"):
+        one_study([], report, max_instances=100)
