@@ -103,6 +103,7 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
         "timeout_precommit_ms": Key(int, 500, _int_range(10, 600_000)),
         "timeout_precommit_delta_ms": Key(int, 500, _int_range(0, 600_000)),
         "timeout_commit_ms": Key(int, 100, _int_range(0, 600_000)),
+        "empty_block_interval_ms": Key(int, 30_000, _int_range(0, 86_400_000)),
         "max_block_records": Key(int, 500, _int_range(1, 10_000)),
         "mempool_max_records": Key(int, 20_000, _int_range(1, 1_000_000)),
     },

@@ -28,7 +28,6 @@ import logging
 import random
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -110,6 +109,7 @@ def consensus_config(config: Config) -> ConsensusConfig:
         timeout_precommit_ms=section["timeout_precommit_ms"],
         timeout_precommit_delta_ms=section["timeout_precommit_delta_ms"],
         timeout_commit_ms=section["timeout_commit_ms"],
+        empty_block_interval_ms=section["empty_block_interval_ms"],
         batch_records=section["max_block_records"],
         mempool_max_records=section["mempool_max_records"],
         sync_interval_ms=SYNC_INTERVAL_MS,
@@ -506,8 +506,3 @@ async def run_node(config: Config, identity: SigningIdentity, genesis: Genesis, 
         await stop.wait()
     finally:
         await node.stop()
-
-
-def data_dir_of(config: Config) -> Path:
-    """The node's data directory."""
-    return config.resolve("node", "data_dir")

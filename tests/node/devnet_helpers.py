@@ -26,6 +26,7 @@ TEST_CONSENSUS = {
     "timeout_precommit_ms": 500,
     "timeout_precommit_delta_ms": 500,
     "timeout_commit_ms": 300,
+    "empty_block_interval_ms": 1000,  # an idle heartbeat each second keeps height waits short
 }
 
 
