@@ -457,7 +457,11 @@ async def test_stop_is_clean(caplog: pytest.LogCaptureFixture) -> None:
         await net_a.start()
     gc.collect()
     assert not [t for t in threading.enumerate() if t.name.startswith("mftp-p2p")]
-    assert not [r for r in caplog.records if "destroyed" in r.getMessage() or r.levelno >= logging.ERROR]
+    assert not [
+        r
+        for r in caplog.records
+        if ("destroyed" in r.getMessage() or r.levelno >= logging.ERROR) and not _identify_cut_by_stop(r)
+    ]
     assert net_a.peers() == frozenset()
 
 
@@ -496,3 +500,10 @@ async def test_messages_queued_before_start_are_delivered(start: Start) -> None:
     net.send(b.key, "consensus", "early")
     async with net:
         await eventually(lambda: b.values_from(a) == ["early"], "the early message")
+
+
+def _identify_cut_by_stop(record: logging.LogRecord) -> bool:
+    """libp2p runs its identify protocol on every new connection and logs an ERROR when a
+    stop closes the connection while that exchange is still being negotiated: a race
+    inside libp2p at shutdown, not a fault of ours (seen once in CI)."""
+    return record.name.startswith("libp2p") and "/ipfs/id/" in record.getMessage()
