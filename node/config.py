@@ -69,6 +69,16 @@ def _countries(v: list[Any]) -> str | None:
     return f"not ISO country codes: {bad}" if bad else None
 
 
+def _strings(v: list[Any], what: str) -> str | None:
+    bad = [x for x in v if not isinstance(x, str) or not x]
+    return f"not {what}: {bad}" if bad else None
+
+
+def _urls(v: list[Any]) -> str | None:
+    bad = [x for x in v if not isinstance(x, str) or not x.startswith(("http://", "https://"))]
+    return f"not http(s) URL prefixes: {bad}" if bad else None
+
+
 def _hashes(v: list[Any]) -> str | None:
     bad = [h for h in v if not isinstance(h, str) or not _HEX64.match(h)]
     return "each must be the SHA-256 of a token in lowercase hex (64 characters)" if bad else None
@@ -117,6 +127,9 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
         "fetch_timeout_ms": Key(int, 30_000, _int_range(100, 3_600_000)),
         "fetch_retries": Key(int, 5, _int_range(0, 100)),
         "prepare_workers": Key(int, 0, _int_range(0, 64)),
+        "source_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
+        "export_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
+        "dicomweb_urls": Key(list, [], _urls),
     },
 }
 

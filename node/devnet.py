@@ -170,6 +170,11 @@ def _config_text(
         "",
         "[transfer]",
         f'data_listen = "127.0.0.1:{member.data_port}"',
+        # A devnet is a sandbox: studies may come from and go to the folder that holds it,
+        # and DICOMweb servers on loopback.
+        f"source_dirs = [{json.dumps(str(member.directory.parent.parent))}]",
+        f"export_dirs = [{json.dumps(str(member.directory.parent.parent))}]",
+        'dicomweb_urls = ["http://127.0.0.1:"]',
         "",
         "[consensus]",
     ]

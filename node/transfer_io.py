@@ -60,17 +60,39 @@ class DicomWebStudy:
 Source = Path | DicomWebStudy
 
 
-def parse_source(text: str) -> Source:
+@dataclass(frozen=True)
+class Allowed:
+    """Where the operator lets sends read and exports write (``[transfer]`` allow-lists)."""
+
+    source_dirs: tuple[Path, ...]
+    export_dirs: tuple[Path, ...]
+    dicomweb_urls: tuple[str, ...]
+
+    def check_path(self, path: Path, dirs: tuple[Path, ...], key: str) -> Path:
+        """``path`` resolved (links included); :class:`NodeUsageError` unless inside one of ``dirs``."""
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(d) for d in dirs):
+            raise NodeUsageError(f"{path} is not inside a folder listed in transfer.{key}")
+        return resolved
+
+    def check_url(self, url: str) -> str:
+        """``url``; :class:`NodeUsageError` unless it starts with an allowed prefix."""
+        if not any(url.startswith(prefix) for prefix in self.dicomweb_urls):
+            raise NodeUsageError(f"{url} is not a DICOMweb server listed in transfer.dicomweb_urls")
+        return url
+
+
+def parse_source(text: str, allowed: Allowed) -> Source:
     """A source from its spelling (see the module docstring); :class:`NodeUsageError` if wrong."""
     if text.startswith(DICOMWEB_PREFIX):
         url, _, study_uid = text.removeprefix(DICOMWEB_PREFIX).partition("#")
         if not url.startswith(("http://", "https://")) or not study_uid:
             raise NodeUsageError("a DICOMweb source is dicomweb:<http(s) base URL>#<Study Instance UID>")
-        return DicomWebStudy(url, study_uid)
+        return DicomWebStudy(allowed.check_url(url), study_uid)
     path = Path(text)
     if not path.is_absolute() or not path.exists():
         raise NodeUsageError(f"source must be an existing absolute path on the node's host: {text}")
-    return path
+    return allowed.check_path(path, allowed.source_dirs, "source_dirs")
 
 
 async def import_study(source: Source, spill: Path) -> tuple[list[LocalFile], ImportReport]:
@@ -183,12 +205,15 @@ def restore_files(
     return files
 
 
-def check_destination(text: str) -> None:
-    """:class:`NodeUsageError` unless ``text`` is an absolute folder path or an http(s) URL."""
-    if not text.startswith(("http://", "https://")) and not Path(text).is_absolute():
+def check_destination(text: str, allowed: Allowed) -> str:
+    """``text`` checked against the allow-lists: an absolute folder path or a DICOMweb URL."""
+    if text.startswith(("http://", "https://")):
+        return allowed.check_url(text)
+    if not Path(text).is_absolute():
         raise NodeUsageError(
             "the destination is an absolute folder path on the node's host or a DICOMweb URL"
         )
+    return str(allowed.check_path(Path(text), allowed.export_dirs, "export_dirs"))
 
 
 async def deliver(files: list[LocalFile], destination: str) -> DeliveryReport:

@@ -78,6 +78,7 @@ from .errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from .pacs import LocalFile
 from .tls import PeerKeyMismatch
 from .transfer_io import (
+    Allowed,
     Source,
     check_destination,
     deliver,
@@ -159,6 +160,12 @@ class TransferService:
         self.server = server
         self.states = TransferStates(host.data_dir / "transfers")
         self.country: str = host.config.get("node", "country")
+        config = host.config
+        self.allowed = Allowed(
+            tuple(config.path.parent.joinpath(d).resolve() for d in config.get("transfer", "source_dirs")),
+            tuple(config.path.parent.joinpath(d).resolve() for d in config.get("transfer", "export_dirs")),
+            tuple(config.get("transfer", "dicomweb_urls")),
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reoffer_task: asyncio.Task[None] | None = None
         self._secret: bytes | None = None
@@ -225,7 +232,7 @@ class TransferService:
         if mode not in MODES:
             raise NodeUsageError(f"mode must be one of {', '.join(sorted(MODES))}")
         peer = self.recipient(to_name)
-        parsed = parse_source(source)
+        parsed = parse_source(source, self.allowed)
         state = TransferState(
             transfer_id=secrets.token_hex(16),
             direction=OUT,
@@ -525,7 +532,7 @@ class TransferService:
     async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
         """Deliver a complete received study to ``destination`` (folder or DICOMweb URL)."""
         state = self._received(transfer_id)
-        check_destination(destination)
+        destination = check_destination(destination, self.allowed)
         purpose = purpose or state.purpose
         if purpose not in PURPOSES:
             raise NodeUsageError(f"purpose must be an HL7 PurposeOfUse code: {', '.join(sorted(PURPOSES))}")
