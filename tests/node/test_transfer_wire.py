@@ -9,7 +9,7 @@ import pytest
 
 from mftp.crypto.signing import SigningIdentity
 from mftp.node.errors import NodeInputError, NodeUsageError
-from mftp.node.transfer_io import DicomWebStudy, check_destination, parse_source
+from mftp.node.transfer_io import Allowed, DicomWebStudy, check_destination, parse_source
 from mftp.node.transfer_state import TransferState, TransferStates, check_transfer_id
 from mftp.node.transfer_wire import NO_RECORD, Offer, decode_offer, decode_receipt, receipt_value
 from mftp.node.transfers import size_bucket
@@ -83,17 +83,18 @@ def test_receipts() -> None:
 
 
 def test_sources_and_destinations(tmp_path: Path) -> None:
-    assert parse_source(str(tmp_path)) == tmp_path
-    assert parse_source("dicomweb:http://pacs:8042/dicom-web#1.2.3") == DicomWebStudy(
+    rules = Allowed((tmp_path.resolve(),), (tmp_path.resolve(),), ("http://pacs:8042/", "https://pacs/"))
+    assert parse_source(str(tmp_path), rules) == tmp_path.resolve()
+    assert parse_source("dicomweb:http://pacs:8042/dicom-web#1.2.3", rules) == DicomWebStudy(
         "http://pacs:8042/dicom-web", "1.2.3"
     )
     for bad in ("relative/path", str(tmp_path / "missing"), "dicomweb:ftp://x#1.2", "dicomweb:http://x"):
         with pytest.raises(NodeUsageError):
-            parse_source(bad)
-    check_destination(str(tmp_path))
-    check_destination("https://pacs/dicom-web")
+            parse_source(bad, rules)
+    check_destination(str(tmp_path), rules)
+    check_destination("https://pacs/dicom-web", rules)
     with pytest.raises(NodeUsageError):
-        check_destination("relative")
+        check_destination("relative", rules)
 
 
 def test_size_bucket_hides_the_exact_size() -> None:
