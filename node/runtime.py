@@ -75,7 +75,7 @@ from .api import Api
 from .blobstore import BlobStore
 from .config import Config
 from .dataplane import DataPlaneServer
-from .errors import NodeInputError
+from .errors import NodeError, NodeInputError
 from .metrics import NodeMetrics
 from .p2p import P2PLimits, PeerNetwork
 from .transfers import TransferService
@@ -170,6 +170,8 @@ class Node:
         self._tick_task: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self.stopped = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -287,8 +289,12 @@ class Node:
             elif isinstance(action, ScheduleTimeout):
                 self._schedule(action)
             elif isinstance(action, Commit):
-                self._store(action)
-                if self.replica is not None:
+                try:
+                    self._store(action)
+                except Exception as exc:  # disk full, a store error, a gap: never vote on without it
+                    self._fail_stop(f"cannot store committed block {action.block.height}", exc)
+                    return
+                if self.replica is not None:  # the WAL may be emptied only once the block is stored
                     self.replica.committed(action.block.height)
             elif isinstance(action, SendBlocks):
                 self._send_blocks(action.peer, action.from_height)
@@ -300,6 +306,17 @@ class Node:
                 )
             elif isinstance(action, Log):
                 log.log(logging.getLevelName(action.level.upper()), action.message)
+
+    def _fail_stop(self, reason: str, exc: BaseException) -> None:
+        """Stop taking part: a validator that cannot store what it decided must not vote on.
+
+        Its core has moved on to the next height, and emptying the WAL or checking replays
+        against a store that lacks blocks would be unsafe; a crash-stop is what BFT assumes.
+        """
+        log.critical("node stopping", extra={"fields": {"reason": reason, "error": repr(exc)}})
+        self.failure = exc
+        self.replica = None  # no further input reaches the core
+        self.failed.set()
 
     def _schedule(self, action: ScheduleTimeout) -> None:
         loop = asyncio.get_running_loop()
@@ -315,8 +332,10 @@ class Node:
 
     def _store(self, commit: Commit) -> None:
         block = commit.block
-        if block.height != self.ledger.height + 1:
+        if block.height <= self.ledger.height:
             return  # stored before a crash; the WAL replay decided it again
+        if block.height != self.ledger.height + 1:
+            raise NodeError(f"decided block {block.height} but the store ends at {self.ledger.height}")
         before = (self.ledger.state.validators, self.ledger.state.auditors)
         self.ledger.append(block, commit.certificate, state_after=commit.state)
         now_s = time.monotonic()
@@ -503,6 +522,11 @@ async def run_node(config: Config, identity: SigningIdentity, genesis: Genesis, 
     node = Node(config, identity, genesis)
     await node.start()
     try:
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
     finally:
         await node.stop()
+    if node.failure is not None:
+        raise NodeError(f"the node stopped itself: {node.failure!r}")
