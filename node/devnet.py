@@ -174,7 +174,7 @@ def _config_text(
         # and DICOMweb servers on loopback.
         f"source_dirs = [{json.dumps(str(member.directory.parent.parent))}]",
         f"export_dirs = [{json.dumps(str(member.directory.parent.parent))}]",
-        'dicomweb_urls = ["http://127.0.0.1:"]',
+        'dicomweb_urls = ["http://127.0.0.1"]  # no port given: any port on loopback',
         "",
         "[consensus]",
     ]

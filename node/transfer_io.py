@@ -31,6 +31,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -76,10 +77,30 @@ class Allowed:
         return resolved
 
     def check_url(self, url: str) -> str:
-        """``url``; :class:`NodeUsageError` unless it starts with an allowed prefix."""
-        if not any(url.startswith(prefix) for prefix in self.dicomweb_urls):
+        """``url``; :class:`NodeUsageError` unless it is under an allowed server.
+
+        Scheme and host must match exactly, and the port too unless the allowed entry names
+        none (then any port of that host); the path must lie under the allowed path on a
+        ``/`` boundary.  A plain string prefix would let ``https://pacs.h.org`` admit
+        ``https://pacs.h.org.evil.net`` or ``https://pacs.h.org@evil.net``.
+        """
+        if not any(_url_within(url, allowed) for allowed in self.dicomweb_urls):
             raise NodeUsageError(f"{url} is not a DICOMweb server listed in transfer.dicomweb_urls")
         return url
+
+
+def _url_within(url: str, allowed: str) -> bool:
+    try:
+        given, rule = urlsplit(url), urlsplit(allowed)
+        same_server = (given.scheme, given.hostname) == (rule.scheme, rule.hostname) and (
+            rule.port is None or given.port == rule.port
+        )
+    except ValueError:  # a malformed port
+        return False
+    if not same_server or given.username or given.password or rule.hostname is None:
+        return False
+    base = rule.path.rstrip("/")
+    return given.path == base or given.path.startswith(base + "/") or not base
 
 
 def parse_source(text: str, allowed: Allowed) -> Source:

@@ -94,6 +94,8 @@ from .transfer_wire import NO_RECORD, Offer, decode_offer, decode_receipt, recei
 
 log = logging.getLogger("mftp.node.transfers")
 
+MAX_UNFINISHED_OFFERS_PER_PEER: Final = 16  # bounds the disk and tasks one member can make us spend
+
 CAPABILITY_TTL_MS: Final = 24 * 60 * 60 * 1000
 """A day: a fetch interrupted by a restart of either node resumes within it (else it fails)."""
 MAX_INLINE_MANIFEST_BYTES: Final = 1 << 20
@@ -393,11 +395,23 @@ class TransferService:
             self._answer(known)
             return
         peer = next((p for p in self.host.config.peers if p.sign_key == sender), None)
-        configured = peer.data_url if peer is not None else ""
+        if peer is None:
+            # Without a configured peer we would fetch from whatever URL the offer names.
+            raise NodeInputError("t.offer: sender is not a configured peer ([[p2p.peers]])")
+        unfinished = [
+            s
+            for s in self.states.all()
+            if s.direction == IN and s.peer_key == sender.hex() and s.state in ("fetching", "verifying")
+        ]
+        if len(unfinished) >= MAX_UNFINISHED_OFFERS_PER_PEER:
+            raise NodeInputError("t.offer: too many unfinished transfers from this member")
+        if offer.capability.not_after_ms <= now_ms():
+            raise NodeInputError("t.offer: capability already expired")
+        configured = peer.data_url
         state = TransferState(
             transfer_id=transfer_id,
             direction=IN,
-            peer=peer.name if peer is not None else sender.hex()[:16],
+            peer=peer.name,
             peer_key=sender.hex(),
             purpose=offer.purpose,
             mode=offer.mode,
@@ -434,6 +448,9 @@ class TransferService:
         max_bytes = self.host.config.get("transfer", "max_study_bytes")
         if manifest.total_original_bytes > max_bytes:
             raise OfferRefused(f"study of {manifest.total_original_bytes} bytes exceeds {max_bytes}")
+        if manifest.total_ciphertext_bytes > max_bytes + max_bytes // 8 + (1 << 20):
+            # What we would fetch, not only what the sender says it restores to.
+            raise OfferRefused(f"objects of {manifest.total_ciphertext_bytes} bytes exceed the study limit")
         if len(manifest.entries) > self.host.config.get("transfer", "max_instances"):
             raise OfferRefused("study has more instances than transfer.max_instances")
         return manifest
@@ -580,9 +597,11 @@ class TransferService:
         return state.view() if state is not None else None
 
     def _fail(self, state: TransferState, reason: str) -> None:
+        # The reason goes to the operator through the API only: it may quote a source path, and
+        # folder names often carry patient names, which must never reach the logs.
         state.state, state.detail = "failed", reason
         self.states.save(state)
-        log.warning("transfer failed", extra={"fields": {"transfer": state.transfer_id, "reason": reason}})
+        log.warning("transfer failed", extra={"fields": {"transfer": state.transfer_id}})
 
     def _record(self, record_type: RecordType, body: dict[str, Any]) -> Record:
         return make_record(

@@ -191,6 +191,9 @@ def decode_capability(token: bytes) -> Capability:
         raise TransferInputError("capability: a key or hash has the wrong length")
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise TransferInputError("capability: signature must be 64 bytes")
+    if not 0 < body["not_after_ms"] - body["issued_ms"] <= MAX_TTL_MS:
+        # issue_capability never makes longer ones: a peer must not keep our retries alive for ever
+        raise TransferInputError(f"capability: lifetime outside 1..{MAX_TTL_MS} ms")
     return Capability(
         body["transfer_id"],
         body["sender"],

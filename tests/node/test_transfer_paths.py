@@ -46,6 +46,19 @@ def test_exports_and_dicomweb_servers_must_be_listed(tmp_path: Path) -> None:
     assert check_destination("http://127.0.0.1:8042/dicom-web", rules).startswith("http://127.0.0.1:8042")
     with pytest.raises(NodeUsageError, match=r"transfer\.dicomweb_urls"):
         check_destination("http://169.254.169.254/latest", rules)
+    for lookalike in (
+        "http://127.0.0.1:8042/dicom-web-evil",  # not on a / boundary
+        "http://127.0.0.1:8043/dicom-web",  # another port
+        "http://127.0.0.1:8042@evil.example/dicom-web",  # credentials trick
+        "https://127.0.0.1:8042/dicom-web",  # another scheme
+    ):
+        with pytest.raises(NodeUsageError, match=r"transfer\.dicomweb_urls"):
+            check_destination(lookalike, rules)
+    assert check_destination("http://127.0.0.1:8042/dicom-web/studies", rules)
+    any_port = Allowed((), (), ("http://127.0.0.1",))
+    assert check_destination("http://127.0.0.1:9999/dicom-web", any_port)
+    with pytest.raises(NodeUsageError):
+        check_destination("http://127.0.0.1.evil.example:80/x", any_port)
     source = parse_source("dicomweb:http://127.0.0.1:8042/dicom-web#1.2.3", rules)
     assert source == DicomWebStudy("http://127.0.0.1:8042/dicom-web", "1.2.3")
     with pytest.raises(NodeUsageError, match=r"transfer\.dicomweb_urls"):

@@ -8,6 +8,7 @@ import pytest
 
 from mftp.crypto import canonical
 from mftp.transfer.capability import (
+    MAX_TTL_MS,
     AuthError,
     Capability,
     FetchRequest,
@@ -160,8 +161,11 @@ def test_replay_cache_forgets_old_entries_and_refuses_when_full() -> None:
 def test_forged_capabilities() -> None:
     cap = _cap()
     # A longer lifetime with the old signature.
-    longer = dataclasses.replace(cap, not_after_ms=cap.not_after_ms + 10**9)
+    longer = dataclasses.replace(cap, not_after_ms=cap.not_after_ms + 10**6)
     _refused(403, "bad-signature", _header(longer))
+    # A lifetime beyond what issue_capability ever grants is refused before any signature check.
+    endless = dataclasses.replace(cap, not_after_ms=cap.issued_ms + MAX_TTL_MS + 1)
+    _refused(401, "malformed", _header(endless))
     # A stranger's own capability naming the server as sender.
     body = {**cap.body(), "recipient": STRANGER.public.sign_key}
     forged_sig = STRANGER.sign("capability", canonical.encode(body))
