@@ -74,6 +74,10 @@ MODES: Final = frozenset({"identified", "pseudonymised", "deidentified", "anonym
 
 VERIFIED_CACHE_ENTRIES: Final = 32_768
 DECODED_CACHE_ENTRIES: Final = 16_384
+# Only records up to this size are remembered, so each cache stays under ~64 MiB however
+# large the records a member sends (today's records are 0.4 KiB; with a full escrow
+# envelope about 1.9 KiB, still cached).
+CACHED_RECORD_MAX_BYTES: Final = 2048
 
 # Per-process memories of records already checked (see Record.verify_signature and
 # Record.decode); insertion-ordered dicts evicting the oldest entry when full.
@@ -261,7 +265,8 @@ class Record:
             verify(self.author, "record", self.signing_bytes(), self.signature)
         except BadSignatureError as exc:
             raise InvalidRecordError(f"record {self.record_id.hex()}: {exc}") from None
-        _remember(_VERIFIED, encoded, None, _CACHE_LIMITS["verified"])
+        if len(encoded) <= CACHED_RECORD_MAX_BYTES:
+            _remember(_VERIFIED, encoded, None, _CACHE_LIMITS["verified"])
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
@@ -287,7 +292,8 @@ class Record:
             raise InvalidRecordError(f"undecodable record: {type(exc).__name__}") from None
         record = cls.from_value(value, encoded=data)
         _check_canonical(value, record.type, data)
-        _remember(_DECODED, data, record, _CACHE_LIMITS["decoded"])
+        if len(data) <= CACHED_RECORD_MAX_BYTES:
+            _remember(_DECODED, data, record, _CACHE_LIMITS["decoded"])
         return record
 
     @classmethod

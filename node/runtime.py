@@ -417,7 +417,19 @@ class Node:
         records = tuple(Record.decode(item) for item in value if isinstance(item, bytes))
         if len(records) != len(value):
             raise ConsensusInputError("records: every item must be record bytes")
-        self._input(RecordsSubmitted(records))
+        # Every input is logged to the WAL before the core sees it, so what the mempool would
+        # refuse anyway (known, already stored, or by a non-member) is dropped here: a member
+        # re-sending or flooding cannot grow the WAL with it.
+        if self.replica is None:
+            return
+        pooled, store, state = self.replica.core.mempool, self.ledger.store, self.ledger.state
+        fresh = tuple(
+            r
+            for r in records
+            if r.record_id not in pooled and state.is_member(r.author) and not store.has_record(r.record_id)
+        )
+        if fresh:
+            self._input(RecordsSubmitted(fresh))
 
     def _note_height(self, event: Event) -> None:
         if isinstance(event, VoteReceived):
