@@ -32,9 +32,11 @@ from typing import Any
 
 import aiohttp
 
-from mftp.crypto.keyfile import load_identity
-from mftp.ledger.records import TAG_SLOTS, Record, RecordType, make_record
+from mftp.ledger.records import Record
 from mftp.node.devnet import Member, create_devnet, start_all, stop_all, wait_for_height
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.node.devnet_helpers import make_records
 
 CONSENSUS = {
     "timeout_propose_ms": 1000,
@@ -61,22 +63,7 @@ def sign_load(members: list[Member], count: int) -> dict[int, list[Record]]:
     """``count`` records, each validator signing its share (timed separately, not in the figures)."""
     rng = random.Random(42)
     validators = [m for m in members if m.role == "validator"]
-    load: dict[int, list[Record]] = {i: [] for i in range(len(validators))}
-    now = int(time.time() * 1000)
-    for index, member in enumerate(validators):
-        identity = load_identity(member.directory / "keys" / "node.key")
-        for _ in range(count // len(validators)):
-            load[index].append(
-                make_record(
-                    identity,
-                    RecordType.STUDY_ACCESSED,
-                    {"transfer_id": rng.randbytes(16), "action": "view", "purpose": "TREAT"},
-                    record_id=rng.randbytes(16),
-                    time_ms=now,
-                    tags=tuple(rng.randbytes(16) for _ in range(TAG_SLOTS)),
-                )
-            )
-    return load
+    return {i: make_records(m, count // len(validators), rng) for i, m in enumerate(validators)}
 
 
 class Run:
