@@ -165,6 +165,12 @@ async def test_members_exchange_in_order_on_one_reused_stream(start: Start) -> N
         return all(len(m.got) == 2 * (count + 1) for m in members)
 
     await eventually(complete, "every message and broadcast delivered")
+
+    def counted() -> bool:
+        # The sender counts a batch once its write returns, which can be after the peer has read it.
+        return all(m.net is not None and m.net.stats().messages_out == 2 * (count + 1) for m in members)
+
+    await eventually(counted, "every write counted by its sender")
     for receiver in members:
         assert receiver.net is not None
         for sender in members:
