@@ -588,6 +588,15 @@ class AuditStore:
             raise PseudonymUsageError(f"details of record {record_id.hex()} are already stored")
         self._entries[record_id] = dict(openings)
 
+    def record_ids(self) -> list[bytes]:
+        """The ids of every record whose details are stored, in the order they were added."""
+        return list(self._entries)
+
+    def fields(self, record_id: bytes) -> list[str] | None:
+        """The names of the details stored for ``record_id``, or None if there are none."""
+        entry = self._entries.get(record_id)
+        return None if entry is None else list(entry)
+
     def disclose(self, record_id: bytes, fields: Iterable[str]) -> Disclosure:
         """The named fields of a record, ready for :func:`check_disclosure`."""
         entry = self._entries.get(record_id)

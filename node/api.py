@@ -56,8 +56,10 @@ class NodeView(Protocol):
 class TransferView(Protocol):
     """What the transfer routes need (:class:`~.transfers.TransferService`)."""
 
-    async def send(self, source: str, to_name: str, purpose: str, mode: str) -> str:
-        """Start sending a study; returns the transfer id."""
+    async def send(
+        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+    ) -> str:
+        """Start sending a study for ``user``; returns the transfer id."""
 
     def list(self) -> list[dict[str, Any]]:
         """Every transfer, sent and received."""
@@ -65,8 +67,17 @@ class TransferView(Protocol):
     def get(self, transfer_id: str) -> dict[str, Any] | None:
         """One transfer."""
 
-    async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
-        """Deliver a received study into a folder."""
+    async def export(
+        self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
+    ) -> dict[str, Any]:
+        """Deliver a received study into a folder for ``user``."""
+
+
+class RouteProvider(Protocol):
+    """More routes (the audit ones, :mod:`.audit_api`), registered behind the token check."""
+
+    def add_routes(self, router: web.UrlDispatcher, authenticated: Callable[[Handler], Handler]) -> None:
+        """Add routes to ``router``, wrapping each handler in ``authenticated``."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -109,9 +120,11 @@ class Api:
         *,
         max_request_bytes: int = 1 << 20,
         transfers: TransferView | None = None,
+        audit: RouteProvider | None = None,
     ) -> None:
         self.node = node
         self.transfers = transfers
+        self.audit = audit
         self._token_hashes = [bytes.fromhex(h) for h in token_hashes]
         self.max_request_bytes = max_request_bytes
 
@@ -138,6 +151,8 @@ class Api:
         app.router.add_get("/transfers", self._authenticated(self.list_transfers))
         app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
         app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
+        if self.audit is not None:
+            self.audit.add_routes(app.router, self._authenticated)
         return app
 
     @web.middleware
@@ -321,10 +336,12 @@ class Api:
         return self.transfers
 
     async def send(self, request: web.Request) -> web.Response:
-        """Send a study: ``{"source", "to", "purpose", "mode"}``; 202 with the transfer id."""
-        body = await _json_object(request, required=("source", "to", "purpose", "mode"))
+        """Send a study: ``{"source", "to", "purpose", "mode", "user", "to_user"?}``; 202 with its id."""
+        body = await json_object(
+            request, required=("source", "to", "purpose", "mode", "user"), optional=("to_user",)
+        )
         transfer_id = await self._transfer_service().send(
-            body["source"], body["to"], body["purpose"], body["mode"]
+            body["source"], body["to"], body["purpose"], body["mode"], body["user"], body.get("to_user", "")
         )
         return web.json_response({"transfer_id": transfer_id}, status=202)
 
@@ -340,15 +357,15 @@ class Api:
         return web.json_response(found)
 
     async def export(self, request: web.Request) -> web.Response:
-        """Deliver a received study into a folder: ``{"destination", "purpose"?}``."""
-        body = await _json_object(request, required=("destination",), optional=("purpose",))
+        """Deliver a received study into a folder: ``{"destination", "user", "purpose"?}``."""
+        body = await json_object(request, required=("destination", "user"), optional=("purpose",))
         result = await self._transfer_service().export(
-            request.match_info["transfer_id"], body["destination"], body.get("purpose")
+            request.match_info["transfer_id"], body["destination"], body.get("purpose"), body["user"]
         )
         return web.json_response(result)
 
 
-async def _json_object(
+async def json_object(
     request: web.Request, *, required: tuple[str, ...], optional: tuple[str, ...] = ()
 ) -> dict[str, str]:
     """The request's JSON object of string fields; 400 naming what is wrong."""

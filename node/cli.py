@@ -33,6 +33,7 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.errors import LedgerError
 from mftp.ledger.genesis import make_genesis
 
+from .cli_audit import add_audit_arguments, run_audit
 from .cli_transfer import (
     add_export_arguments,
     add_inbox_arguments,
@@ -341,7 +342,8 @@ def _devnet_args(parser: argparse.ArgumentParser) -> None:
 command("send", "send a study to a member through the running node, with a progress bar")(add_send_arguments)
 command("inbox", "list the studies received (and with --all sent) by the running node")(add_inbox_arguments)
 command("export", "deliver a received study into a folder (records the access)")(add_export_arguments)
-_TRANSFER_HANDLERS = (run_send, run_inbox, run_export)  # command() looks them up by name
+command("audit", "pseudonymous audit: register users, grant an auditor, scan, report")(add_audit_arguments)
+_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_audit)  # command() looks them up by name
 
 
 # ---------------------------------------------------------------------------------- main

@@ -10,7 +10,9 @@ acknowledgement and verified receipt.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -78,7 +80,9 @@ def run_send(args: argparse.Namespace) -> int:
     """Send a study and follow it until the recipient has verified it (or ``--no-wait``)."""
     client = _client(args)
     source = str(Path(args.source).resolve())
-    body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode}
+    body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode, "user": args.user}
+    if args.to_user:
+        body["to_user"] = args.to_user
     status, answer = client.call("POST", "/transfers", body)
     if status != 202:
         return _refused("send", status, answer)
@@ -135,6 +139,9 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``send``."""
     parser.add_argument("source", help="folder or file of one study (read by the node, on its host)")
     parser.add_argument("--to", required=True, help="recipient member's name")
+    parser.add_argument(
+        "--to-user", help="recipient user at the recipient institution (registered there: audit add-user)"
+    )
     parser.add_argument("--purpose", default="TREAT", help="HL7 PurposeOfUse code (default TREAT)")
     parser.add_argument(
         "--mode",
@@ -147,7 +154,17 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
 
 
+def default_user() -> str:
+    """Who acts: ``$MFTP_USER``, else the login name of this shell."""
+    return os.environ.get("MFTP_USER") or getpass.getuser()
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--user",
+        default=default_user(),
+        help="who does this, recorded pseudonymously on the ledger (default $MFTP_USER or your login)",
+    )
     parser.add_argument("--config", required=True, help="the node's node.toml (API address)")
     parser.add_argument("--token-file", help="API token file (default keys/api.token beside node.toml)")
 
@@ -190,7 +207,7 @@ def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Deliver a received study into a folder on the node's host."""
-    body = {"destination": str(Path(args.destination).resolve())}
+    body = {"destination": str(Path(args.destination).resolve()), "user": args.user}
     if args.purpose:
         body["purpose"] = args.purpose
     status, answer = _client(args).call("POST", f"/transfers/{args.transfer_id}/export", body)

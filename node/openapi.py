@@ -62,17 +62,23 @@ def _token_op(summary: str, ok: dict[str, Any], ok_status: str = "200", **extra:
 def _transfer_paths() -> dict[str, Any]:
     """Sending, inbox and outbox, export (see :mod:`.transfers`); every call needs the token."""
     send = _strings(
-        ["source", "to", "purpose", "mode"],
+        ["source", "to", "purpose", "mode", "user"],
         {
             "source": "absolute path of a folder or file of one study on the node's host",
+            "user": "who sends: a user name or user:<id> (tagged pseudonymously on the record)",
+            "to_user": "optional recipient user, registered at the recipient (POST /audit/users)",
             "to": "recipient member's name (a [[p2p.peers]] entry)",
             "purpose": "HL7 PurposeOfUse code, e.g. TREAT",
             "mode": "identified | pseudonymised | deidentified | anonymous",
         },
     )
     export = _strings(
-        ["destination"],
-        {"destination": "absolute folder path on the node's host", "purpose": "default: the offer's"},
+        ["destination", "user"],
+        {
+            "destination": "absolute folder path on the node's host",
+            "user": "who accesses the study: a user name or user:<id>",
+            "purpose": "default: the offer's",
+        },
     )
     body = {"required": True, "content": {"application/json": {"schema": {}}}}
     return {
@@ -158,12 +164,99 @@ def _transfer_schemas() -> dict[str, Any]:
                 "offer_record": HEX,
                 "received_record": HEX,
                 "access_records": {"type": "array", "items": HEX},
+                "user": string,
+                "to_user": string,
             },
         },
         "ExportResult": {
             "type": "object",
             "required": ["transfer_id", "files", "record"],
             "properties": {"transfer_id": HEX, "files": integer, "record": HEX},
+        },
+    }
+
+
+def _audit_paths() -> dict[str, Any]:
+    """Users, grants, scans and reports (see :mod:`.audit_api`); every call needs the token."""
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    grant = _strings(
+        ["subject", "auditor", "legal_basis", "purpose", "from", "to", "expires"],
+        {
+            "subject": "party of this institution: user:<id>, patient:<id> or institution:<name>",
+            "auditor": "the auditor member's name (or sign key in hex)",
+            "legal_basis": "e.g. the regulation and case reference",
+            "purpose": "HL7 PurposeOfUse code, e.g. HCOMPL",
+            "from": "first month granted, YYYY-MM",
+            "to": "last month granted, YYYY-MM",
+            "expires": "YYYY-MM-DD (UTC) after which the grant cannot be used",
+            "notify_after": "YYYY-MM-DD before which the subject is not notified (default: expires)",
+        },
+    )
+    scan = _strings(
+        ["grant_id"],
+        {"grant_id": "the grant's record id (32 hex)", "format": "json (default) | fhir | dicom"},
+    )
+    anything = {"type": "object"}
+    return {
+        "/audit/users": {
+            "post": _token_op(
+                "Register a user of this institution (so senders may name it as recipient user)",
+                _json(anything, "registered"),
+                requestBody=body(_strings(["user"], {"user": "a user name or user:<id>"})),
+            )
+        },
+        "/audit/grants": {
+            "post": _token_op(
+                "Sign an AUDIT_GRANT handing an auditor one party's epoch keys",
+                _json(_ref("GrantMade"), "submitted"),
+                "202",
+                requestBody=body(grant),
+            )
+        },
+        "/audit/scans": {
+            "post": _token_op(
+                "Scan the verified chain for a grant's subject: matches, proofs, disclosed details",
+                _json(_ref("AuditScan"), "the scan (or a FHIR Bundle / DICOM messages per format)"),
+                requestBody=body(scan),
+            )
+        },
+        "/audit/reports": {
+            "post": _token_op(
+                "Scan, then sign and submit the AUDIT_REPORT record",
+                _json(_ref("AuditScan"), "the scan with report_record"),
+                "202",
+                requestBody=body(_strings(["grant_id"], {"grant_id": "the grant's record id (32 hex)"})),
+            )
+        },
+    }
+
+
+def _audit_schemas() -> dict[str, Any]:
+    integer, string = {"type": "integer"}, {"type": "string"}
+    return {
+        "GrantMade": {"type": "object", "required": ["grant_id"], "properties": {"grant_id": HEX}},
+        "AuditScan": {
+            "type": "object",
+            "required": ["grant_id", "ledger_size", "ledger_root", "height", "statement", "matches"],
+            "properties": {
+                "grant_id": HEX,
+                "institution": string,
+                "subject_kind": string,
+                "subject": string,
+                "ledger_size": integer,
+                "ledger_root": HEX,
+                "height": integer,
+                "statement": string,
+                "match_count": integer,
+                "matches_root": HEX,
+                "matches": {"type": "array", "items": {"type": "object"}},
+                "accounting": {"type": "array", "items": {"type": "object"}},
+                "notes": {"type": "array", "items": string},
+                "report_record": HEX,
+            },
         },
     }
 
@@ -342,9 +435,9 @@ def openapi_document() -> dict[str, Any]:
             "description": "Inspect the ledger of an MFTP node and submit records. Reads are open on the "
             "node's (loopback) address; calls that change anything need an API token.",
         },
-        "paths": {**_paths(), **_transfer_paths()},
+        "paths": {**_paths(), **_transfer_paths(), **_audit_paths()},
         "components": {
-            "schemas": {**_schemas(), **_transfer_schemas()},
+            "schemas": {**_schemas(), **_transfer_schemas(), **_audit_schemas()},
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -72,6 +72,9 @@ from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.ledger.verify import verify_chain
 
 from .api import Api
+from .audit_api import AuditApi
+from .audit_scan import Auditor
+from .audit_service import AuditService
 from .blobstore import BlobStore
 from .config import Config
 from .dataplane import DataPlaneServer
@@ -139,6 +142,14 @@ def decode_event(channel: str, value: Any) -> Event:
     raise ConsensusInputError(f"malformed {channel} message")
 
 
+AUDIT_CHANNELS: Final = {
+    "a.slots?": "on_slot_request",
+    "a.slots": "on_slot_answer",
+    "a.disclose?": "on_disclose_request",
+    "a.disclose": "on_disclose_answer",
+}
+
+
 class Node:
     """One institution's node process."""
 
@@ -159,6 +170,8 @@ class Node:
         self.network: PeerNetwork | None = None
         self.dataplane: DataPlaneServer | None = None
         self.transfers: TransferService | None = None
+        self.audit = AuditService(self)
+        self.auditor = Auditor(self.audit)
         self._timers: set[asyncio.TimerHandle] = set()
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
@@ -243,12 +256,16 @@ class Node:
         host, _, port = self.config.get("transfer", "data_listen").rpartition(":")
         self.dataplane = DataPlaneServer(store, self.identity, host=host.strip("[]"), port=int(port))
         await self.dataplane.start()
-        self.transfers = TransferService(self, store, self.dataplane)
+        self.transfers = TransferService(self, store, self.dataplane, self.audit)
         self.transfers.start()
 
     def is_member(self, sign_key: bytes) -> bool:
         """Whether ``sign_key`` is a member now (validator or audit node)."""
         return self.ledger.state.is_member(sign_key)
+
+    def member_name(self, sign_key: bytes) -> str:
+        """A member's name from the chain's membership, else the start of its key in hex."""
+        return self._member_names().get(sign_key) or sign_key.hex()[:16]
 
     def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
         """Queue a message to one member on the peer network."""
@@ -261,6 +278,7 @@ class Node:
             self.config.get("api", "token_sha256"),
             max_request_bytes=self.config.get("api", "max_request_bytes"),
             transfers=self.transfers,
+            audit=AuditApi(self.audit, self.auditor),
         )
         self._runner = web.AppRunner(api.app(), access_log=None)
         await self._runner.setup()
@@ -398,6 +416,8 @@ class Node:
                     self.transfers.on_offer(sender, value)
                 else:
                     self.transfers.on_receipt(sender, value)
+            elif channel in AUDIT_CHANNELS:
+                getattr(self.audit, AUDIT_CHANNELS[channel])(sender, value)
             else:
                 event = decode_event(channel, value)
                 self._note_height(event)

@@ -34,6 +34,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
+import pydicom
+import pydicom.errors
 
 from mftp.transfer.codec import compress, decompress
 from mftp.transfer.deid import Policy, deidentify_bytes
@@ -139,6 +141,30 @@ def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) 
     if len(files) > max_instances:
         raise NodeUsageError(f"{len(files)} instances exceed transfer.max_instances = {max_instances}")
     return studies.pop()
+
+
+def study_parties(files: list[LocalFile]) -> tuple[str, str, str]:
+    """``(Patient ID, Issuer of Patient ID, description)`` of a study, for its ledger record.
+
+    Read from the first instance that has a Patient ID (the original, before de-identification:
+    the patient's tags are made by its home institution, which knows it by this id).  The
+    description names the modalities and the instance count, never a patient attribute.
+    """
+    patient, issuer = "", ""
+    for item in files:
+        if item.info.kind is not FileKind.DICOM:
+            continue
+        try:
+            ds = pydicom.dcmread(item.path, stop_before_pixels=True, specific_tags=[0x00100020, 0x00100021])
+        except (OSError, pydicom.errors.InvalidDicomError, ValueError):
+            continue
+        patient = str(ds.get("PatientID", "") or "").strip()
+        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+        if patient:
+            break
+    modalities = sorted({f.info.modality for f in files if f.info.modality})
+    description = f"{'/'.join(modalities) or 'imaging'} study, {len(files)} instance(s)"
+    return patient[:64], issuer[:64], description
 
 
 def prepare_file(path: str, name: str, policy: Policy, secret: bytes) -> tuple[EntryMeta, bytes]:

@@ -6,7 +6,8 @@ knows what it was doing: a received transfer still ``fetching`` is fetched again
 blob store keeps every verified chunk), a sent one still ``offered`` is offered again.
 
 The file holds no patient data: ids, the peer's name and key, purpose, mode, sizes, states,
-record ids and the capability token (useless without the recipient's private key).  Study
+record ids, the sending and recipient user ids (staff, as on the operator's own API) and the
+capability token (useless without the recipient's private key).  Study
 contents live encrypted in the blob store; the sealed manifest as a blob-store record.
 
 States, in order (``failed`` can follow any of them, with ``detail`` saying why)::
@@ -57,6 +58,8 @@ class TransferState:
     offer_record: str = ""
     received_record: str = ""
     access_records: list[str] = field(default_factory=list)
+    user: str = ""  # who sent (``user:...``); on a received transfer, empty
+    to_user: str = ""  # the recipient user the sender named, if any
 
     def view(self) -> dict[str, Any]:
         """What the API shows (everything but the capability token)."""

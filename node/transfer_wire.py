@@ -6,7 +6,10 @@
      "purpose": HL7 PurposeOfUse code, "mode": de-identification mode,
      "capability": token (see mftp.transfer.capability), "data_url": "https://..." (<= 512 chars),
      "sealed": the sealed manifest, or b"" when it is too large for one message
-               (the recipient then fetches it from the sender's data plane)}
+               (the recipient then fetches it from the sender's data plane),
+     "record": the sender's signed TRANSFER_OFFERED record (the recipient checks its own
+               tag slots in it before it fetches, see mftp.node.audit_service),
+     "to_user": the recipient user named by the sender ("user:..."), or ""}
 
 ``t.receipt``, recipient to sender::
 
@@ -25,15 +28,18 @@ from typing import Any, Final
 from mftp.crypto import canonical
 from mftp.crypto.errors import CryptoError
 from mftp.crypto.signing import verify
-from mftp.ledger.records import MODES, PURPOSES
+from mftp.ledger.errors import LedgerError
+from mftp.ledger.pseudonyms import MAX_PARTY_ID_CHARS
+from mftp.ledger.records import MODES, PURPOSES, Record, RecordType
 from mftp.transfer.capability import SIGN_DOMAIN, Capability, decode_capability
 from mftp.transfer.errors import TransferError
 
 from .errors import NodeInputError
 
 OFFER_FIELDS: Final = frozenset(
-    {"transfer_id", "offer_id", "purpose", "mode", "capability", "data_url", "sealed"}
+    {"transfer_id", "offer_id", "purpose", "mode", "capability", "data_url", "sealed", "record", "to_user"}
 )
+MAX_OFFER_RECORD_BYTES: Final = 8 * 1024
 RECEIPT_FIELDS: Final = frozenset({"transfer_id", "state", "record"})
 RECEIPT_STATES: Final = ("accepted", "complete", "refused")
 MAX_DATA_URL_CHARS: Final = 512
@@ -52,6 +58,8 @@ class Offer:
     capability: Capability
     data_url: str
     sealed: bytes
+    record: Record
+    to_user: str = ""
 
     def to_value(self) -> dict[str, Any]:
         """The message value."""
@@ -63,6 +71,8 @@ class Offer:
             "capability": self.capability.token,
             "data_url": self.data_url,
             "sealed": self.sealed,
+            "record": self.record.to_bytes(),
+            "to_user": self.to_user,
         }
 
 
@@ -89,9 +99,15 @@ def decode_offer(value: Any, *, sender: bytes, recipient: bytes) -> Offer:
         and url.startswith("https://")
         and len(url) <= MAX_DATA_URL_CHARS
         and isinstance(value["sealed"], bytes)
+        and isinstance(value["to_user"], str)
+        and len(value["to_user"]) <= MAX_PARTY_ID_CHARS
+        and (not value["to_user"] or value["to_user"].startswith("user:"))
+        and isinstance(value["record"], bytes)
+        and len(value["record"]) <= MAX_OFFER_RECORD_BYTES
     )
     if not ok:
         raise NodeInputError("t.offer: fields invalid or not those of the capability")
+    record = _offer_record(value, sender, recipient)
     return Offer(
         value["transfer_id"],
         value["offer_id"],
@@ -100,7 +116,30 @@ def decode_offer(value: Any, *, sender: bytes, recipient: bytes) -> Offer:
         capability,
         url,
         value["sealed"],
+        record,
+        value["to_user"],
     )
+
+
+def _offer_record(value: dict[str, Any], sender: bytes, recipient: bytes) -> Record:
+    """The sender's signed ``TRANSFER_OFFERED`` record, checked against the offer it came with."""
+    try:
+        record = Record.decode(value["record"])
+        record.verify_signature()
+    except LedgerError as exc:
+        raise NodeInputError(f"t.offer: bad offer record: {exc}") from None
+    body = record.body
+    if (
+        record.type is not RecordType.TRANSFER_OFFERED
+        or record.author != sender
+        or record.record_id != value["offer_id"]
+        or body["transfer_id"] != value["transfer_id"]
+        or body["recipient"] != recipient
+        or body["purpose"] != value["purpose"]
+        or body["mode"] != value["mode"]
+    ):
+        raise NodeInputError("t.offer: the offer record does not match the offer")
+    return record
 
 
 def receipt_value(transfer_id: bytes, state: str, record: bytes = NO_RECORD) -> dict[str, Any]:

@@ -59,7 +59,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from mftp.crypto.signing import PublicIdentity, SigningIdentity
-from mftp.ledger.records import MODES, PURPOSES, TAG_SLOTS, Record, RecordType, make_record
+from mftp.ledger.pseudonyms import CounterpartyMismatchError, Role
+from mftp.ledger.records import MODES, PURPOSES, Record, RecordType
 from mftp.transfer.capability import Capability, decode_capability, issue_capability
 from mftp.transfer.deid import Mode, Policy
 from mftp.transfer.errors import TransferError, TransferInputError
@@ -71,6 +72,7 @@ from mftp.transfer.manifest import (
 )
 from mftp.transfer.package import Packager, recipient_object_key, seal_local_record, storage_key_for
 
+from .audit_service import AuditService, patient_party, user_party
 from .blobstore import BlobStore
 from .config import Config, Peer
 from .dataplane import CapabilityRefused, DataPlaneServer, FetchFailed, fetch_manifest, fetch_transfer
@@ -87,6 +89,7 @@ from .transfer_io import (
     package_study,
     parse_source,
     restore_files,
+    study_parties,
     verify_all,
 )
 from .transfer_state import IN, OUT, TransferState, TransferStates, check_transfer_id
@@ -156,8 +159,11 @@ def load_institution_secret(keys_dir: Path) -> bytes:
 class TransferService:
     """Sends and receives studies for one node (see the module docstring)."""
 
-    def __init__(self, host: TransferHost, store: BlobStore, server: DataPlaneServer) -> None:
+    def __init__(
+        self, host: TransferHost, store: BlobStore, server: DataPlaneServer, audit: AuditService
+    ) -> None:
         self.host = host
+        self.audit = audit
         self.store = store
         self.server = server
         self.states = TransferStates(host.data_dir / "transfers")
@@ -227,12 +233,20 @@ class TransferService:
             )
         return peer
 
-    async def send(self, source: str, to_name: str, purpose: str, mode: str) -> str:
-        """Check the request, then prepare and offer the study in the background; returns its id."""
+    async def send(
+        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+    ) -> str:
+        """Check the request, then prepare and offer the study in the background; returns its id.
+
+        ``user`` is who sends (``user:<id>`` or a bare name); ``to_user`` optionally names the
+        recipient user, who must be known at the recipient institution.
+        """
         if purpose not in PURPOSES:
             raise NodeUsageError(f"purpose must be an HL7 PurposeOfUse code: {', '.join(sorted(PURPOSES))}")
         if mode not in MODES:
             raise NodeUsageError(f"mode must be one of {', '.join(sorted(MODES))}")
+        user = user_party(user)
+        to_user = user_party(to_user) if to_user else ""
         peer = self.recipient(to_name)
         parsed = parse_source(source, self.allowed)
         state = TransferState(
@@ -245,6 +259,8 @@ class TransferService:
             state="preparing",
             created_ms=now_ms(),
             data_url=peer.data_url,
+            user=user,
+            to_user=to_user,
         )
         self.states.save(state)
         log.info("transfer preparing", extra={"fields": {"transfer": state.transfer_id, "to": peer.name}})
@@ -257,6 +273,7 @@ class TransferService:
             spill.mkdir(mode=0o700, parents=True, exist_ok=True)
             files, report = await import_study(source, spill)
             study_uid = one_study(files, report, self.host.config.get("transfer", "max_instances"))
+            patient, issuer, description = await asyncio.to_thread(study_parties, files)
             state.files = len(files)
             manifest = await asyncio.to_thread(self._package, state, peer, files)
             sealed = await asyncio.to_thread(seal_manifest, manifest, self.host.identity)
@@ -275,17 +292,26 @@ class TransferService:
             commitment = hmac.new(
                 self.secret, b"study\0" + manifest.transfer_id + study_uid.encode(), hashlib.sha256
             ).digest()
-            record = self._record(
-                RecordType.TRANSFER_OFFERED,
-                {
-                    "transfer_id": manifest.transfer_id,
-                    "recipient": peer.sign_key,
-                    "purpose": state.purpose,
-                    "mode": state.mode,
-                    "size_bucket": size_bucket(state.study_bytes),
-                    "study_commitment": commitment,
-                },
-            )
+            body = {
+                "transfer_id": manifest.transfer_id,
+                "recipient": peer.sign_key,
+                "purpose": state.purpose,
+                "mode": state.mode,
+                "size_bucket": size_bucket(state.study_bytes),
+                "study_commitment": commitment,
+            }
+            details = {
+                "user": state.user,
+                "patient": patient_party(patient, issuer) if patient else "",
+                "study": study_uid,
+                "description": description,
+                "recipient": peer.name,
+                "recipient_user": state.to_user,
+                "purpose": state.purpose,
+                "mode": state.mode,
+            }
+            record = await self._offer_record(state, peer, body, details)
+            self.store.put_record(f"offer-record-{state.transfer_id}", record.to_bytes())
             await self._submit(record)
             state.capability = base64.b64encode(capability.token).decode()
             state.offer_record = record.record_id.hex()
@@ -302,6 +328,27 @@ class TransferService:
             self._fail(state, str(exc))
         finally:
             shutil.rmtree(spill, ignore_errors=True)
+
+    async def _offer_record(
+        self, state: TransferState, peer: Peer, body: dict[str, Any], details: dict[str, Any]
+    ) -> Record:
+        """The signed offer: our side's slots, the recipient's (asked for now), committed details."""
+        record_id = secrets.token_bytes(16)
+        state.detail = "waiting for the recipient's tags"
+        time_ms, theirs = await self.audit.counterparty_fills(peer.sign_key, record_id, state.to_user)
+        state.detail = ""
+        ours = {Role.SENDER_USER: state.user, Role.SENDER_INSTITUTION: self.audit.institution}
+        if details["patient"]:
+            ours[Role.PATIENT] = details["patient"]
+        fills = {**self.audit.fills(record_id, time_ms, ours), **theirs}
+        return self.audit.author(
+            RecordType.TRANSFER_OFFERED,
+            body,
+            fills=fills,
+            details=details,
+            record_id=record_id,
+            time_ms=time_ms,
+        )
 
     def _package(self, state: TransferState, peer: Peer, files: list[LocalFile]) -> Manifest:
         """De-identify, compress and encrypt the study into the blob store (blocking)."""
@@ -331,6 +378,9 @@ class TransferService:
 
     def _offer(self, state: TransferState, *, inline: bool = True) -> None:
         sealed = (self.store.get_record(f"offer-{state.transfer_id}") or b"") if inline else b""
+        record = self.store.get_record(f"offer-record-{state.transfer_id}")
+        if record is None:
+            return  # offered by an older version without the record; the recipient cannot check it
         message = Offer(
             transfer_id=bytes.fromhex(state.transfer_id),
             offer_id=bytes.fromhex(state.offer_record),
@@ -339,6 +389,8 @@ class TransferService:
             capability=decode_capability(base64.b64decode(state.capability)),
             data_url=self._own_data_url(),
             sealed=sealed if len(sealed) <= MAX_INLINE_MANIFEST_BYTES else b"",
+            record=Record.decode(record),
+            to_user=state.to_user,
         ).to_value()
         try:
             self.host.send_peer(bytes.fromhex(state.peer_key), "t.offer", message)
@@ -407,6 +459,14 @@ class TransferService:
             raise NodeInputError("t.offer: too many unfinished transfers from this member")
         if offer.capability.not_after_ms <= now_ms():
             raise NodeInputError("t.offer: capability already expired")
+        try:
+            self.audit.check_offer(offer.record, offer.to_user)
+        except CounterpartyMismatchError as exc:
+            # Not ours to countersign: tell the sender (its fault), keep nothing.
+            log.warning("offer refused: our tag slots are wrong", extra={"fields": {"transfer": transfer_id}})
+            with contextlib.suppress(NodeUsageError):
+                self.host.send_peer(sender, "t.receipt", receipt_value(offer.transfer_id, "refused"))
+            raise NodeInputError(f"t.offer: {exc}") from None
         configured = peer.data_url
         state = TransferState(
             transfer_id=transfer_id,
@@ -421,6 +481,7 @@ class TransferService:
             # Our own configuration's address wins: the offer's is the sender's word.
             data_url=configured or offer.data_url,
             offer_record=offer.offer_id.hex(),
+            to_user=offer.to_user,
         )
         if offer.sealed:
             self.store.put_record(f"offer-{transfer_id}", offer.sealed)
@@ -525,7 +586,11 @@ class TransferService:
         except TransferError as exc:
             outcome = "refused"
             state.detail = f"a file does not match the sender's manifest: {exc}"
-        record = self._record(
+        parties = {Role.RECEIVER_INSTITUTION: self.audit.institution}
+        if state.to_user:
+            parties[Role.RECEIVER_USER] = state.to_user
+        record_id, time_ms = secrets.token_bytes(16), now_ms()
+        record = self.audit.author(
             RecordType.TRANSFER_RECEIVED,
             {
                 "transfer_id": manifest.transfer_id,
@@ -533,6 +598,15 @@ class TransferService:
                 "manifest_hash": manifest.sha256,
                 "outcome": outcome,
             },
+            fills=self.audit.fills(record_id, time_ms, parties),
+            details={
+                "user": state.to_user,
+                "sender": state.peer,
+                "outcome": outcome,
+                "purpose": state.purpose,
+            },
+            record_id=record_id,
+            time_ms=time_ms,
         )
         await self._submit(record)
         state.received_record = record.record_id.hex()
@@ -546,8 +620,11 @@ class TransferService:
 
     # ----------------------------------------------------------------- export
 
-    async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
-        """Deliver a complete received study to ``destination`` (folder or DICOMweb URL)."""
+    async def export(
+        self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
+    ) -> dict[str, Any]:
+        """Deliver a complete received study to ``destination`` (folder or DICOMweb URL) for ``user``."""
+        user = user_party(user)
         state = self._received(transfer_id)
         destination = check_destination(destination, self.allowed)
         purpose = purpose or state.purpose
@@ -567,9 +644,16 @@ class TransferService:
             shutil.rmtree(spill, ignore_errors=True)
         if report.failed_count:
             raise NodeInputError(f"export failed for {report.failed_count} file(s): {report.summary()}")
-        record = self._record(
+        # An access has no receiver: slots 0 and 1 hold the acting user and institution.
+        record_id, time_ms = secrets.token_bytes(16), now_ms()
+        parties = {Role.SENDER_USER: user, Role.SENDER_INSTITUTION: self.audit.institution}
+        record = self.audit.author(
             RecordType.STUDY_ACCESSED,
             {"transfer_id": manifest.transfer_id, "action": "export", "purpose": purpose},
+            fills=self.audit.fills(record_id, time_ms, parties),
+            details={"user": user, "sender": state.peer, "purpose": purpose, "action": "export"},
+            record_id=record_id,
+            time_ms=time_ms,
         )
         await self._submit(record)
         state.access_records.append(record.record_id.hex())
@@ -602,17 +686,6 @@ class TransferService:
         state.state, state.detail = "failed", reason
         self.states.save(state)
         log.warning("transfer failed", extra={"fields": {"transfer": state.transfer_id}})
-
-    def _record(self, record_type: RecordType, body: dict[str, Any]) -> Record:
-        return make_record(
-            self.host.identity,
-            record_type,
-            body,
-            record_id=secrets.token_bytes(16),
-            time_ms=now_ms(),
-            # Decoys until pseudonymous party tags exist: random, so they link nothing.
-            tags=tuple(secrets.token_bytes(16) for _ in range(TAG_SLOTS)),
-        )
 
     async def _submit(self, record: Record) -> None:
         result = (await self.host.submit_records([record]))[0]

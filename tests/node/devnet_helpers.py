@@ -129,7 +129,7 @@ def api(member: Member, method: str, path: str, body: dict[str, Any] | None = No
 STUDY_FILES = ("CT_small.dcm", "MR_small.dcm", "SC_rgb_16bit.dcm", "US1_UNCR.dcm", "MR2_UNCI.dcm")
 
 
-def make_study(folder: Path) -> dict[str, bytes]:
+def make_study(folder: Path, patient_id: str = "PAT-0042") -> dict[str, bytes]:
     """Write pydicom-data images into ``folder`` as one study of one patient.
 
     The files come from different studies, so their Study Instance UID, Patient ID and name are
@@ -146,7 +146,7 @@ def make_study(folder: Path) -> dict[str, bytes]:
         assert path is not None, f"pydicom-data lacks {name}"
         ds = pydicom.dcmread(path)
         ds.StudyInstanceUID = study_uid
-        ds.PatientID = "PAT-0042"
+        ds.PatientID = patient_id
         ds.PatientName = "Nordmann^Kari"
         ds.save_as(folder / f"{index}-{name}")
         pixels[str(ds.SOPInstanceUID)] = bytes(ds.PixelData)

@@ -7,7 +7,7 @@ import hashlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -23,6 +23,7 @@ from mftp.ledger.records import Record
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.node.api import Api
+from mftp.node.audit_api import AuditApi
 from mftp.node.errors import NodeUsageError, ResidencyRefused
 from mftp.node.openapi import openapi_document
 
@@ -68,7 +69,9 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, FakeNode, An
         block, cert = builder.next_block([sample_record(signers[0], rng) for _ in range(5)])
         ledger.append(block, cert)
     node = FakeNode(ledger)
-    api = Api(node, [hashlib.sha256(TOKEN.encode()).hexdigest()])
+    # The audit routes only need registering here; tests/node/test_audit_*.py call them.
+    audit_routes = AuditApi(cast(Any, None), cast(Any, None))
+    api = Api(node, [hashlib.sha256(TOKEN.encode()).hexdigest()], audit=audit_routes)
     async with TestClient(TestServer(api.app())) as test_client:
         yield test_client, node, (signers, genesis, rng)
     ledger.close()
@@ -162,12 +165,14 @@ class FakeTransfers:
     """A TransferView that refuses one destination for residency and records the rest."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, str, str, str]] = []
+        self.sent: list[tuple[str, str, str, str, str]] = []
 
-    async def send(self, source: str, to_name: str, purpose: str, mode: str) -> str:
+    async def send(
+        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+    ) -> str:
         if to_name == "abroad":
             raise ResidencyRefused("data residency: abroad is in SE")
-        self.sent.append((source, to_name, purpose, mode))
+        self.sent.append((source, to_name, purpose, mode, user))
         return "ab" * 16
 
     def list(self) -> list[dict[str, Any]]:
@@ -176,7 +181,9 @@ class FakeTransfers:
     def get(self, transfer_id: str) -> dict[str, Any] | None:
         return self.view() if transfer_id == "ab" * 16 else None
 
-    async def export(self, transfer_id: str, destination: str, purpose: str | None = None) -> dict[str, Any]:
+    async def export(
+        self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
+    ) -> dict[str, Any]:
         if transfer_id != "ab" * 16:
             raise NodeUsageError("no received transfer")
         return {"transfer_id": transfer_id, "files": 3, "record": "cd" * 16}
@@ -192,7 +199,7 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
     transfers = FakeTransfers()
     api = Api(FakeNode(ledger), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=transfers)
     good = {"Authorization": f"Bearer {TOKEN}"}
-    send = {"source": "/s", "to": "b", "purpose": "TREAT", "mode": "pseudonymised"}
+    send = {"source": "/s", "to": "b", "purpose": "TREAT", "mode": "pseudonymised", "user": "dr.a"}
     async with TestClient(TestServer(api.app())) as test:
         assert (await test.get("/transfers")).status == 401
         assert (await test.post("/transfers", json=send)).status == 401
@@ -205,9 +212,13 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
         listed = await (await test.get("/transfers", headers=good)).json()
         _validator("Transfer").validate(listed["transfers"][0])
         assert (await test.get("/transfers/" + "00" * 16, headers=good)).status == 404
-        export = await test.post(f"/transfers/{'ab' * 16}/export", json={"destination": "/x"}, headers=good)
+        export = await test.post(
+            f"/transfers/{'ab' * 16}/export", json={"destination": "/x", "user": "dr.b"}, headers=good
+        )
         _validator("ExportResult").validate(await export.json())
-        missing = await test.post(f"/transfers/{'00' * 16}/export", json={"destination": "/x"}, headers=good)
+        missing = await test.post(
+            f"/transfers/{'00' * 16}/export", json={"destination": "/x", "user": "dr.b"}, headers=good
+        )
         assert missing.status == 400
-    assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised")]
+    assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised", "dr.a")]
     ledger.close()

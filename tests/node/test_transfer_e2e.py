@@ -77,7 +77,12 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
     assert "data residency" in refused.stderr and "SE" in refused.stderr
     assert api(a, "GET", "/transfers") == (200, {"transfers": []})  # nothing was prepared or sent
     assert (
-        api(a, "POST", "/transfers", {"source": "/", "to": "hospital-b", "purpose": "X", "mode": "y"})[0]
+        api(
+            a,
+            "POST",
+            "/transfers",
+            {"source": "/", "to": "hospital-b", "purpose": "X", "mode": "y", "user": "u"},
+        )[0]
         == 400
     )
 
@@ -87,10 +92,14 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
          "--purpose", "TREAT", "--mode", "pseudonymised", "--timeout", "120", "--config", str(a.config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment_without_passphrase(),
     )  # fmt: skip
+    # The offer record needs the recipient's tags: the study waits, prepared, until it is back.
     wait_until(
-        lambda: any(t["state"] == "offered" for t in api(a, "GET", "/transfers")[1]["transfers"]),
+        lambda: any(
+            t["detail"] == "waiting for the recipient's tags"
+            for t in api(a, "GET", "/transfers")[1]["transfers"]
+        ),
         60,
-        "the offer",
+        "the prepared study waiting for the recipient",
     )
     devnet[1].start()
     devnet[1].wait_ready()
@@ -154,7 +163,7 @@ def test_dicomweb_source_and_destination(
         a,
         "POST",
         "/transfers",
-        {"source": source, "to": "hospital-b", "purpose": "TREAT", "mode": "deidentified"},
+        {"source": source, "to": "hospital-b", "purpose": "TREAT", "mode": "deidentified", "user": "dr.a"},
     )
     assert status == 202, answer
     transfer_id = answer["transfer_id"]
@@ -162,7 +171,9 @@ def test_dicomweb_source_and_destination(
         lambda: api(b, "GET", f"/transfers/{transfer_id}")[1].get("state") == "complete", 60, "receipt"
     )
 
-    status, result = api(b, "POST", f"/transfers/{transfer_id}/export", {"destination": orthanc.dicomweb_url})
+    status, result = api(
+        b, "POST", f"/transfers/{transfer_id}/export", {"destination": orthanc.dicomweb_url, "user": "dr.b"}
+    )
     assert status == 200 and result["files"] == len(originals), result
     studies = orthanc.get_json("/studies?expand")
     assert isinstance(studies, list) and len(studies) == 2  # the original and the de-identified copy

@@ -94,7 +94,13 @@ def test_fetch_resumes_after_restarts_and_a_cut(
         a.member,
         "POST",
         "/transfers",
-        {"source": str(tmp_path / "study"), "to": "hospital-b", "purpose": "TREAT", "mode": "pseudonymised"},
+        {
+            "source": str(tmp_path / "study"),
+            "to": "hospital-b",
+            "purpose": "TREAT",
+            "mode": "pseudonymised",
+            "user": "dr.a",
+        },
     )
     assert status == 202, answer
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mftp.crypto.signing import SigningIdentity
+from mftp.ledger.records import Record, RecordType, make_record
 from mftp.node.errors import NodeInputError, NodeUsageError
 from mftp.node.transfer_io import Allowed, DicomWebStudy, check_destination, parse_source
 from mftp.node.transfer_state import TransferState, TransferStates, check_transfer_id
@@ -16,6 +17,26 @@ from mftp.node.transfers import size_bucket
 from mftp.transfer.capability import issue_capability
 
 SENDER, RECIPIENT, STRANGER = (SigningIdentity.generate() for _ in range(3))
+
+
+def offer_record(author: SigningIdentity = SENDER, **body_changes: object) -> Record:
+    body = {
+        "transfer_id": b"t" * 16,
+        "recipient": RECIPIENT.public.sign_key,
+        "purpose": "TREAT",
+        "mode": "pseudonymised",
+        "size_bucket": 20,
+        "study_commitment": b"c" * 32,
+        **body_changes,
+    }
+    return make_record(
+        author,
+        RecordType.TRANSFER_OFFERED,
+        body,
+        record_id=b"o" * 16,
+        time_ms=1,
+        tags=tuple(bytes([i]) * 16 for i in range(8)),
+    )
 
 
 def offer(issuer: SigningIdentity = SENDER, **changes: object) -> dict[str, object]:
@@ -27,7 +48,7 @@ def offer(issuer: SigningIdentity = SENDER, **changes: object) -> dict[str, obje
         now_ms=1,
     )
     value = Offer(
-        b"t" * 16, b"o" * 16, "TREAT", "pseudonymised", capability, "https://a:7800", b""
+        b"t" * 16, b"o" * 16, "TREAT", "pseudonymised", capability, "https://a:7800", b"", offer_record()
     ).to_value()
     return {**value, **changes}
 
@@ -52,6 +73,14 @@ def test_a_good_offer_round_trips() -> None:
         offer(data_url="https://" + "a" * 600),
         offer(offer_id=b"short"),
         offer(capability=b"garbage"),
+        offer(record=b"junk"),
+        offer(record=offer_record(STRANGER).to_bytes()),  # signed by someone else
+        offer(record=offer_record(purpose="HRESCH").to_bytes()),  # says another purpose
+        offer(record=offer_record(recipient=STRANGER.public.sign_key).to_bytes()),
+        offer(record=offer_record(transfer_id=b"x" * 16).to_bytes()),
+        offer(record=offer_record().to_bytes()[:-1] + b"\x00"),  # bad signature
+        offer(to_user="dr.who"),  # not a user id
+        offer(to_user="user:" + "x" * 200),
         {**offer(), "extra": 1},
         [1, 2],
     ],
