@@ -1,0 +1,236 @@
+"""The node's audit pieces without processes: the vault on disk, the wire, the slot exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from mftp.crypto.signing import SigningIdentity
+from mftp.ledger.pseudonyms import (
+    CounterpartyMismatchError,
+    KeyErasedError,
+    Role,
+    SlotFill,
+    attribute,
+    commit_details,
+)
+from mftp.ledger.records import Record, RecordType
+from mftp.node.audit_service import AuditService, parse_day_ms, parse_month, patient_party, user_party
+from mftp.node.audit_vault import AuditVault, VaultCorrupt
+from mftp.node.audit_wire import (
+    decode_disclose_answer,
+    decode_disclose_request,
+    decode_slot_answer,
+    decode_slot_request,
+    disclose_answer,
+    slot_answer,
+)
+from mftp.node.errors import NodeInputError, NodeUsageError
+
+
+def test_the_vault_survives_a_restart_encrypted_and_private(tmp_path: Path) -> None:
+    identity = SigningIdentity.generate()
+    vault = AuditVault(tmp_path / "audit", identity, "institution:hospital-a")
+    alice = vault.party("user:alice", "user")
+    _, openings = commit_details({"user": "user:alice", "patient": "patient:PAT-77"})
+    vault.add_details(b"r" * 16, openings)
+
+    again = AuditVault(tmp_path / "audit", identity, "institution:hospital-a")
+    assert again.keyring.party("user:alice") == alice and again.torn_bytes == 0
+    disclosure = again.disclose(b"r" * 16)
+    assert disclosure is not None and disclosure.fields["patient"][1] == "patient:PAT-77"
+    assert (tmp_path / "audit").stat().st_mode & 0o777 == 0o700
+    for path in (tmp_path / "audit").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert b"alice" not in path.read_bytes() and b"PAT-77" not in path.read_bytes()
+    with pytest.raises(VaultCorrupt):
+        AuditVault(tmp_path / "audit", SigningIdentity.generate(), "institution:hospital-a")
+
+
+def test_a_torn_detail_log_is_cut_and_nothing_before_it_lost(tmp_path: Path) -> None:
+    identity = SigningIdentity.generate()
+    vault = AuditVault(tmp_path, identity, "institution:a")
+    for index in range(3):
+        vault.add_details(bytes([index]) * 16, commit_details({"n": index})[1])
+    log = tmp_path / "details.log"
+    whole = log.stat().st_size
+    with log.open("ab") as handle:
+        handle.write(b"\x00\x00\x01\x00partial")  # a frame header promising 256 bytes, then a crash
+    again = AuditVault(tmp_path, identity, "institution:a")
+    assert again.torn_bytes == 11 and log.stat().st_size == whole
+    assert [again.disclose(bytes([i]) * 16) is not None for i in range(3)] == [True] * 3
+
+
+def test_erasing_a_party_is_kept_across_restarts(tmp_path: Path) -> None:
+    identity = SigningIdentity.generate()
+    vault = AuditVault(tmp_path, identity, "institution:a")
+    vault.party("patient:P1", "patient")
+    vault.erase("patient:P1")
+    again = AuditVault(tmp_path, identity, "institution:a")
+    with pytest.raises(KeyErasedError):
+        again.party("patient:P1", "patient")  # never silently re-created
+    assert "patient:P1" not in again.keyring.parties
+
+
+def test_names_and_dates() -> None:
+    assert user_party("alice") == user_party("user:alice") == "user:alice"
+    assert patient_party("42", "HOSP-A") == "patient:HOSP-A/42" and patient_party("42") == "patient:42"
+    assert parse_month("1970-02") == 1 and parse_day_ms("1970-01-02") == 86_400_000
+    for bad in (lambda: user_party(" "), lambda: parse_month("2026-13"), lambda: parse_day_ms("tomorrow")):
+        with pytest.raises(NodeUsageError):
+            bad()
+
+
+@pytest.mark.parametrize(
+    ("decode", "value"),
+    [
+        (decode_slot_request, {"record_id": b"r" * 16, "time_ms": -1, "user": ""}),
+        (decode_slot_request, {"record_id": b"r" * 15, "time_ms": 1, "user": ""}),
+        (decode_slot_request, {"record_id": b"r" * 16, "time_ms": 1, "user": "patient:x"}),
+        (decode_slot_request, {"record_id": b"r" * 16, "time_ms": True, "user": ""}),
+        (decode_slot_answer, slot_answer(b"r" * 16, {Role.SENDER_USER: SlotFill(b"t" * 16, b"b" * 176)})),
+        (decode_slot_answer, {**slot_answer(b"r" * 16, {}), "fills": [[3, b"t" * 16, b"short"]]}),
+        (decode_slot_answer, {**slot_answer(b"r" * 16, {}), "error": "x" * 500}),
+        (decode_disclose_request, {"grant_id": "nope"}),
+        (
+            decode_disclose_answer,
+            {**disclose_answer(b"g" * 16, []), "items": [[b"r" * 16, [["n", b"s", 1]]]]},
+        ),
+        (
+            decode_disclose_answer,
+            {**disclose_answer(b"g" * 16, []), "items": [[b"r" * 16, [["n", b"s" * 32, 1.5]]]]},
+        ),
+        (decode_disclose_answer, {**disclose_answer(b"g" * 16, []), "truncated": "no"}),
+        (decode_disclose_answer, [1]),
+    ],
+)
+def test_malformed_audit_messages_are_the_peers_fault(decode: Any, value: Any) -> None:
+    with pytest.raises(NodeInputError):
+        decode(value)
+
+
+# --- the slot exchange between two services, with the p2p replaced by direct calls -------------
+
+
+class FakeConfig:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get(self, section: str, key: str) -> Any:
+        assert (section, key) == ("node", "name")
+        return self.name
+
+
+class FakeHost:
+    def __init__(self, name: str, directory: Path) -> None:
+        self.config = cast(Any, FakeConfig(name))
+        self.identity = SigningIdentity.generate()
+        self.data_dir = directory
+        self.ledger = cast(Any, None)
+        self.peers: dict[bytes, AuditService] = {}
+        self.sent: list[tuple[str, Any]] = []
+
+    def is_member(self, sign_key: bytes) -> bool:
+        return sign_key in self.peers
+
+    def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
+        self.sent.append((channel, value))
+        handler = {"a.slots?": "on_slot_request", "a.slots": "on_slot_answer"}[channel]
+        me = self.identity.public.sign_key
+        asyncio.get_running_loop().call_soon(getattr(self.peers[sign_key], handler), me, value)
+
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        return ["accepted"] * len(records)
+
+    def member_name(self, sign_key: bytes) -> str:
+        return sign_key.hex()[:8]
+
+
+def pair(tmp_path: Path) -> tuple[AuditService, AuditService]:
+    host_a, host_b = FakeHost("hospital-a", tmp_path / "a"), FakeHost("hospital-b", tmp_path / "b")
+    a, b = AuditService(host_a), AuditService(host_b)
+    host_a.peers[host_b.identity.public.sign_key] = b
+    host_b.peers[host_a.identity.public.sign_key] = a
+    return a, b
+
+
+async def offer_with_their_slots(a: AuditService, b: AuditService, to_user: str = "") -> Record:
+    record_id = os.urandom(16)
+    b_key = cast(FakeHost, b.host).identity.public.sign_key
+    time_ms, theirs = await a.counterparty_fills(b_key, record_id, to_user, wait_s=5)
+    ours = a.fills(
+        record_id, time_ms, {Role.SENDER_USER: "user:alice", Role.SENDER_INSTITUTION: a.institution}
+    )
+    body = {
+        "transfer_id": os.urandom(16),
+        "recipient": b_key,
+        "purpose": "TREAT",
+        "mode": "pseudonymised",
+        "size_bucket": 20,
+        "study_commitment": os.urandom(32),
+    }
+    return a.author(
+        RecordType.TRANSFER_OFFERED,
+        body,
+        fills={**ours, **theirs},
+        details={"user": "user:alice"},
+        record_id=record_id,
+        time_ms=time_ms,
+    )
+
+
+async def test_the_recipient_contributes_and_then_checks_its_slots(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    b.vault.party("user:dr.bea", "user")
+    record = await offer_with_their_slots(a, b, "user:dr.bea")
+    b.check_offer(record, "user:dr.bea")  # its own tags and escrow: accepted
+    assert attribute(b.vault.keyring, record) == {
+        Role.RECEIVER_INSTITUTION: "institution:hospital-b",
+        Role.RECEIVER_USER: "user:dr.bea",
+    }
+    assert attribute(a.vault.keyring, record) == {
+        Role.SENDER_USER: "user:alice",
+        Role.SENDER_INSTITUTION: "institution:hospital-a",
+    }
+    assert a.vault.disclose(record.record_id) is not None  # the details were kept before signing
+
+
+async def test_a_record_with_foreign_slots_is_refused(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    good = await offer_with_their_slots(a, b)
+    other = await offer_with_their_slots(a, b)
+    slot = Role.RECEIVER_INSTITUTION
+
+    def with_tag(tag: bytes) -> tuple[bytes, ...]:
+        return tuple(tag if index == slot else t for index, t in enumerate(good.tags))
+
+    forgeries = [
+        dataclasses.replace(good, tags=with_tag(os.urandom(16))),  # a decoy where our tag should be
+        dataclasses.replace(good, tags=with_tag(other.tags[slot])),  # our tag, but of another record
+        dataclasses.replace(good, envelope=other.envelope),  # right tag, boxes bound to another record
+    ]
+    for forged in forgeries:
+        with pytest.raises(CounterpartyMismatchError):
+            b.check_offer(forged, "")
+    with pytest.raises(CounterpartyMismatchError):
+        b.check_offer(good, "user:nobody")  # names a user b does not know
+    assert b.refused_counterparty == 3
+
+
+async def test_slot_requests_are_bounded(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    a_key = cast(FakeHost, a.host).identity.public.sign_key
+    stale = {"record_id": b"r" * 16, "time_ms": int(time.time() * 1000) - 3_600_000, "user": ""}
+    with pytest.raises(NodeInputError):
+        b.on_slot_request(a_key, stale)  # a record dated an hour ago: refused
+    with pytest.raises(NodeInputError):
+        b.on_slot_request(b"x" * 32, {**stale, "time_ms": int(time.time() * 1000)})  # not a member
+    with pytest.raises(NodeUsageError, match="unknown recipient user"):
+        await offer_with_their_slots(a, b, "user:dr.nobody")  # b never makes keys on a sender's word
+    assert not b.vault.has_party("user:dr.nobody")
