@@ -9,7 +9,11 @@ validator set.  Then hospital-a sends a real study (pydicom-data CT, MR, US and
 secondary-capture images) to hospital-b in pseudonymised mode with `mftp-node send`,
 hospital-b's inbox shows it verified, `mftp-node export` delivers it to
 build/demo/export, and the three records (offered, received, accessed) are read back
-from the regulator's node.  (Later work adds the regulator's audit of it.)
+from the regulator's node.  Finally the audit: alice and bob, two users of hospital-a,
+have sent studies (alice twice); the records carry only unlinkable tags.  hospital-a grants
+the regulator alice's keys (`mftp-node audit grant`); the regulator's audit-only node scans
+the whole verified chain (`mftp-node audit scan`), finds exactly alice's records with their
+proofs and disclosed details, and posts its report on the chain (`mftp-node audit report`).
 Everything lives in build/demo and is stopped at the end.
 """
 
@@ -92,7 +96,8 @@ def main() -> int:
             f"{inclusion.ledger_size} records at height {height}: verified with the genesis validators only"
         )
         sent = send_study(a, b, regulator)
-        return 0 if agree and sent else 1
+        audited = sent and audit(a, b, regulator)
+        return 0 if agree and sent and audited else 1
     finally:
         stop_all(processes)
         say("every node stopped; logs are in build/demo/*/node.log")
@@ -109,9 +114,12 @@ def send_study(a: Member, b: Member, regulator: Member) -> bool:
     originals = make_study(ROOT / "study")
     size = sum(p.stat().st_size for p in (ROOT / "study").iterdir())
     say(f"\n{a.name} sends a study of {len(originals)} images ({size / 1e6:.1f} MB) to {b.name}:")
-    say(f"$ mftp-node send {ROOT / 'study'} --to {b.name} --purpose TREAT --mode pseudonymised")
+    say(f"$ mftp-node send {ROOT / 'study'} --to {b.name} --purpose TREAT --user alice")
     started = time.monotonic()
-    if mftp_node(a, "send", str(ROOT / "study"), "--to", b.name, "--purpose", "TREAT") != 0:
+    if (
+        mftp_node(a, "send", str(ROOT / "study"), "--to", b.name, "--purpose", "TREAT", "--user", "alice")
+        != 0
+    ):
         return False
     say(f"sent, fetched and verified in {time.monotonic() - started:.1f} s")
     say(f"\n$ mftp-node inbox   (at {b.name})")
@@ -119,7 +127,7 @@ def send_study(a: Member, b: Member, regulator: Member) -> bool:
     _, body = api(b, "GET", "/transfers")
     received = body["transfers"][0]
     say(f"\n$ mftp-node export {received['transfer_id']} {ROOT / 'export'}   (at {b.name})")
-    if mftp_node(b, "export", received["transfer_id"], str(ROOT / "export")) != 0:
+    if mftp_node(b, "export", received["transfer_id"], str(ROOT / "export"), "--user", "dr.bea") != 0:
         return False
     _, sent = api(a, "GET", f"/transfers/{received['transfer_id']}")
     _, held = api(b, "GET", f"/transfers/{received['transfer_id']}")
@@ -131,6 +139,56 @@ def send_study(a: Member, b: Member, regulator: Member) -> bool:
         body_text = ", ".join(f"{k}={str(v)[:16]}" for k, v in sorted(view["body"].items()))
         say(f"  height {view['height']:>3}  {view['type']:<18} by {_name(view['author'], a, b)}  {body_text}")
     return True
+
+
+def audit(a: Member, b: Member, regulator: Member) -> bool:
+    """Two more sends (bob, alice), then the regulator's audit of alice under a grant."""
+    offers = {}
+    for user, folder, patient in (("bob", "study-2", "PAT-0100"), ("alice", "study-3", "PAT-0200")):
+        make_study(ROOT / folder, patient_id=patient)
+        say(f"\n$ mftp-node send {ROOT / folder} --to {b.name} --user {user} --no-wait")
+        status, answer = api(a, "POST", "/transfers", {"source": str(ROOT / folder), "to": b.name,
+                             "purpose": "TREAT", "mode": "pseudonymised", "user": user})  # fmt: skip
+        if status != 202:
+            say(f"refused: {answer}")
+            return False
+        offers[answer["transfer_id"]] = user
+    wait_until(
+        lambda: all(api(a, "GET", f"/transfers/{t}")[1]["state"] == "delivered" for t in offers),
+        90,
+        "delivery",
+    )
+    _, listing = api(a, "GET", "/transfers")
+    records = [t["offer_record"] for t in listing["transfers"]]
+    wait_until(lambda: all(_committed(regulator, r) for r in records), 60, "the offers")
+    tags = [tag for r in records for tag in get_json(f"{regulator.api_url}/records/{r}")["tags"]]
+    say(
+        f"\nwithout a grant: the {len(records)} offer records (alice 2, bob 1) carry {len(tags)} tags, "
+        f"{len(set(tags))} distinct: nothing on the chain links a user's records"
+    )
+    today = time.strftime("%Y-%m")
+    expires = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 90 * 86400))
+    say(f"\n$ mftp-node audit grant --subject user:alice --auditor {regulator.name} ...   (at {a.name})")
+    grant = subprocess.run(
+        [sys.executable, "-m", "mftp.node.cli", "audit", "grant", "--subject", "user:alice",
+         "--auditor", regulator.name, "--legal-basis", "GDPR Art. 58(1)(b); inspection 2026-17",
+         "--from", today, "--to", today, "--expires", expires, "--config", str(a.config_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if grant.returncode != 0:
+        say(grant.stderr)
+        return False
+    grant_id = grant.stdout.strip()
+    say(f"grant {grant_id}")
+    wait_until(lambda: _committed(regulator, grant_id), 60, "the grant on the regulator's node")
+    say(f"\n$ mftp-node audit report --grant {grant_id}   (at {regulator.name})")
+    if mftp_node(regulator, "audit", "report", "--grant", grant_id) != 0:
+        return False
+    _, scan = api(regulator, "POST", "/audit/scans", {"grant_id": grant_id})
+    alice = {t["offer_record"] for t in listing["transfers"] if t["user"] == "user:alice"}
+    exact = {m["record_id"] for m in scan["matches"] if m["type"] == "transfer_offered"} == alice
+    say(f"the regulator found every offer of alice and none of bob's: {exact}")
+    return exact
 
 
 def _committed(member: Member, record_id: str) -> bool:
