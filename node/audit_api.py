@@ -8,6 +8,9 @@
 * ``POST /audit/scans`` ``{"grant_id", "format"?}``: scan the chain for a grant addressed to
   this node; ``format`` ``json`` (default), ``fhir`` (a Bundle of AuditEvent) or ``dicom``.
 * ``POST /audit/reports`` ``{"grant_id"}``: scan, then sign and submit the ``AUDIT_REPORT``.
+* ``POST /audit/rotations`` ``{"party", "reason"}``: rotate a party's master key from next month
+  (reason ``scheduled`` or ``compromise``), or destroy its keys (``erasure``); publishes the
+  ``KEY_ROTATION`` record.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class AuditApi:
         router.add_post("/audit/grants", authenticated(self.grant))
         router.add_post("/audit/scans", authenticated(self.scan))
         router.add_post("/audit/reports", authenticated(self.report))
+        router.add_post("/audit/rotations", authenticated(self.rotate))
 
     async def add_user(self, request: web.Request) -> web.Response:
         """Register a user of this institution (idempotent)."""
@@ -54,6 +58,12 @@ class AuditApi:
         user = user_party(body["user"])
         self.service.vault.party(user, "user")
         return web.json_response({"user": user})
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        """Rotate a party's master key (or erase the party); 202 with the KEY_ROTATION record id."""
+        body = await json_object(request, required=("party", "reason"))
+        record = await self.service.rotate(body["party"], body["reason"])
+        return web.json_response({"record": record.record_id.hex()}, status=202)
 
     async def grant(self, request: web.Request) -> web.Response:
         """Sign an audit grant for one of our parties."""

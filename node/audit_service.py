@@ -52,6 +52,7 @@ from mftp.ledger.pseudonyms import (
     commit_details,
     epoch_of,
     fill_slot,
+    make_rotation_body,
 )
 from mftp.ledger.records import PURPOSES, Record, RecordType, make_record
 
@@ -336,6 +337,31 @@ class AuditService:
         record = self.author(RecordType.AUDIT_GRANT, body, fills={}, details={"subject": subject})
         await self.submit(record)
         log.info("audit grant made", extra={"fields": {"grant": record.record_id.hex()}})
+        return record
+
+    async def rotate(self, party_id: str, reason: str) -> Record:
+        """Rotate a party's master key from next month on, or erase it; publish ``KEY_ROTATION``.
+
+        ``reason`` ``"erasure"`` destroys the party's masters and escrow key (crypto-shredding,
+        after the retention period): its tags can no longer be linked, its boxes not opened.
+        The record commits to the party and the new key without revealing either; its opening
+        stays in the vault.
+        """
+        kind = party_id.partition(":")[0]
+        try:
+            self.vault.party(party_id, kind, create=False)
+            if reason == "erasure":
+                body, opening = make_rotation_body(party_id, None, epoch_of(now_ms()), reason)
+                self.vault.erase(party_id)
+            else:
+                body, opening = self.vault.rotate(party_id, epoch_of(now_ms()) + 1, reason)
+        except (PseudonymUsageError, KeyErasedError) as exc:
+            raise NodeUsageError(str(exc)) from None
+        # An erasure keeps nothing that names the party, not even in our own vault.
+        details = {} if reason == "erasure" else {"party": party_id, "key": opening.key_fingerprint.hex()}
+        record = self.author(RecordType.KEY_ROTATION, body, fills={}, details=details)
+        await self.submit(record)
+        log.info("party key rotated", extra={"fields": {"record": record.record_id.hex(), "reason": reason}})
         return record
 
     def on_disclose_request(self, sender: bytes, value: Any) -> None:

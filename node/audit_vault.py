@@ -144,6 +144,12 @@ class AuditVault:
         """Whether the vault holds live keys for ``party_id``."""
         return party_id in self.keyring.parties
 
+    def rotate(self, party_id: str, effective_epoch: int, reason: str) -> tuple[dict[str, Any], Any]:
+        """Start a new master key at ``effective_epoch``; the ``KEY_ROTATION`` body and its opening."""
+        keyring, body, opening = self.keyring.rotate(party_id, effective_epoch, reason=reason)
+        self._save(keyring)
+        return body, opening
+
     def erase(self, party_id: str) -> None:
         """Destroy a party's keys (crypto-shredding); see :meth:`PartyKeyring.erase`."""
         self._save(self.keyring.erase(party_id))

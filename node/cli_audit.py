@@ -8,6 +8,8 @@
   lists every record of the subject with its proof and disclosed details, and the statement of
   completeness (for a patient, the HIPAA accounting of disclosures).
 * ``audit report --grant ID``: scan, then post the ``AUDIT_REPORT`` record.
+* ``audit rotate PARTY [--reason scheduled|compromise|erasure]``: new master key from next month,
+  or crypto-shredding of the party (after its retention period); posts ``KEY_ROTATION``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ def _grant(args: argparse.Namespace) -> int:
     if status != 202:
         return _refused("audit grant", status, answer)
     print(answer["grant_id"])
+    return EXIT_OK
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    status, answer = _client(args).call(
+        "POST", "/audit/rotations", {"party": args.party, "reason": args.reason}
+    )
+    if status != 202:
+        return _refused("audit rotate", status, answer)
+    print(f"key rotation record {answer['record']}")
     return EXIT_OK
 
 
@@ -135,6 +147,14 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--out", help="write the result to this file")
     scan.set_defaults(audit_handler=lambda args: _scan(args, "/audit/scans", 200))
     _common(scan)
+
+    rotate = sub.add_parser(
+        "rotate", help="rotate a party's master key from next month, or erase the party's keys for good"
+    )
+    rotate.add_argument("party", help="user:<id>, patient:<id> or institution:<name>")
+    rotate.add_argument("--reason", default="scheduled", choices=["scheduled", "compromise", "erasure"])
+    rotate.set_defaults(audit_handler=_rotate)
+    _common(rotate)
 
     report = sub.add_parser("report", help="scan, then post the AUDIT_REPORT record (auditor's node)")
     report.add_argument("--grant", required=True, help="the grant's record id")

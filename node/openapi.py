@@ -223,6 +223,22 @@ def _audit_paths() -> dict[str, Any]:
                 requestBody=body(scan),
             )
         },
+        "/audit/rotations": {
+            "post": _token_op(
+                "Rotate a party's master key from next month, or erase the party (crypto-shredding)",
+                _json({"type": "object", "properties": {"record": HEX}}, "KEY_ROTATION submitted"),
+                "202",
+                requestBody=body(
+                    _strings(
+                        ["party", "reason"],
+                        {
+                            "party": "user:<id>, patient:<id> ...",
+                            "reason": "scheduled | compromise | erasure",
+                        },
+                    )
+                ),
+            )
+        },
         "/audit/reports": {
             "post": _token_op(
                 "Scan, then sign and submit the AUDIT_REPORT record",

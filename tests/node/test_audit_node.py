@@ -234,3 +234,19 @@ async def test_slot_requests_are_bounded(tmp_path: Path) -> None:
     with pytest.raises(NodeUsageError, match="unknown recipient user"):
         await offer_with_their_slots(a, b, "user:dr.nobody")  # b never makes keys on a sender's word
     assert not b.vault.has_party("user:dr.nobody")
+
+
+async def test_rotation_and_erasure_are_records_and_erasure_unlinks(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    earlier = await offer_with_their_slots(a, b)  # alice's tags are in it
+    rotation = await a.rotate("user:alice", "scheduled")
+    assert rotation.type is RecordType.KEY_ROTATION and rotation.body["reason"] == "scheduled"
+    assert len(a.vault.keyring.party("user:alice").masters) == 2
+    assert attribute(a.vault.keyring, earlier)[Role.SENDER_USER] == "user:alice"  # old months still link
+
+    erasure = await a.rotate("user:alice", "erasure")
+    assert erasure.body["reason"] == "erasure" and a.vault.disclose(erasure.record_id) is not None
+    reopened = AuditVault(tmp_path / "a" / "audit", cast(FakeHost, a.host).identity, a.institution)
+    assert Role.SENDER_USER not in attribute(reopened.keyring, earlier)  # crypto-shredded
+    with pytest.raises(NodeUsageError):
+        await a.rotate("user:alice", "scheduled")
