@@ -15,7 +15,11 @@
    :data:`CAPABILITY_TTL_MS`) and sign the ``TRANSFER_OFFERED`` record (purpose, mode,
    ``size_bucket`` = floor(log2(study bytes)), ``study_commitment`` = HMAC-SHA256(institution
    secret, transfer id || original Study Instance UID), so two sends of one study do not
-   link on the ledger; random decoy tags until pseudonymous party tags exist).
+   link on the ledger).  Its tag slots hold the sending user, our institution and the patient
+   (Patient ID of the original), and the recipient's institution and named user, whose tags the
+   recipient contributes on request (:mod:`.audit_service`; the prepared study waits for a
+   recipient that is down); its details (user, patient, study, recipient, purpose...) are
+   committed and their openings kept in the encrypted audit vault.
 4. Send the offer on p2p channel ``t.offer`` (messages: :mod:`.transfer_wire`; the sealed
    manifest travels inline up to :data:`MAX_INLINE_MANIFEST_BYTES`).  The offer is sent again
    every :data:`REOFFER_INTERVAL_S` until the recipient answers on ``t.receipt``, so an offer
@@ -23,8 +27,8 @@
    so a final receipt lost while we were down comes again.
 
 **Receiving** (``t.offer`` from a member): the offer is checked (capability signed by the
-sender for us, manifest opened and matching it, within ``transfer.max_study_bytes`` and
-``max_instances``), persisted, acknowledged, and fetched in the background
+sender for us, the signed offer record carrying our own tags and escrow in our slots, manifest
+opened and matching it, within ``transfer.max_study_bytes`` and ``max_instances``), persisted, acknowledged, and fetched in the background
 (:func:`~.dataplane.fetch_transfer`: every chunk checked against the manifest, resumable).  A
 failed fetch is retried with backoff until the capability expires; a restarted node resumes
 every unfinished fetch, fetching only missing chunks.  Then every file is decrypted,

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fhir.resources.auditevent import AuditEvent
 
 from mftp.ledger.audit import matches_root
 from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
@@ -143,6 +144,11 @@ def test_a_grant_finds_exactly_one_users_records(devnet: list[NodeProcess], tmp_
 
     fhir = api(regulator, "POST", "/audit/scans", {"grant_id": grant_id, "format": "fhir"})[1]
     assert fhir["resourceType"] == "Bundle" and len(fhir["entry"]) == 2
+    for entry in fhir["entry"]:
+        event = AuditEvent.model_validate(entry["resource"])
+        assert event.code.coding[0].code == "110104"  # DICOM Instances Transferred
+    dicom = api(regulator, "POST", "/audit/scans", {"grant_id": grant_id, "format": "dicom"})[1]
+    assert len(dicom["messages"]) == 2 and all("<AuditMessage>" in m for m in dicom["messages"])
     cli = subprocess.run(
         [sys.executable, "-m", "mftp.node.cli", "audit", "report", "--grant", grant_id,
          "--config", str(regulator.config_path)],
