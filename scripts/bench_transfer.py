@@ -103,6 +103,7 @@ def timed_send(sender: Member, recipient: Member, source: Path) -> dict[str, Any
     """Send and wait until ``recipient`` holds it complete; returns timings and the transfer."""
     started = time.monotonic()
     body = {"source": str(source), "to": recipient.name, "purpose": "TREAT", "mode": "pseudonymised"}
+    body["user"] = "bench"  # who sends: tagged pseudonymously on the offer record
     status, answer = api(sender, "POST", "/transfers", body)
     if status != 202:
         raise SystemExit(f"send refused: {answer}")
