@@ -28,13 +28,14 @@
 
 **Receiving** (``t.offer`` from a member): the offer is checked (capability signed by the
 sender for us, the signed offer record carrying our own tags and escrow in our slots, manifest
-opened and matching it, within ``transfer.max_study_bytes`` and ``max_instances``), persisted, acknowledged, and fetched in the background
-(:func:`~.dataplane.fetch_transfer`: every chunk checked against the manifest, resumable).  A
-failed fetch is retried with backoff until the capability expires; a restarted node resumes
-every unfinished fetch, fetching only missing chunks.  Then every file is decrypted,
-decompressed and checked against the manifest's SHA-256 (nothing is written in clear), and the
-``TRANSFER_RECEIVED`` record is signed (outcome ``complete``, or ``refused`` if a file does
-not verify).  The study stays encrypted at rest in the blob store.
+opened and matching it, within ``transfer.max_study_bytes`` and ``max_instances``), persisted,
+acknowledged, and fetched in the background (:func:`~.dataplane.fetch_transfer`: every chunk
+checked against the manifest, resumable). A failed fetch is retried with backoff until the
+capability expires; a restarted node resumes every unfinished fetch, fetching only missing
+chunks. Then every file is decrypted, decompressed and checked against the manifest's SHA-256
+(nothing is written in clear), and the ``TRANSFER_RECEIVED`` record is signed (outcome
+``complete``, or ``refused`` if a file does not verify). The study stays encrypted at rest in
+the blob store.
 
 **Export** (:meth:`TransferService.export`): each file is decrypted and verified again, written
 to a private spill folder (mode 0700, under data_dir), delivered to a folder or a DICOMweb
