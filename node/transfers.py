@@ -37,10 +37,7 @@ chunks. Then every file is decrypted, decompressed and checked against the manif
 ``complete``, or ``refused`` if a file does not verify). The study stays encrypted at rest in
 the blob store.
 
-**Export** (:meth:`TransferService.export`): each file is decrypted and verified again, written
-to a private spill folder (mode 0700, under data_dir), delivered to a folder or a DICOMweb
-server (:mod:`.transfer_io`), and the spill is removed; then a ``STUDY_ACCESSED`` record
-(action ``export``) is signed.
+**Export** and other accesses of a received study: :mod:`.transfer_access`.
 
 Logs name transfers by id and peers by member name; never a patient, a UID or a file path
 of the study.
@@ -84,16 +81,14 @@ from .dataplane import CapabilityRefused, DataPlaneServer, FetchFailed, fetch_ma
 from .errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from .pacs import LocalFile
 from .tls import PeerKeyMismatch
+from .transfer_access import StudyAccess
 from .transfer_io import (
     Allowed,
     Source,
-    check_destination,
-    deliver,
     import_study,
     one_study,
     package_study,
     parse_source,
-    restore_files,
     study_parties,
     verify_all,
 )
@@ -182,6 +177,7 @@ class TransferService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reoffer_task: asyncio.Task[None] | None = None
         self._secret: bytes | None = None
+        self.access = StudyAccess(self)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -317,7 +313,7 @@ class TransferService:
             }
             record = await self._offer_record(state, peer, body, details)
             self.store.put_record(f"offer-record-{state.transfer_id}", record.to_bytes())
-            await self._submit(record)
+            await self.submit(record)
             state.capability = base64.b64encode(capability.token).decode()
             state.offer_record = record.record_id.hex()
             state.state = "offered"
@@ -586,7 +582,7 @@ class TransferService:
         state.state, state.detail = "verifying", ""
         self.states.save(state)
         try:
-            await asyncio.to_thread(verify_all, self.store, manifest, self._object_key)
+            await asyncio.to_thread(verify_all, self.store, manifest, self.object_key)
             outcome = "complete"
         except TransferError as exc:
             outcome = "refused"
@@ -613,14 +609,14 @@ class TransferService:
             record_id=record_id,
             time_ms=time_ms,
         )
-        await self._submit(record)
+        await self.submit(record)
         state.received_record = record.record_id.hex()
         state.state = "complete" if outcome == "complete" else "failed"
         self.states.save(state)
         log.info("transfer received", extra={"fields": {"transfer": state.transfer_id, "outcome": outcome}})
         self._answer(state)
 
-    def _object_key(self, obj: ObjectInfo) -> bytes:
+    def object_key(self, obj: ObjectInfo) -> bytes:
         return recipient_object_key(self.host.identity, obj)
 
     # ----------------------------------------------------------------- export
@@ -628,51 +624,8 @@ class TransferService:
     async def export(
         self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
     ) -> dict[str, Any]:
-        """Deliver a complete received study to ``destination`` (folder or DICOMweb URL) for ``user``."""
-        user = user_party(user)
-        state = self._received(transfer_id)
-        destination = check_destination(destination, self.allowed)
-        purpose = purpose or state.purpose
-        if purpose not in PURPOSES:
-            raise NodeUsageError(f"purpose must be an HL7 PurposeOfUse code: {', '.join(sorted(PURPOSES))}")
-        sealed = self.store.get_record(f"offer-{transfer_id}")
-        if sealed is None:
-            raise NodeInputError(f"transfer {transfer_id} has no stored manifest")
-        sender = PublicIdentity.from_sign_key(bytes.fromhex(state.peer_key))
-        manifest = await asyncio.to_thread(open_manifest, sealed, self.host.identity, sender=sender)
-        spill = self.host.data_dir / "spill" / f"export-{secrets.token_hex(8)}"
-        spill.mkdir(mode=0o700, parents=True)
-        try:
-            files = await asyncio.to_thread(restore_files, self.store, manifest, self._object_key, spill)
-            report = await deliver(files, destination)
-        finally:
-            shutil.rmtree(spill, ignore_errors=True)
-        if report.failed_count:
-            raise NodeInputError(f"export failed for {report.failed_count} file(s): {report.summary()}")
-        # An access has no receiver: slots 0 and 1 hold the acting user and institution.
-        record_id, time_ms = secrets.token_bytes(16), now_ms()
-        parties = {Role.SENDER_USER: user, Role.SENDER_INSTITUTION: self.audit.institution}
-        record = self.audit.author(
-            RecordType.STUDY_ACCESSED,
-            {"transfer_id": manifest.transfer_id, "action": "export", "purpose": purpose},
-            fills=self.audit.fills(record_id, time_ms, parties),
-            details={"user": user, "sender": state.peer, "purpose": purpose, "action": "export"},
-            record_id=record_id,
-            time_ms=time_ms,
-        )
-        await self._submit(record)
-        state.access_records.append(record.record_id.hex())
-        self.states.save(state)
-        log.info("study exported", extra={"fields": {"transfer": transfer_id, "files": len(files)}})
-        return {"transfer_id": transfer_id, "files": len(files), "record": record.record_id.hex()}
-
-    def _received(self, transfer_id: str) -> TransferState:
-        state = self.states.get(check_transfer_id(transfer_id))
-        if state is None or state.direction != IN:
-            raise NodeUsageError(f"no received transfer {transfer_id}")
-        if state.state != "complete":
-            raise NodeUsageError(f"transfer {transfer_id} is {state.state}, not complete")
-        return state
+        """Deliver a complete received study to ``destination`` for ``user`` (:mod:`.transfer_access`)."""
+        return await self.access.export(transfer_id, destination, purpose, user)
 
     # ----------------------------------------------------------------- views and records
 
@@ -692,7 +645,7 @@ class TransferService:
         self.states.save(state)
         log.warning("transfer failed", extra={"fields": {"transfer": state.transfer_id}})
 
-    async def _submit(self, record: Record) -> None:
+    async def submit(self, record: Record) -> None:
         result = (await self.host.submit_records([record]))[0]
         if result not in ("accepted", "duplicate"):
             raise NodeError(f"the mempool refused our {record.type.name} record: {result}")
