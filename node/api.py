@@ -5,7 +5,9 @@ API listens on loopback unless the operator configures otherwise.  Every call
 that changes anything requires ``Authorization: Bearer <token>`` where the
 SHA-256 of the token is listed in ``api.token_sha256``; tokens are compared by
 hash in constant time and never logged.  Transfers (``/transfers...``, see
-:mod:`.transfers`) are private to the institution, so reading them needs the token too.
+:mod:`.transfers`) are private to the institution, so reading them needs the token too;
+so do views of a received study (``/transfers/{id}/views...``, :mod:`.transfer_access`),
+whose instances are patient data: they are served with ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -53,8 +55,22 @@ class NodeView(Protocol):
         """Offer signed records to the mempool; returns each admission result."""
 
 
+class StudyViews(Protocol):
+    """Views of received studies (:class:`~.transfer_access.StudyAccess`)."""
+
+    async def open_view(self, transfer_id: str, user: str, purpose: str | None = None) -> dict[str, Any]:
+        """Open a received study for ``user`` (records the access); the view and its instances."""
+
+    async def read_instance(self, transfer_id: str, view_id: str, name: str) -> bytes:
+        """One instance of an open view, restored and checked."""
+
+
 class TransferView(Protocol):
     """What the transfer routes need (:class:`~.transfers.TransferService`)."""
+
+    @property
+    def access(self) -> StudyViews:
+        """Exports and views of received studies."""
 
     async def send(
         self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
@@ -151,6 +167,12 @@ class Api:
         app.router.add_get("/transfers", self._authenticated(self.list_transfers))
         app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
         app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
+        app.router.add_post("/transfers/{transfer_id}/views", self._authenticated(self.open_view))
+        # Entry names are relative paths ("series-1/0001.dcm"): the last segment may hold "/".
+        app.router.add_get(
+            "/transfers/{transfer_id}/views/{view_id}/instances/{name:.+}",
+            self._authenticated(self.view_instance),
+        )
         if self.audit is not None:
             self.audit.add_routes(app.router, self._authenticated)
         return app
@@ -363,6 +385,24 @@ class Api:
             request.match_info["transfer_id"], body["destination"], body.get("purpose"), body["user"]
         )
         return web.json_response(result)
+
+    async def open_view(self, request: web.Request) -> web.Response:
+        """Open a received study in a viewer: ``{"user", "purpose"?}``; 201 with the view."""
+        body = await json_object(request, required=("user",), optional=("purpose",))
+        view = await self._transfer_service().access.open_view(
+            request.match_info["transfer_id"], body["user"], body.get("purpose")
+        )
+        return web.json_response(view, status=201)
+
+    async def view_instance(self, request: web.Request) -> web.Response:
+        """One instance of an open view, as ``application/dicom``."""
+        data = await self._transfer_service().access.read_instance(
+            request.match_info["transfer_id"], request.match_info["view_id"], request.match_info["name"]
+        )
+        # Patient data: no browser or proxy may keep a copy.
+        return web.Response(
+            body=data, content_type="application/dicom", headers={"Cache-Control": "no-store"}
+        )
 
 
 async def json_object(

@@ -42,6 +42,7 @@ from .cli_transfer import (
     run_inbox,
     run_send,
 )
+from .cli_view import add_view_arguments, run_view
 from .errors import ConfigError, NodeError, NodeUsageError
 
 EXIT_OK: Final = 0
@@ -342,8 +343,11 @@ def _devnet_args(parser: argparse.ArgumentParser) -> None:
 command("send", "send a study to a member through the running node, with a progress bar")(add_send_arguments)
 command("inbox", "list the studies received (and with --all sent) by the running node")(add_inbox_arguments)
 command("export", "deliver a received study into a folder (records the access)")(add_export_arguments)
+command("view", "open a received study for viewing, optionally saving its instances (records the access)")(
+    add_view_arguments
+)
 command("audit", "pseudonymous audit: register users, grant an auditor, scan, report")(add_audit_arguments)
-_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_audit)  # command() looks them up by name
+_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit)  # command() looks them up by name
 
 
 # ---------------------------------------------------------------------------------- main

@@ -45,6 +45,20 @@ TRANSFER_ID = _param(
 )
 
 
+VIEW_ID = _param(
+    "view_id",
+    "path",
+    "view id from POST .../views, 32 hex digits",
+    {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+)
+INSTANCE_NAME = _param(
+    "name",
+    "path",
+    "an instance name listed by the view (a relative path: percent-encode '/' as %2F)",
+    {"type": "string"},
+)
+
+
 def _strings(required: list[str], properties: dict[str, str]) -> dict[str, Any]:
     return {
         "type": "object",
@@ -118,6 +132,44 @@ def _transfer_paths() -> dict[str, Any]:
                 responses={"502": _json(_ref("Error"), "a file did not verify or could not be written")},
             )
         },
+        **_view_paths(body),
+    }
+
+
+def _view_paths(body: dict[str, Any]) -> dict[str, Any]:
+    """Views of a received study (see :mod:`.transfer_access`); every call needs the token."""
+    view = _strings(
+        ["user"],
+        {
+            "user": "who opens the study: a user name or user:<id>",
+            "purpose": "HL7 PurposeOfUse code of this access (default: the offer's)",
+        },
+    )
+    dicom = {
+        "description": "the instance, restored and checked against the manifest (Cache-Control: no-store)",
+        "content": {
+            "application/dicom": {"schema": {"type": "string", "contentMediaType": "application/dicom"}}
+        },
+    }
+    return {
+        "/transfers/{transfer_id}/views": {
+            "post": _token_op(
+                "Open a complete received study in a viewer (records STUDY_ACCESSED, action view); the "
+                "view expires (expires_ms) and is kept in memory only",
+                _json(_ref("StudyView"), "opened"),
+                "201",
+                parameters=[TRANSFER_ID],
+                requestBody={**body, "content": {"application/json": {"schema": view}}},
+            )
+        },
+        "/transfers/{transfer_id}/views/{view_id}/instances/{name}": {
+            "get": _token_op(
+                "One instance of an open view (400 for an unknown or expired view, or an unknown name)",
+                dicom,
+                parameters=[TRANSFER_ID, VIEW_ID, INSTANCE_NAME],
+                responses={"502": _json(_ref("Error"), "the stored instance did not verify")},
+            )
+        },
     }
 
 
@@ -172,6 +224,25 @@ def _transfer_schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["transfer_id", "files", "record"],
             "properties": {"transfer_id": HEX, "files": integer, "record": HEX},
+        },
+        "StudyView": {
+            "type": "object",
+            "required": ["view_id", "transfer_id", "expires_ms", "expires_in_s", "record", "instances"],
+            "properties": {
+                "view_id": HEX,
+                "transfer_id": HEX,
+                "expires_ms": integer,
+                "expires_in_s": integer,
+                "record": HEX,
+                "instances": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "size"],
+                        "properties": {"name": string, "size": integer},
+                    },
+                },
+            },
         },
     }
 
