@@ -79,7 +79,9 @@ def _refused(command: str, status: int, answer: Any) -> int:
 def run_send(args: argparse.Namespace) -> int:
     """Send a study and follow it until the recipient has verified it (or ``--no-wait``)."""
     client = _client(args)
-    source = str(Path(args.source).resolve())
+    source = args.source  # dicomweb: and dimse: sources are spelled for the node, not paths here
+    if not source.startswith(("dicomweb:", "dimse:")):
+        source = str(Path(source).resolve())
     body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode, "user": args.user}
     if args.to_user:
         body["to_user"] = args.to_user
@@ -137,7 +139,13 @@ def _follow(client: ApiClient, transfer_id: str, timeout_s: float) -> dict[str, 
 
 def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``send``."""
-    parser.add_argument("source", help="folder or file of one study (read by the node, on its host)")
+    parser.add_argument(
+        "source",
+        help=(
+            "one study: a folder or file on the node's host, dicomweb:<base URL>#<Study UID> "
+            "or dimse:<AET>@<host>:<port>#<Study UID> (servers listed in the node's [transfer])"
+        ),
+    )
     parser.add_argument("--to", required=True, help="recipient member's name")
     parser.add_argument(
         "--to-user", help="recipient user at the recipient institution (registered there: audit add-user)"
@@ -207,7 +215,10 @@ def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Deliver a received study into a folder on the node's host."""
-    body = {"destination": str(Path(args.destination).resolve()), "user": args.user}
+    destination = args.destination
+    if not destination.startswith(("http://", "https://", "dimse:")):
+        destination = str(Path(destination).resolve())
+    body = {"destination": destination, "user": args.user}
     if args.purpose:
         body["purpose"] = args.purpose
     status, answer = _client(args).call("POST", f"/transfers/{args.transfer_id}/export", body)
@@ -220,6 +231,12 @@ def run_export(args: argparse.Namespace) -> int:
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``export``."""
     parser.add_argument("transfer_id", help="id of a complete received transfer (see inbox)")
-    parser.add_argument("destination", help="folder to deliver into (written by the node, on its host)")
+    parser.add_argument(
+        "destination",
+        help=(
+            "a folder on the node's host, a DICOMweb base URL (STOW-RS) or dimse:<AET>@<host>:<port> "
+            "(C-STORE; listed in the node's [transfer])"
+        ),
+    )
     parser.add_argument("--purpose", help="HL7 PurposeOfUse code of this access (default: the offer's)")
     _common(parser)

@@ -79,6 +79,53 @@ def _urls(v: list[Any]) -> str | None:
     return f"not http(s) URL prefixes: {bad}" if bad else None
 
 
+# DICOM AE titles (PS3.5 6.2: 16 characters at most) restricted to a conservative ASCII set with no
+# "@", "#", ":" or "?", so "AET@host:port" splits one way only; no leading or trailing space, as
+# DICOM does not count those.
+_AE_TITLE = re.compile(r"[A-Za-z0-9_.+-](?:[A-Za-z0-9_.+ -]{0,14}[A-Za-z0-9_.+-])?", re.ASCII)
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+_DIMSE_PEER = re.compile(r"(?P<aet>[^@]{1,16})@(?P<host>[^@]+):(?P<port>[1-9][0-9]{0,4})", re.ASCII)
+
+
+def is_ae_title(text: str) -> bool:
+    """Whether ``text`` is an AE title this node accepts (see ``_AE_TITLE``)."""
+    return _AE_TITLE.fullmatch(text) is not None
+
+
+def split_dimse_peer(text: str) -> tuple[str, str, int] | None:
+    """``(AE title, host, port)`` of a DIMSE peer spelled ``AET@host:port``; None if not so spelled.
+
+    The host is a DNS name or IPv4 address (lowercased), or an IPv6 address in brackets (kept in
+    brackets, compressed).  No user part, path, query or fragment, no leading zero in the port:
+    one spelling per peer, so an allow-list can be matched exactly.
+    """
+    match = _DIMSE_PEER.fullmatch(text) if text.isascii() else None  # "\u212a".lower() == "k"
+    if match is None or not is_ae_title(match["aet"]) or int(match["port"]) > 65535:
+        return None
+    host = match["host"].lower()
+    if host.startswith("[") and host.endswith("]"):
+        if not set(host[1:-1]) <= set("0123456789abcdef:."):  # no zone id ("%eth0")
+            return None
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    elif not _HOST_NAME.fullmatch(host):
+        return None
+    return match["aet"], host, int(match["port"])
+
+
+def _ae_title(v: str) -> str | None:
+    return None if is_ae_title(v) else "must be an AE title: 1-16 of A-Z a-z 0-9 _ . + - and inner spaces"
+
+
+def _dimse_peers(v: list[Any]) -> str | None:
+    bad = [x for x in v if not isinstance(x, str) or split_dimse_peer(x) is None]
+    return f"not AET@host:port: {bad}" if bad else None
+
+
 def _hashes(v: list[Any]) -> str | None:
     bad = [h for h in v if not isinstance(h, str) or not _HEX64.match(h)]
     return "each must be the SHA-256 of a token in lowercase hex (64 characters)" if bad else None
@@ -130,6 +177,8 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
         "source_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
         "export_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
         "dicomweb_urls": Key(list, [], _urls),
+        "dimse_peers": Key(list, [], _dimse_peers),
+        "dimse_aet": Key(str, "MFTP", _ae_title),
     },
 }
 

@@ -4,14 +4,19 @@ Used by :mod:`.transfers`.  A *source* (``mftp-node send``) is either
 
 * an absolute path of a folder or file on the node's host (:class:`~.pacs.FolderSource`), or
 * ``dicomweb:<base URL>#<Study Instance UID>``: the study fetched by WADO-RS
-  (:class:`~.pacs.DicomWebSource`) into a private spill folder first.
+  (:class:`~.pacs.DicomWebSource`) into a private spill folder first, or
+* ``dimse:<CALLED_AET>@<host>:<port>#<Study Instance UID>``: the study fetched by C-FIND and
+  C-GET (:mod:`.transfer_sources`) into the spill folder.
 
-A *destination* (``mftp-node export``) is an absolute folder path (:class:`~.pacs.FolderSink`)
-or a DICOMweb base URL ``http(s)://...`` (STOW-RS, :class:`~.pacs.DicomWebSink`).
+A *destination* (``mftp-node export``) is an absolute folder path (:class:`~.pacs.FolderSink`),
+a DICOMweb base URL ``http(s)://...`` (STOW-RS, :class:`~.pacs.DicomWebSink`), or
+``dimse:<CALLED_AET>@<host>:<port>`` (C-STORE, :mod:`.transfer_sources`).
 
-Only DICOM instances travel (attachments such as PDFs are left out: their content cannot be
-de-identified).  Files are packaged as ``00000.dcm``, ``00001.dcm``...: names never carry
-patient data.  Everything here blocks or streams; callers run it in a worker thread or await it.
+DICOM instances travel; attachments of the case (PDF, STL...) only in identified mode, wrapped
+as encapsulated-document instances of the study (in the other modes their content cannot be
+de-identified: they are reported as not sent, see :mod:`.transfer_sources`).  Files are packaged
+as ``00000.dcm``, ``00001.dcm``...: names never carry patient data.  Everything here blocks or
+streams; callers run it in a worker thread or await it.
 
 De-identifying and compressing is CPU work (pydicom is pure Python): a study of at least
 :data:`PARALLEL_MIN_FILES` files is prepared by ``transfer.prepare_workers`` processes
@@ -25,9 +30,10 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,17 +45,29 @@ import pydicom.errors
 
 from mftp.transfer.codec import compress, decompress
 from mftp.transfer.deid import Policy, deidentify_bytes
-from mftp.transfer.manifest import EntryMeta, Manifest, ObjectInfo, check_restored
-from mftp.transfer.package import Packager, PackageResult
+from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
+from mftp.transfer.package import Packager, PackageResult, iter_object_entries
 from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
 
 from .blobstore import BlobStore
 from .errors import NodeUsageError
 from .pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile, describe_path
+from .transfer_sources import (
+    DimseStudy,
+    check_dimse_destination,
+    deliver_dimse,
+    fetch_dimse_study,
+    is_dimse,
+    parse_dimse_source,
+    travelling_files,
+)
 
 DICOMWEB_PREFIX: Final = "dicomweb:"
 ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
+VERIFY_THREADS: Final = 2
+PUBLISH_INTERVAL_S: Final = 0.25
+"""How often a partial manifest is published while a study is prepared (each is signed and stored)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +78,7 @@ class DicomWebStudy:
     study_uid: str
 
 
-Source = Path | DicomWebStudy
+Source = Path | DicomWebStudy | DimseStudy
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,8 @@ class Allowed:
     source_dirs: tuple[Path, ...]
     export_dirs: tuple[Path, ...]
     dicomweb_urls: tuple[str, ...]
+    dimse_peers: tuple[str, ...] = ()  # "AET@host:port", matched exactly
+    dimse_aet: str = "MFTP"  # our calling AE title
 
     def check_path(self, path: Path, dirs: tuple[Path, ...], key: str) -> Path:
         """``path`` resolved (links included); :class:`NodeUsageError` unless inside one of ``dirs``."""
@@ -107,6 +127,8 @@ def _url_within(url: str, allowed: str) -> bool:
 
 def parse_source(text: str, allowed: Allowed) -> Source:
     """A source from its spelling (see the module docstring); :class:`NodeUsageError` if wrong."""
+    if is_dimse(text):
+        return parse_dimse_source(text, allowed.dimse_peers, allowed.dimse_aet)
     if text.startswith(DICOMWEB_PREFIX):
         url, _, study_uid = text.removeprefix(DICOMWEB_PREFIX).partition("#")
         if not url.startswith(("http://", "https://")) or not study_uid:
@@ -118,16 +140,25 @@ def parse_source(text: str, allowed: Allowed) -> Source:
     return allowed.check_path(path, allowed.source_dirs, "source_dirs")
 
 
-async def import_study(source: Source, spill: Path) -> tuple[list[LocalFile], ImportReport]:
-    """The DICOM instances of ``source`` (spilled into ``spill`` when they must be copied)."""
+async def import_study(
+    source: Source, spill: Path, *, attachments: bool = False, max_instances: int | None = None
+) -> tuple[list[LocalFile], ImportReport]:
+    """The files of ``source`` that travel (spilled into ``spill`` when they must be copied).
+
+    ``attachments`` (identified mode only): attachments travel as encapsulated-document
+    instances; otherwise they, and encapsulated documents, are reported as not sent
+    (:func:`~.transfer_sources.travelling_files`).  ``max_instances`` bounds a DIMSE retrieval.
+    """
     report = ImportReport()
     if isinstance(source, Path):
         files = await asyncio.to_thread(lambda: list(FolderSource(source).scan(spill, report)))
+    elif isinstance(source, DimseStudy):
+        files = await fetch_dimse_study(source, spill, report, max_instances=max_instances)
     else:
         async with aiohttp.ClientSession() as session:
             reader = DicomWebSource(source.base_url, session)
             files = [f async for f in reader.fetch_study(source.study_uid, spill, report)]
-    return [f for f in files if f.info.kind is FileKind.DICOM], report
+    return await travelling_files(files, report, spill, attachments=attachments), report
 
 
 def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:
@@ -210,18 +241,27 @@ def package_study(
     progress: Callable[[int, int], None],
     *,
     workers: int = 1,
+    publish: Callable[[Manifest], None] | None = None,
 ) -> PackageResult:
     """De-identify, compress and encrypt each file into ``store`` (blocking).
 
-    ``progress(files_done, study_bytes)`` after each file.  On failure the objects already
-    written are deleted, so nothing of an abandoned study stays on disk.
+    ``progress(files_done, study_bytes)`` after each file; ``publish(partial manifest)`` when
+    new objects are sealed, at most every :data:`PUBLISH_INTERVAL_S`, so the recipient can fetch
+    while the rest is prepared.  On failure the objects already written are deleted, so nothing
+    of an abandoned study stays on disk.
     """
-    study_bytes = 0
+    study_bytes, published, published_s = 0, 0, 0.0
     try:
         for done, (meta, compressed) in enumerate(_prepared(files, policy, secret, workers), start=1):
             packager.add(meta, compressed)
             study_bytes += meta.size
             progress(done, study_bytes)
+            if publish is not None and time.monotonic() - published_s >= PUBLISH_INTERVAL_S:
+                sealed = packager.sealed_count
+                snapshot = packager.snapshot() if sealed > published else None
+                if snapshot is not None:
+                    publish(snapshot)
+                    published, published_s = sealed, time.monotonic()
         return packager.finish()
     except BaseException:
         for object_id in packager.committed:
@@ -231,8 +271,45 @@ def package_study(
 
 def verify_all(store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectInfo], bytes]) -> None:
     """Decrypt, decompress and check every file against the manifest, writing nothing (blocking)."""
-    for entry, compressed in store.iter_entries(manifest, key_for):
-        check_restored(entry, decompress(compressed, max_output_bytes=entry.size, name=entry.name))
+    verify_entries(store, manifest, key_for)
+
+
+def _check_entry(entry: Entry, compressed: bytes) -> Entry:
+    check_restored(entry, decompress(compressed, max_output_bytes=entry.size, name=entry.name))
+    return entry
+
+
+def verify_entries(
+    store: BlobStore,
+    manifest: Manifest,
+    key_for: Callable[[ObjectInfo], bytes],
+    *,
+    skip: Collection[Entry] = (),
+    threads: int = VERIFY_THREADS,
+) -> list[Entry]:
+    """Check each entry of ``manifest`` not in ``skip``, writing nothing (blocking); returns them.
+
+    Objects are decrypted in this thread; the files are decompressed and hashed by ``threads``
+    threads (the codecs and SHA-256 release the GIL), at most two files per thread in flight.
+    Raises :class:`~mftp.transfer.errors.TransferInputError` at the first file that does not
+    restore to its manifest hash.
+    """
+    by_object: dict[bytes, list[Entry]] = {}
+    for entry in manifest.entries:
+        if entry not in skip:
+            by_object.setdefault(entry.object_id, []).append(entry)
+    checked: list[Entry] = []
+    window: deque[Future[Entry]] = deque()
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="verify") as pool:
+        for object_id, entries in by_object.items():
+            obj = manifest.object(object_id)
+            with store.reader(object_id) as read_at:
+                for entry, compressed in iter_object_entries(read_at, obj, key_for(obj), entries):
+                    window.append(pool.submit(_check_entry, entry, compressed))
+                    while len(window) > 2 * threads:
+                        checked.append(window.popleft().result())
+        checked.extend(future.result() for future in window)
+    return checked
 
 
 def restore_files(
@@ -253,18 +330,23 @@ def restore_files(
 
 
 def check_destination(text: str, allowed: Allowed) -> str:
-    """``text`` checked against the allow-lists: an absolute folder path or a DICOMweb URL."""
+    """``text`` checked against the allow-lists: an absolute folder path, a DICOMweb URL or a DIMSE peer."""
+    if is_dimse(text):
+        return check_dimse_destination(text, allowed.dimse_peers, allowed.dimse_aet)
     if text.startswith(("http://", "https://")):
         return allowed.check_url(text)
     if not Path(text).is_absolute():
         raise NodeUsageError(
-            "the destination is an absolute folder path on the node's host or a DICOMweb URL"
+            "the destination is an absolute folder path on the node's host, a DICOMweb URL or "
+            "dimse:<called AE title>@<host>:<port>"
         )
     return str(allowed.check_path(Path(text), allowed.export_dirs, "export_dirs"))
 
 
 async def deliver(files: list[LocalFile], destination: str) -> DeliveryReport:
-    """Deliver ``files`` to a folder or, by STOW-RS, to a DICOMweb server."""
+    """Deliver ``files`` to a folder, by STOW-RS to a DICOMweb server, or by C-STORE to a DIMSE peer."""
+    if is_dimse(destination):
+        return await deliver_dimse(files, destination)
     if destination.startswith(("http://", "https://")):
         async with aiohttp.ClientSession() as session:
             return await DicomWebSink(destination, session).deliver(files)
