@@ -14,6 +14,8 @@ Endpoints (aiohttp, TLS 1.3 with the node's self-signed Ed25519 certificate, see
     The sealed manifest (``transfer_id`` 32 hex digits), for a capability of that
     transfer: offers of big studies need not carry it in one p2p message.
 
+A transfer its sender abandoned (:meth:`DataPlaneServer.abandon_transfer`) answers ``410``.
+
 ``GET /v1/health``
     ``{"ok": true}``, without authorization.
 
@@ -267,6 +269,23 @@ class DataPlaneServer:
         served = (manifest.sha256, frozenset(o.object_id for o in manifest.objects))
         self._remember(manifest.transfer_id, served)
 
+    def abandon_transfer(self, transfer_id: bytes) -> None:
+        """Stop serving a transfer its sender gave up (persisted): requests for it get ``410``.
+
+        A recipient fetching a study still being prepared learns at once that it will never
+        be complete, instead of retrying until its capability expires.
+        """
+        self.store.put_record(_abandoned_record(transfer_id), b"abandoned")
+        self.store.delete_record(f"served-{transfer_id.hex()}")
+        self.store.delete_record(_sealed_record(transfer_id))
+        self._remember(transfer_id, None)
+
+    def _gone(self, transfer_id: bytes) -> web.Response | None:
+        if self.store.get_record(_abandoned_record(transfer_id)) is None:
+            return None
+        self.stats["gone"] += 1
+        return _error(410, "abandoned", "the sender abandoned this transfer; it will not be complete")
+
     def _remember(self, transfer_id: bytes, served: tuple[bytes, frozenset[bytes]] | None) -> None:
         self._served[transfer_id] = served
         self._served.move_to_end(transfer_id)
@@ -336,6 +355,8 @@ class DataPlaneServer:
         object_id = bytes.fromhex(name)
         try:
             capability, served = await self._authorize(request)
+            if served is None and (gone := self._gone(capability.transfer_id)) is not None:
+                return gone
             check_object(
                 capability,
                 object_id,
@@ -354,6 +375,8 @@ class DataPlaneServer:
             return _error(400, "bad-transfer-id", "transfer id must be 32 lowercase hex digits")
         try:
             capability, served = await self._authorize(request)
+            if served is None and (gone := self._gone(capability.transfer_id)) is not None:
+                return gone
             check_transfer(capability, bytes.fromhex(name), manifest_sha256=served[0] if served else None)
         except AuthError as exc:
             return self._refuse(exc)
@@ -409,3 +432,7 @@ class DataPlaneServer:
 
 def _sealed_record(transfer_id: bytes) -> str:
     return f"sealed-manifest-{transfer_id.hex()}"
+
+
+def _abandoned_record(transfer_id: bytes) -> str:
+    return f"abandoned-{transfer_id.hex()}"

@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 import aiohttp
 
 from mftp.crypto.signing import PublicIdentity, SigningIdentity
-from mftp.transfer.capability import Capability, authorization_header
+from mftp.transfer.capability import Capability, authorization_header, covers_manifest
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.fetchplan import ChunkRef, FetchPlan, backoff_ms, verify_chunk
 from mftp.transfer.manifest import DEFAULT_LIMITS, Manifest, ManifestLimits, ObjectInfo, open_manifest
@@ -109,7 +109,7 @@ async def fetch_transfer(
     """
     if capability.recipient != identity.public.sign_key or capability.sender != manifest.sender:
         raise NodeUsageError("capability is not from this manifest's sender to this node")
-    if capability.manifest_sha256 != manifest.sha256 or capability.transfer_id != manifest.transfer_id:
+    if not covers_manifest(capability, manifest.sha256) or capability.transfer_id != manifest.transfer_id:
         raise NodeUsageError("capability is for another manifest")
     if parallel < 1 or timeout_ms < 1 or retries < 0:
         raise NodeUsageError("parallel and timeout_ms must be positive, retries not negative")
@@ -126,7 +126,7 @@ async def fetch_transfer(
         rng=rng or random.Random().random,
         clock_ms=clock_ms,
     )
-    largest = max(obj.chunk_bytes for obj in manifest.objects)
+    largest = max((obj.chunk_bytes for obj in manifest.objects), default=1)
     workers = max(1, min(parallel, memory_budget_bytes // largest))
     started = time.monotonic()
     own_session = session is None
@@ -361,7 +361,7 @@ async def _raise_for(resp: aiohttp.ClientResponse) -> None:
         # aiohttp re-sends an idempotent request once, same headers, when a kept-alive
         # connection drops under it; the server saw the first copy. A fresh proof fixes it.
         raise _Retryable("sender saw this proof before (our request was re-sent)")
-    if resp.status in (401, 403):
+    if resp.status in (401, 403, 410):  # 410: the sender abandoned the transfer
         raise CapabilityRefused(resp.status, reason, message)
     if resp.status in (400, 404, 416):
         raise FetchFailed(f"sender answered {resp.status} {reason}: {message}")
@@ -407,7 +407,7 @@ async def fetch_manifest(
                 raise FetchFailed(f"sealed manifest of {resp.content_length} bytes (limit {max_bytes})")
             sealed = await resp.content.readexactly(resp.content_length)
         manifest = await asyncio.to_thread(open_manifest, sealed, identity, sender=sender, limits=limits)
-        if manifest.sha256 != capability.manifest_sha256 or manifest.transfer_id != capability.transfer_id:
+        if not covers_manifest(capability, manifest.sha256) or manifest.transfer_id != capability.transfer_id:
             raise FetchFailed("sender's manifest is not the one its capability names")
         return manifest, sealed
 

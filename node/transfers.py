@@ -5,37 +5,34 @@
 1. Residency first: the recipient (a ``[[p2p.peers]]`` entry, by name) must be a member with a
    known ``country`` equal to ``node.country`` or listed in ``transfer.allowed_countries``;
    otherwise :class:`ResidencyRefused` (HTTP 403), logged, and nothing is read or sent.
-2. Import the source (a folder or file, or ``dicomweb:URL#STUDYUID``: :mod:`.transfer_io`);
-   in a worker thread de-identify each instance per the mode's
+2. Import the source (a folder or file, ``dicomweb:URL#STUDYUID`` or a DIMSE PACS:
+   :mod:`.transfer_io`), and read the study's parties.
+3. Sign the ``TRANSFER_OFFERED`` record (purpose, mode, ``size_bucket`` = floor(log2(bytes of
+   the study as read from the source)), ``study_commitment`` = HMAC-SHA256(institution secret,
+   transfer id || original Study Instance UID), so two sends of one study do not link on the
+   ledger).  Its tag slots hold the sending user, our institution and the patient (Patient ID
+   of the original), and the recipient's institution and named user, whose tags the recipient
+   contributes on request (:mod:`.audit_service`; a send waits for a recipient that is down);
+   its details (user, patient, study, recipient, purpose...) are committed and their openings
+   kept in the encrypted audit vault.
+4. Issue a *streaming* capability (valid :data:`CAPABILITY_TTL_MS`; it names no manifest yet),
+   serve an empty partial manifest, and send the offer on p2p channel ``t.offer`` (messages:
+   :mod:`.transfer_wire`) at once, so the recipient fetches while we prepare.
+5. In a worker thread de-identify each instance per the mode's
    :class:`~mftp.transfer.deid.Policy` with the institution secret (``keys/institution.secret``,
    32 random bytes made on first use, mode 0600), compress it
-   (:func:`mftp.transfer.codec.compress`), and package it encrypted into the blob store.
+   (:func:`mftp.transfer.codec.compress`), and package it encrypted into the blob store,
+   publishing a signed partial manifest of the sealed objects every few hundred milliseconds.
    Entries are named ``00000.dcm``, ``00001.dcm``...: names never carry patient data.
-3. Seal the manifest, register it with the data plane, issue a capability (valid
-   :data:`CAPABILITY_TTL_MS`) and sign the ``TRANSFER_OFFERED`` record (purpose, mode,
-   ``size_bucket`` = floor(log2(study bytes)), ``study_commitment`` = HMAC-SHA256(institution
-   secret, transfer id || original Study Instance UID), so two sends of one study do not
-   link on the ledger).  Its tag slots hold the sending user, our institution and the patient
-   (Patient ID of the original), and the recipient's institution and named user, whose tags the
-   recipient contributes on request (:mod:`.audit_service`; the prepared study waits for a
-   recipient that is down); its details (user, patient, study, recipient, purpose...) are
-   committed and their openings kept in the encrypted audit vault.
-4. Send the offer on p2p channel ``t.offer`` (messages: :mod:`.transfer_wire`; the sealed
-   manifest travels inline up to :data:`MAX_INLINE_MANIFEST_BYTES`).  The offer is sent again
-   every :data:`REOFFER_INTERVAL_S` until the recipient answers on ``t.receipt``, so an offer
-   made while the recipient is down arrives when it is back; an accepted one now and then,
-   so a final receipt lost while we were down comes again.
+6. Seal the final manifest, submit the offer record to the ledger, serve the final manifest.
+   A study that fails to prepare (or that the recipient refuses meanwhile) is abandoned: the
+   data plane answers ``410`` for it, and no offer reaches the ledger.
+7. The offer is sent again every :data:`REOFFER_INTERVAL_S` until the recipient answers on
+   ``t.receipt`` (inline with the final sealed manifest up to :data:`MAX_INLINE_MANIFEST_BYTES`),
+   so an offer made while the recipient is down arrives when it is back; an accepted one now
+   and then, so a final receipt lost while we were down comes again.
 
-**Receiving** (``t.offer`` from a member): the offer is checked (capability signed by the
-sender for us, the signed offer record carrying our own tags and escrow in our slots, manifest
-opened and matching it, within ``transfer.max_study_bytes`` and ``max_instances``), persisted,
-acknowledged, and fetched in the background (:func:`~.dataplane.fetch_transfer`: every chunk
-checked against the manifest, resumable). A failed fetch is retried with backoff until the
-capability expires; a restarted node resumes every unfinished fetch, fetching only missing
-chunks. Then every file is decrypted, decompressed and checked against the manifest's SHA-256
-(nothing is written in clear), and the ``TRANSFER_RECEIVED`` record is signed (outcome
-``complete``, or ``refused`` if a file does not verify). The study stays encrypted at rest in
-the blob store.
+**Receiving** (``t.offer`` from a member): :mod:`.transfer_receive`.
 
 **Export** and other accesses of a received study: :mod:`.transfer_access`.
 
@@ -47,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -61,15 +57,18 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from mftp.crypto.signing import PublicIdentity, SigningIdentity
-from mftp.ledger.pseudonyms import CounterpartyMismatchError, Role
+from mftp.ledger.pseudonyms import Role
 from mftp.ledger.records import MODES, PURPOSES, Record, RecordType
-from mftp.transfer.capability import Capability, decode_capability, issue_capability
+from mftp.transfer.capability import (
+    STREAMING_MANIFEST,
+    decode_capability,
+    issue_capability,
+)
 from mftp.transfer.deid import Mode, Policy
-from mftp.transfer.errors import TransferError, TransferInputError
+from mftp.transfer.errors import TransferError
 from mftp.transfer.manifest import (
     Manifest,
     ObjectInfo,
-    open_manifest,
     seal_manifest,
 )
 from mftp.transfer.package import Packager, recipient_object_key, seal_local_record, storage_key_for
@@ -77,10 +76,9 @@ from mftp.transfer.package import Packager, recipient_object_key, seal_local_rec
 from .audit_service import AuditService, patient_party, user_party
 from .blobstore import BlobStore
 from .config import Config, Peer
-from .dataplane import CapabilityRefused, DataPlaneServer, FetchFailed, fetch_manifest, fetch_transfer
+from .dataplane import DataPlaneServer
 from .errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from .pacs import LocalFile
-from .tls import PeerKeyMismatch
 from .transfer_access import StudyAccess
 from .transfer_io import (
     Allowed,
@@ -90,21 +88,19 @@ from .transfer_io import (
     package_study,
     parse_source,
     study_parties,
-    verify_all,
 )
+from .transfer_receive import Receiver
+from .transfer_sources import not_sent_summary
 from .transfer_state import IN, OUT, TransferState, TransferStates, check_transfer_id
-from .transfer_wire import NO_RECORD, Offer, decode_offer, decode_receipt, receipt_value
+from .transfer_wire import Offer, decode_receipt
 
 log = logging.getLogger("mftp.node.transfers")
 
-MAX_UNFINISHED_OFFERS_PER_PEER: Final = 16  # bounds the disk and tasks one member can make us spend
 
 CAPABILITY_TTL_MS: Final = 24 * 60 * 60 * 1000
 """A day: a fetch interrupted by a restart of either node resumes within it (else it fails)."""
 MAX_INLINE_MANIFEST_BYTES: Final = 1 << 20
 REOFFER_INTERVAL_S: Final = 5.0
-RETRY_MIN_S: Final = 1.0
-RETRY_MAX_S: Final = 60.0
 SECRET_BYTES: Final = 32
 
 
@@ -123,10 +119,6 @@ class TransferHost(Protocol):
 
     async def submit_records(self, records: list[Record]) -> list[str]:
         """Offer signed records to the mempool."""
-
-
-class OfferRefused(NodeInputError):
-    """The sender's manifest breaks our limits or its own capability: no retry can help."""
 
 
 def now_ms() -> int:
@@ -173,11 +165,14 @@ class TransferService:
             tuple(config.path.parent.joinpath(d).resolve() for d in config.get("transfer", "source_dirs")),
             tuple(config.path.parent.joinpath(d).resolve() for d in config.get("transfer", "export_dirs")),
             tuple(config.get("transfer", "dicomweb_urls")),
+            tuple(config.get("transfer", "dimse_peers")),
+            config.get("transfer", "dimse_aet"),
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reoffer_task: asyncio.Task[None] | None = None
         self._secret: bytes | None = None
         self.access = StudyAccess(self)
+        self.receiver = Receiver(self)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -188,9 +183,10 @@ class TransferService:
         shutil.rmtree(self.host.data_dir / "spill", ignore_errors=True)
         for state in self.states.all():
             if state.direction == IN and state.state in ("fetching", "verifying"):
-                self._spawn(state.transfer_id, self._receive(state))
+                self.spawn(state.transfer_id, self.receiver.receive(state))
             elif state.direction == OUT and state.state == "preparing":
-                self._fail(state, "the node stopped while preparing the study; send it again")
+                self.fail(state, "the node stopped while preparing the study; send it again")
+                self.server.abandon_transfer(bytes.fromhex(state.transfer_id))
         self._reoffer_task = asyncio.get_running_loop().create_task(self._reoffer_loop())
 
     async def stop(self) -> None:
@@ -200,7 +196,7 @@ class TransferService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, transfer_id: str, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, transfer_id: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks[transfer_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(transfer_id, None))
@@ -265,59 +261,59 @@ class TransferService:
         )
         self.states.save(state)
         log.info("transfer preparing", extra={"fields": {"transfer": state.transfer_id, "to": peer.name}})
-        self._spawn(state.transfer_id, self._prepare_and_offer(state, peer, parsed))
+        self.spawn(state.transfer_id, self._prepare_and_offer(state, peer, parsed))
         return state.transfer_id
 
     async def _prepare_and_offer(self, state: TransferState, peer: Peer, source: Source) -> None:
+        """Import, sign the offer and send it, then prepare the study while the recipient fetches.
+
+        The offer goes out as soon as the study's parties are known, with a streaming capability
+        (:data:`~mftp.transfer.capability.STREAMING_MANIFEST`); partial manifests follow as objects
+        are sealed, so fetching and verifying overlap preparing.  The offer record reaches the
+        ledger only once the study is fully prepared: a study that fails to prepare is abandoned
+        (the recipient is told by ``410``) and leaves no offer on the ledger.
+        """
         spill = self.host.data_dir / "spill" / state.transfer_id
         try:
             spill.mkdir(mode=0o700, parents=True, exist_ok=True)
-            files, report = await import_study(source, spill)
+            files, report = await import_study(
+                source,
+                spill,
+                attachments=state.mode == "identified",
+                max_instances=self.host.config.get("transfer", "max_instances"),
+            )
             study_uid = one_study(files, report, self.host.config.get("transfer", "max_instances"))
             patient, issuer, description = await asyncio.to_thread(study_parties, files)
             state.files = len(files)
-            manifest = await asyncio.to_thread(self._package, state, peer, files)
-            sealed = await asyncio.to_thread(seal_manifest, manifest, self.host.identity)
-            await asyncio.to_thread(self.server.register_transfer, manifest, sealed)
-            self.store.put_record(f"offer-{state.transfer_id}", sealed)
+            # The source's size: known before preparing, and within a few bytes of the prepared one.
+            source_bytes = sum(item.info.size_bytes for item in files)
+            record = await self._offer_record(
+                state, peer, self._offer_body(state, peer, study_uid, source_bytes),
+                self._offer_details(state, peer, study_uid, patient, issuer, description),
+            )  # fmt: skip
+            self.store.put_record(f"offer-record-{state.transfer_id}", record.to_bytes())
             capability = issue_capability(
                 self.host.identity,
                 recipient=peer.sign_key,
-                transfer_id=manifest.transfer_id,
-                manifest_sha256=manifest.sha256,
+                transfer_id=bytes.fromhex(state.transfer_id),
+                manifest_sha256=STREAMING_MANIFEST,
                 now_ms=now_ms(),
                 ttl_ms=CAPABILITY_TTL_MS,
             )
-            # Keyed and bound to the transfer: nobody without the secret can confirm a guessed
-            # study, and two sends of one study do not show on the ledger as the same study.
-            commitment = hmac.new(
-                self.secret, b"study\0" + manifest.transfer_id + study_uid.encode(), hashlib.sha256
-            ).digest()
-            body = {
-                "transfer_id": manifest.transfer_id,
-                "recipient": peer.sign_key,
-                "purpose": state.purpose,
-                "mode": state.mode,
-                "size_bucket": size_bucket(state.study_bytes),
-                "study_commitment": commitment,
-            }
-            details = {
-                "user": state.user,
-                "patient": patient_party(patient, issuer) if patient else "",
-                "study": study_uid,
-                "description": description,
-                "recipient": peer.name,
-                "recipient_user": state.to_user,
-                "purpose": state.purpose,
-                "mode": state.mode,
-            }
-            record = await self._offer_record(state, peer, body, details)
-            self.store.put_record(f"offer-record-{state.transfer_id}", record.to_bytes())
-            await self.submit(record)
             state.capability = base64.b64encode(capability.token).decode()
             state.offer_record = record.record_id.hex()
+            state.detail = not_sent_summary(report)  # files of the source that do not travel
+            self.states.save(state)
+            # An empty partial manifest first, so the recipient's first request finds the transfer.
+            await asyncio.to_thread(self._publish, self._empty_manifest(state, peer))
+            self._offer(state)
+            manifest = await asyncio.to_thread(self._package, state, peer, files)
+            sealed = await asyncio.to_thread(seal_manifest, manifest, self.host.identity)
+            await self.submit(record)
+            self.store.put_record(f"offer-{state.transfer_id}", sealed)
             state.state = "offered"
             self.states.save(state)
+            await asyncio.to_thread(self.server.register_transfer, manifest, sealed)
             self._offer(state)
             log.info(
                 "transfer offered",
@@ -326,9 +322,40 @@ class TransferService:
         except asyncio.CancelledError:
             raise
         except (NodeError, TransferError, OSError) as exc:
-            self._fail(state, str(exc))
+            self.fail(state, str(exc))
+            self.server.abandon_transfer(bytes.fromhex(state.transfer_id))
         finally:
             shutil.rmtree(spill, ignore_errors=True)
+
+    def _offer_body(
+        self, state: TransferState, peer: Peer, study_uid: str, study_bytes: int
+    ) -> dict[str, Any]:
+        transfer_id = bytes.fromhex(state.transfer_id)
+        # Keyed and bound to the transfer: nobody without the secret can confirm a guessed
+        # study, and two sends of one study do not show on the ledger as the same study.
+        commitment = hmac.new(self.secret, b"study\0" + transfer_id + study_uid.encode(), hashlib.sha256)
+        return {
+            "transfer_id": transfer_id,
+            "recipient": peer.sign_key,
+            "purpose": state.purpose,
+            "mode": state.mode,
+            "size_bucket": size_bucket(study_bytes),
+            "study_commitment": commitment.digest(),
+        }
+
+    def _offer_details(
+        self, state: TransferState, peer: Peer, study_uid: str, patient: str, issuer: str, description: str
+    ) -> dict[str, Any]:
+        return {
+            "user": state.user,
+            "patient": patient_party(patient, issuer) if patient else "",
+            "study": study_uid,
+            "description": description,
+            "recipient": peer.name,
+            "recipient_user": state.to_user,
+            "purpose": state.purpose,
+            "mode": state.mode,
+        }
 
     async def _offer_record(
         self, state: TransferState, peer: Peer, body: dict[str, Any], details: dict[str, Any]
@@ -366,16 +393,36 @@ class TransferService:
         )
 
         def progress(files_done: int, study_bytes: int) -> None:
+            if state.state != "preparing":  # refused meanwhile: stop, and delete what was written
+                raise NodeUsageError(f"transfer {state.transfer_id} is {state.state}; not preparing it")
             state.files_done, state.study_bytes = files_done, study_bytes
 
         policy = Policy.for_mode(mode, transfer_salt=salt)
         workers = self.host.config.get("transfer", "prepare_workers") or os.cpu_count() or 1
-        result = package_study(files, packager, self.store, policy, self.secret, progress, workers=workers)
+
+        result = package_study(
+            files, packager, self.store, policy, self.secret, progress, workers=workers, publish=self._publish
+        )
         self.store.put_record(
             f"local-{state.transfer_id}", seal_local_record(result, storage_key_for(self.host.identity))
         )
         state.fetch_bytes = result.manifest.total_ciphertext_bytes
         return result.manifest
+
+    def _publish(self, manifest: Manifest) -> None:
+        """Serve a partial manifest to the recipient (blocking: signs and stores it)."""
+        self.server.register_transfer(manifest, seal_manifest(manifest, self.host.identity))
+
+    def _empty_manifest(self, state: TransferState, peer: Peer) -> Manifest:
+        return Manifest.build(
+            transfer_id=bytes.fromhex(state.transfer_id),
+            sender=self.host.identity.public.sign_key,
+            recipient=peer.sign_key,
+            created_ms=now_ms(),
+            entries=(),
+            objects=(),
+            partial=True,
+        )
 
     def _offer(self, state: TransferState, *, inline: bool = True) -> None:
         sealed = (self.store.get_record(f"offer-{state.transfer_id}") or b"") if inline else b""
@@ -411,7 +458,8 @@ class TransferService:
             for state in self.states.all():
                 if state.direction != OUT:
                     continue
-                if state.state == "offered" or (state.state == "accepted" and rounds % 6 == 0):
+                preparing = state.state == "preparing" and bool(state.offer_record)  # offered early
+                if state.state == "offered" or preparing or (state.state == "accepted" and rounds % 6 == 0):
                     self._offer(state, inline=state.state == "offered")
 
     def on_receipt(self, sender: bytes, value: Any) -> None:
@@ -420,6 +468,16 @@ class TransferService:
         state = self.states.get(transfer_id.hex())
         if state is None or state.direction != OUT or state.peer_key != sender.hex():
             raise NodeInputError("t.receipt: not for a transfer we offered to this member")
+        if answer == "refused" and state.state == "preparing":
+            # Refused while we still prepare it (its limits, or its tags): stop spending on it.
+            task = self._tasks.get(state.transfer_id)
+            if task is not None:
+                task.cancel()
+            state.state, state.detail = "refused", "the recipient refused the offer"
+            self.states.save(state)
+            self.server.abandon_transfer(transfer_id)
+            log.info("transfer refused", extra={"fields": {"transfer": state.transfer_id, "to": state.peer}})
+            return
         if answer == "accepted":
             if state.state == "offered":  # stop re-offering; the recipient is fetching
                 state.state = "accepted"
@@ -436,185 +494,8 @@ class TransferService:
     # ----------------------------------------------------------------- receiving
 
     def on_offer(self, sender: bytes, value: Any) -> None:
-        """An offer on ``t.offer`` from a member: check, persist, acknowledge and start fetching."""
-        if not self.host.is_member(sender):
-            raise NodeInputError("t.offer: sender is not a member")
-        offer = decode_offer(value, sender=sender, recipient=self.host.identity.public.sign_key)
-        transfer_id = offer.transfer_id.hex()
-        known = self.states.get(transfer_id)
-        if known is not None:  # a re-sent offer: answer again, the first answer may be lost
-            if known.peer_key != sender.hex() or known.direction != IN:
-                raise NodeInputError("t.offer: transfer id already used")
-            self._answer(known)
-            return
-        peer = next((p for p in self.host.config.peers if p.sign_key == sender), None)
-        if peer is None:
-            # Without a configured peer we would fetch from whatever URL the offer names.
-            raise NodeInputError("t.offer: sender is not a configured peer ([[p2p.peers]])")
-        unfinished = [
-            s
-            for s in self.states.all()
-            if s.direction == IN and s.peer_key == sender.hex() and s.state in ("fetching", "verifying")
-        ]
-        if len(unfinished) >= MAX_UNFINISHED_OFFERS_PER_PEER:
-            raise NodeInputError("t.offer: too many unfinished transfers from this member")
-        if offer.capability.not_after_ms <= now_ms():
-            raise NodeInputError("t.offer: capability already expired")
-        try:
-            self.audit.check_offer(offer.record, offer.to_user)
-        except CounterpartyMismatchError as exc:
-            # Not ours to countersign: tell the sender (its fault), keep nothing.
-            log.warning("offer refused: our tag slots are wrong", extra={"fields": {"transfer": transfer_id}})
-            with contextlib.suppress(NodeUsageError):
-                self.host.send_peer(sender, "t.receipt", receipt_value(offer.transfer_id, "refused"))
-            raise NodeInputError(f"t.offer: {exc}") from None
-        configured = peer.data_url
-        state = TransferState(
-            transfer_id=transfer_id,
-            direction=IN,
-            peer=peer.name,
-            peer_key=sender.hex(),
-            purpose=offer.purpose,
-            mode=offer.mode,
-            state="fetching",
-            created_ms=now_ms(),
-            capability=base64.b64encode(offer.capability.token).decode(),
-            # Our own configuration's address wins: the offer's is the sender's word.
-            data_url=configured or offer.data_url,
-            offer_record=offer.offer_id.hex(),
-            to_user=offer.to_user,
-        )
-        if offer.sealed:
-            self.store.put_record(f"offer-{transfer_id}", offer.sealed)
-        self.states.save(state)
-        log.info("transfer offered to us", extra={"fields": {"transfer": transfer_id, "from": state.peer}})
-        self._answer(state)
-        self._spawn(transfer_id, self._receive(state))
-
-    def _answer(self, state: TransferState) -> None:
-        answer = {"complete": "complete", "failed": "refused"}.get(state.state, "accepted")
-        record = bytes.fromhex(state.received_record) if state.received_record else NO_RECORD
-        value = receipt_value(bytes.fromhex(state.transfer_id), answer, record)
-        with contextlib.suppress(NodeUsageError):  # the sender left the consortium: nothing to tell
-            self.host.send_peer(bytes.fromhex(state.peer_key), "t.receipt", value)
-
-    async def _manifest(self, state: TransferState, capability: Capability) -> Manifest:
-        sender = PublicIdentity.from_sign_key(bytes.fromhex(state.peer_key))
-        sealed = self.store.get_record(f"offer-{state.transfer_id}")
-        if sealed is None:
-            _, sealed = await fetch_manifest(state.data_url, self.host.identity, capability, sender=sender)
-            self.store.put_record(f"offer-{state.transfer_id}", sealed)
-        manifest = await asyncio.to_thread(open_manifest, sealed, self.host.identity, sender=sender)
-        if manifest.sha256 != capability.manifest_sha256 or manifest.transfer_id != capability.transfer_id:
-            raise OfferRefused("the sender's manifest is not the one its capability names")
-        max_bytes = self.host.config.get("transfer", "max_study_bytes")
-        if manifest.total_original_bytes > max_bytes:
-            raise OfferRefused(f"study of {manifest.total_original_bytes} bytes exceeds {max_bytes}")
-        if manifest.total_ciphertext_bytes > max_bytes + max_bytes // 8 + (1 << 20):
-            # What we would fetch, not only what the sender says it restores to.
-            raise OfferRefused(f"objects of {manifest.total_ciphertext_bytes} bytes exceed the study limit")
-        if len(manifest.entries) > self.host.config.get("transfer", "max_instances"):
-            raise OfferRefused("study has more instances than transfer.max_instances")
-        return manifest
-
-    async def _receive(self, state: TransferState) -> None:
-        capability = decode_capability(base64.b64decode(state.capability))
-        delay_s = RETRY_MIN_S
-        while True:
-            try:
-                manifest = await self._manifest(state, capability)
-                state.files = len(manifest.entries)
-                state.study_bytes = manifest.total_original_bytes
-                state.fetch_bytes = manifest.total_ciphertext_bytes
-                await self._fetch(state, manifest, capability)
-                break
-            except asyncio.CancelledError:
-                raise
-            except (CapabilityRefused, PeerKeyMismatch, TransferInputError, OfferRefused) as exc:
-                self._fail(state, f"the sender's data cannot be used: {exc}")
-                self._answer(state)
-                return
-            except (FetchFailed, NodeInputError, OSError) as exc:
-                if now_ms() > capability.not_after_ms:
-                    self._fail(state, f"capability expired before the study was fetched: {exc}")
-                    return
-                state.detail = f"retrying in {delay_s:.0f} s: {exc}"
-                log.info(
-                    "fetch interrupted", extra={"fields": {"transfer": state.transfer_id, "reason": str(exc)}}
-                )
-                await asyncio.sleep(delay_s)
-                delay_s = min(RETRY_MAX_S, delay_s * 2)
-        try:
-            await self._verify_and_record(state, manifest)
-        except (NodeError, OSError) as exc:  # e.g. our own mempool is full: say so in the inbox
-            self._fail(state, f"could not record the receipt: {exc}")
-
-    async def _fetch(self, state: TransferState, manifest: Manifest, capability: Capability) -> None:
-        def progress(done: int, total: int) -> None:
-            state.fetched_bytes = done
-
-        section = self.host.config.values["transfer"]
-        result = await fetch_transfer(
-            manifest,
-            self.store,
-            state.data_url,
-            self.host.identity,
-            capability,
-            parallel=section["parallel_fetches"],
-            timeout_ms=section["fetch_timeout_ms"],
-            retries=section["fetch_retries"],
-            progress=progress,
-        )
-        state.fetched_bytes = state.fetch_bytes
-        log.info(
-            "transfer fetched",
-            extra={
-                "fields": {
-                    "transfer": state.transfer_id,
-                    "fetched_bytes": result.fetched_bytes,
-                    "resumed_bytes": result.resumed_bytes,
-                    "retries": result.retries,
-                }
-            },
-        )
-
-    async def _verify_and_record(self, state: TransferState, manifest: Manifest) -> None:
-        state.state, state.detail = "verifying", ""
-        self.states.save(state)
-        try:
-            await asyncio.to_thread(verify_all, self.store, manifest, self.object_key)
-            outcome = "complete"
-        except TransferError as exc:
-            outcome = "refused"
-            state.detail = f"a file does not match the sender's manifest: {exc}"
-        parties = {Role.RECEIVER_INSTITUTION: self.audit.institution}
-        if state.to_user:
-            parties[Role.RECEIVER_USER] = state.to_user
-        record_id, time_ms = secrets.token_bytes(16), now_ms()
-        record = self.audit.author(
-            RecordType.TRANSFER_RECEIVED,
-            {
-                "transfer_id": manifest.transfer_id,
-                "offer_id": bytes.fromhex(state.offer_record),
-                "manifest_hash": manifest.sha256,
-                "outcome": outcome,
-            },
-            fills=self.audit.fills(record_id, time_ms, parties),
-            details={
-                "user": state.to_user,
-                "sender": state.peer,
-                "outcome": outcome,
-                "purpose": state.purpose,
-            },
-            record_id=record_id,
-            time_ms=time_ms,
-        )
-        await self.submit(record)
-        state.received_record = record.record_id.hex()
-        state.state = "complete" if outcome == "complete" else "failed"
-        self.states.save(state)
-        log.info("transfer received", extra={"fields": {"transfer": state.transfer_id, "outcome": outcome}})
-        self._answer(state)
+        """An offer on ``t.offer`` from a member (:mod:`.transfer_receive`)."""
+        self.receiver.on_offer(sender, value)
 
     def object_key(self, obj: ObjectInfo) -> bytes:
         return recipient_object_key(self.host.identity, obj)
@@ -638,7 +519,7 @@ class TransferService:
         state = self.states.get(check_transfer_id(transfer_id))
         return state.view() if state is not None else None
 
-    def _fail(self, state: TransferState, reason: str) -> None:
+    def fail(self, state: TransferState, reason: str) -> None:
         # The reason goes to the operator through the API only: it may quote a source path, and
         # folder names often carry patient names, which must never reach the logs.
         state.state, state.detail = "failed", reason

@@ -9,7 +9,11 @@ A **capability** is issued by the sender's node and bound to one recipient node:
 
 It covers every object of the manifest named by ``manifest_sha256`` (the server
 looks the objects up in its record of that transfer), which keeps the token a
-few hundred bytes whatever the study size.
+few hundred bytes whatever the study size.  ``manifest_sha256`` equal to
+:data:`STREAMING_MANIFEST` (32 zero bytes) names no manifest yet: the sender offers
+the study while still preparing it and publishes signed partial manifests, then
+the final one; such a capability covers the objects of whichever manifest of that
+transfer the server serves at the time of the request.
 
 Each request carries the token and a **proof** that the caller holds the
 recipient's key: a signature by the recipient over::
@@ -63,6 +67,8 @@ SIGN_DOMAIN: Final = "capability"
 AUTH_SCHEME: Final = "MFTP-Cap"
 NONCE_BYTES: Final = 16
 
+STREAMING_MANIFEST: Final = bytes(HASH_BYTES)
+"""``manifest_sha256`` of a capability issued before the manifest exists (see above)."""
 DEFAULT_TTL_MS: Final = 60 * 60 * 1000
 """An hour: enough for a study at modest speed; a resumed transfer asks for a new one."""
 MAX_TTL_MS: Final = 7 * 24 * 60 * 60 * 1000
@@ -360,14 +366,20 @@ def authorize(
     return capability
 
 
+def covers_manifest(capability: Capability, manifest_sha256: bytes) -> bool:
+    """Whether ``capability`` covers the manifest of that hash (its own, or any when streaming)."""
+    return capability.manifest_sha256 in (manifest_sha256, STREAMING_MANIFEST)
+
+
 def check_transfer(capability: Capability, transfer_id: bytes, *, manifest_sha256: bytes | None) -> None:
     """:class:`AuthError` 403 unless the capability is for ``transfer_id``, served with this manifest.
 
-    ``manifest_sha256`` is the server's record of the transfer (``None`` if it has none).
+    ``manifest_sha256`` is the server's record of the transfer (``None`` if it has none); a
+    streaming capability (:data:`STREAMING_MANIFEST`) accepts whatever manifest the server serves.
     """
     if capability.transfer_id != transfer_id:
         raise AuthError(403, "not-covered", "capability is for another transfer")
-    if manifest_sha256 is None or manifest_sha256 != capability.manifest_sha256:
+    if manifest_sha256 is None or capability.manifest_sha256 not in (manifest_sha256, STREAMING_MANIFEST):
         raise AuthError(403, "unknown-transfer", "capability names a transfer this node does not serve")
 
 

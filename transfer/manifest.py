@@ -14,7 +14,14 @@ so its SHA-256 (:attr:`Manifest.sha256`) names it on the ledger and in capabilit
      "objects": [{"id": SHA-256 of the whole ciphertext, "size": ciphertext bytes,
                   "plain": plaintext bytes, "aead_chunk": plaintext bytes per secretstream chunk,
                   "chunk": ciphertext bytes per fetch chunk, "hashes": SHA-256 of each fetch chunk,
-                  concatenated, "key": the object key sealed to the recipient's X25519 key}, ...]}
+                  concatenated, "key": the object key sealed to the recipient's X25519 key}, ...],
+     "partial": true}   (only in a partial manifest; absent in the final one)
+
+A **partial** manifest lists what the sender has packaged so far, while it still prepares the
+study: the recipient may fetch and verify those objects early, and completes the transfer only
+on the final manifest.  Every manifest is self-contained and
+checked alone; nothing carries over from a partial one except objects already verified against
+their content address.
 
 ``offset``/``length`` locate an entry's *compressed* bytes in its object's plaintext
 (a large file fills one object alone; small files share a bucket object).  Names
@@ -189,6 +196,7 @@ class Manifest:
     created_ms: int
     entries: tuple[Entry, ...]
     objects: tuple[ObjectInfo, ...]
+    partial: bool = False
     _by_id: dict[bytes, ObjectInfo] = field(init=False, repr=False, compare=False)
     _encoded: bytes = field(init=False, repr=False, compare=False)
     _sha256: bytes = field(init=False, repr=False, compare=False)
@@ -210,9 +218,10 @@ class Manifest:
         entries: Iterable[Entry],
         objects: Iterable[ObjectInfo],
         limits: ManifestLimits = DEFAULT_LIMITS,
+        partial: bool = False,
     ) -> Manifest:
         """A manifest from our own parts; raises :class:`TransferUsageError` if they are inconsistent."""
-        manifest = cls(transfer_id, sender, recipient, created_ms, tuple(entries), tuple(objects))
+        manifest = cls(transfer_id, sender, recipient, created_ms, tuple(entries), tuple(objects), partial)
         check_manifest(manifest, limits, error=TransferUsageError)
         return manifest
 
@@ -247,7 +256,7 @@ class Manifest:
 
 
 def _to_value(manifest: Manifest) -> dict[str, Any]:
-    return {
+    value = {
         "type": MANIFEST_TYPE,
         "v": VERSION,
         "transfer_id": manifest.transfer_id,
@@ -280,6 +289,9 @@ def _to_value(manifest: Manifest) -> dict[str, Any]:
             for o in manifest.objects
         ],
     }
+    if manifest.partial:  # absent when final, so a final manifest encodes as before
+        value["partial"] = True
+    return value
 
 
 _TOP_FIELDS: Final = {"type", "v", "transfer_id", "sender", "recipient", "created_ms", "entries", "objects"}
@@ -315,6 +327,9 @@ def decode_manifest(data: bytes, limits: ManifestLimits = DEFAULT_LIMITS) -> Man
         )
     except DecodeError as exc:
         raise TransferInputError(f"manifest: {exc}") from None
+    partial = isinstance(value, dict) and "partial" in value
+    if partial and value.pop("partial") is not True:  # canonical: absent (final) or true
+        raise TransferInputError("manifest: partial, when present, must be true")
     top = _fields(value, _TOP_FIELDS, "manifest")
     if top["type"] != MANIFEST_TYPE or top["v"] != VERSION:
         raise TransferInputError(f"manifest: unsupported type {top['type']!r} version {top['v']!r}")
@@ -334,6 +349,7 @@ def decode_manifest(data: bytes, limits: ManifestLimits = DEFAULT_LIMITS) -> Man
             created_ms=_typed(top["created_ms"], int, "created_ms"),
             entries=tuple(_decode_entry(item, i) for i, item in enumerate(entries)),
             objects=tuple(_decode_object(item, i) for i, item in enumerate(objects)),
+            partial=partial,
         )
     except TransferError:
         raise
@@ -398,8 +414,8 @@ def _first_problem(m: Manifest, limits: ManifestLimits) -> str | None:
         return "sender and recipient are the same node"
     if not 0 <= m.created_ms < 2**63:
         return "created_ms out of range"
-    if not m.entries or len(m.entries) > limits.max_entries:
-        return f"1 to {limits.max_entries} entries"
+    if (not m.entries and not m.partial) or len(m.entries) > limits.max_entries:
+        return f"1 to {limits.max_entries} entries (none only in a partial manifest)"
     if len(m.objects) > limits.max_objects:
         return f"more than {limits.max_objects} objects"
     if len(m._by_id) != len(m.objects):

@@ -333,6 +333,46 @@ class Packager:
         self._bucket.append(bytes(compressed))
         self._bucket_bytes += len(compressed)
 
+    @property
+    def sealed_count(self) -> int:
+        """How many objects are sealed so far (grows as files are added)."""
+        return sum(1 for s in self._sealed if s is not None)
+
+    def snapshot(self) -> Manifest | None:
+        """A *partial* manifest of what is sealed so far (``None`` before the first object).
+
+        It lists the sealed objects and the entries they hold; files still in the open bucket
+        come in a later snapshot or in the final manifest of :meth:`finish`.
+        """
+        if self._finished or not any(s is not None for s in self._sealed):
+            return None
+        sealed = {slot: s for slot, s in enumerate(self._sealed) if s is not None}
+        entries = [self._entry(p, sealed[p.slot].info.object_id) for p in self._pending if p.slot in sealed]
+        return Manifest.build(
+            transfer_id=self._transfer_id,
+            sender=self._sender.sign_key,
+            recipient=self._recipient.sign_key,
+            created_ms=self._created_ms,
+            entries=entries,
+            objects=[s.info for s in sealed.values()],
+            limits=self._limits,
+            partial=True,
+        )
+
+    @staticmethod
+    def _entry(pending: _Pending, object_id: bytes) -> Entry:
+        meta = pending.meta
+        return Entry(
+            meta.name,
+            meta.kind,
+            meta.size,
+            meta.sha256,
+            meta.codec,
+            object_id,
+            pending.offset,
+            pending.length,
+        )
+
     def finish(self) -> PackageResult:
         """Seal the last bucket and build the manifest."""
         if self._finished:
@@ -343,19 +383,7 @@ class Packager:
         if len(sealed) != len(self._sealed):
             raise TransferUsageError("an object was left unsealed")
         ids = [s.info.object_id for s in sealed]
-        entries = [
-            Entry(
-                p.meta.name,
-                p.meta.kind,
-                p.meta.size,
-                p.meta.sha256,
-                p.meta.codec,
-                ids[p.slot],
-                p.offset,
-                p.length,
-            )
-            for p in self._pending
-        ]
+        entries = [self._entry(p, ids[p.slot]) for p in self._pending]
         manifest = Manifest.build(
             transfer_id=self._transfer_id,
             sender=self._sender.sign_key,

@@ -22,7 +22,7 @@ from mftp.node.dataplane import (
     parse_range,
 )
 from mftp.node.tls import KeyPin
-from mftp.transfer.capability import Capability, authorization_header, issue_capability
+from mftp.transfer.capability import STREAMING_MANIFEST, Capability, authorization_header, issue_capability
 from mftp.transfer.manifest import ObjectInfo, seal_manifest
 from tests.node.dataplane_helpers import MIB, Transfer, check_received, make_transfer, now_ms, verified_chunks
 from tests.transfer.package_helpers import RECIPIENT, SENDER
@@ -261,7 +261,7 @@ async def test_the_manifest_can_be_fetched_from_the_data_plane(tmp_path: Path) -
             SENDER,
             recipient=RECIPIENT.public.sign_key,
             transfer_id=transfer.manifest.transfer_id,
-            manifest_sha256=bytes(32),  # names another manifest of the same transfer
+            manifest_sha256=b"\x01" * 32,  # names another manifest of the same transfer
             now_ms=now_ms(),
         )
         with pytest.raises(CapabilityRefused, match="unknown-transfer"):
@@ -272,3 +272,29 @@ async def test_the_manifest_can_be_fetched_from_the_data_plane(tmp_path: Path) -
         assert manifest == transfer.manifest
         await fetch_transfer(manifest, transfer.receiver_store, server.url, RECIPIENT, transfer.capability)
     check_received(transfer)
+
+
+async def test_a_streaming_capability_follows_the_served_manifest_until_abandoned(tmp_path: Path) -> None:
+    transfer = make_transfer(tmp_path, large=2, large_bytes=300_000, small=2, chunk_bytes=64 * 1024)
+    streaming = issue_capability(
+        SENDER,
+        recipient=RECIPIENT.public.sign_key,
+        transfer_id=transfer.manifest.transfer_id,
+        manifest_sha256=STREAMING_MANIFEST,
+        now_ms=now_ms(),
+    )
+    async with DataPlaneServer(transfer.sender_store, SENDER) as server:
+        with pytest.raises(CapabilityRefused, match="unknown-transfer"):  # nothing served yet
+            await fetch_manifest(server.url, RECIPIENT, streaming, sender=SENDER.public)
+        server.register_transfer(transfer.manifest, seal_manifest(transfer.manifest, SENDER))
+        manifest, _ = await fetch_manifest(server.url, RECIPIENT, streaming, sender=SENDER.public)
+        assert manifest == transfer.manifest
+        await fetch_transfer(manifest, transfer.receiver_store, server.url, RECIPIENT, streaming)
+        check_received(transfer)
+        server.abandon_transfer(transfer.manifest.transfer_id)
+        for cap in (streaming, transfer.capability):
+            with pytest.raises(CapabilityRefused, match="abandoned") as info:
+                await fetch_manifest(server.url, RECIPIENT, cap, sender=SENDER.public)
+            assert info.value.status == 410
+        status, _, _ = await _get(server, streaming, transfer.manifest.objects[0])
+        assert status == 410
