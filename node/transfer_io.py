@@ -67,7 +67,17 @@ ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
 VERIFY_THREADS: Final = 2
 PUBLISH_INTERVAL_S: Final = 0.25
-"""How often a partial manifest is published while a study is prepared (each is signed and stored)."""
+PUBLISH_S_PER_ENTRY: Final = 0.001
+
+
+def publish_interval_s(entries: int) -> float:
+    """How long between two partial manifests of a study prepared so far up to ``entries`` files.
+
+    Each partial manifest lists everything sealed so far, and building, signing and opening
+    one costs about 45 us per entry on both sides: an interval growing with the entries keeps
+    that under ~5 % of the preparing time, and the recipient at most ~1 ms per file behind.
+    """
+    return max(PUBLISH_INTERVAL_S, PUBLISH_S_PER_ENTRY * entries)
 
 
 @dataclass(frozen=True)
@@ -256,7 +266,7 @@ def package_study(
             packager.add(meta, compressed)
             study_bytes += meta.size
             progress(done, study_bytes)
-            if publish is not None and time.monotonic() - published_s >= PUBLISH_INTERVAL_S:
+            if publish is not None and time.monotonic() - published_s >= publish_interval_s(done):
                 sealed = packager.sealed_count
                 snapshot = packager.snapshot() if sealed > published else None
                 if snapshot is not None:

@@ -22,12 +22,13 @@ import base64
 import contextlib
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from mftp.crypto.signing import PublicIdentity
 from mftp.ledger.pseudonyms import CounterpartyMismatchError, Role
-from mftp.ledger.records import RecordType
+from mftp.ledger.records import Record, RecordType
 from mftp.transfer.capability import Capability, covers_manifest, decode_capability
 from mftp.transfer.errors import TransferError, TransferInputError
 from mftp.transfer.manifest import Entry, Manifest, ObjectInfo, open_manifest
@@ -36,7 +37,7 @@ from .blobstore import BlobStore
 from .dataplane import CapabilityRefused, FetchFailed, fetch_manifest, fetch_transfer
 from .errors import NodeError, NodeInputError, NodeUsageError
 from .tls import PeerKeyMismatch
-from .transfer_io import verify_entries
+from .transfer_io import publish_interval_s, verify_entries
 from .transfer_state import IN, TransferState
 from .transfer_wire import NO_RECORD, decode_offer, receipt_value
 
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mftp.node.transfers")
 
 MAX_UNFINISHED_OFFERS_PER_PEER: Final = 16  # bounds the disk and tasks one member can make us spend
-PARTIAL_POLL_S: Final = 0.2
-"""How often a recipient asks again for the manifest of a study its sender is still preparing."""
 RETRY_MIN_S: Final = 1.0
 RETRY_MAX_S: Final = 60.0
 
@@ -204,6 +203,7 @@ class Receiver:
         capability = decode_capability(base64.b64decode(state.capability))
         checker = _EarlyChecks(self.store, self.service.object_key)
         delay_s, seen = RETRY_MIN_S, b""
+        totals: Counter[str] = Counter()  # over the rounds of a streamed study, logged once
         try:
             while True:
                 try:
@@ -211,12 +211,13 @@ class Receiver:
                     state.files = len(manifest.entries)
                     state.study_bytes = manifest.total_original_bytes
                     state.fetch_bytes = manifest.total_ciphertext_bytes
-                    await self._fetch(state, manifest, capability)
+                    await self._fetch(state, manifest, capability, totals)
                     delay_s = RETRY_MIN_S
                     if not manifest.partial:
                         break
                     if manifest.sha256 == seen:
-                        await asyncio.sleep(PARTIAL_POLL_S)  # the sender is still preparing
+                        # The sender is still preparing; it publishes less often as the study grows.
+                        await asyncio.sleep(publish_interval_s(len(manifest.entries)))
                     seen = manifest.sha256
                     checker.start(manifest)
                 except asyncio.CancelledError:
@@ -236,6 +237,7 @@ class Receiver:
                     )
                     await asyncio.sleep(delay_s)
                     delay_s = min(RETRY_MAX_S, delay_s * 2)
+            log.info("transfer fetched", extra={"fields": {"transfer": state.transfer_id, **totals}})
             try:
                 await self._verify_and_record(state, manifest, checker)
             except (NodeError, OSError) as exc:  # e.g. our own mempool is full: say so in the inbox
@@ -243,7 +245,9 @@ class Receiver:
         finally:
             checker.cancel()
 
-    async def _fetch(self, state: TransferState, manifest: Manifest, capability: Capability) -> None:
+    async def _fetch(
+        self, state: TransferState, manifest: Manifest, capability: Capability, totals: Counter[str]
+    ) -> None:
         def progress(done: int, total: int) -> None:
             state.fetched_bytes = done
 
@@ -260,23 +264,23 @@ class Receiver:
             progress=progress,
         )
         state.fetched_bytes = state.fetch_bytes
-        log.info(
-            "transfer fetched",
-            extra={
-                "fields": {
-                    "transfer": state.transfer_id,
-                    "fetched_bytes": result.fetched_bytes,
-                    "resumed_bytes": result.resumed_bytes,
-                    "retries": result.retries,
-                }
-            },
-        )
+        if not totals["rounds"]:  # what a restart had already fetched
+            totals["resumed_bytes"] = result.resumed_bytes
+        totals["fetched_bytes"] += result.fetched_bytes
+        totals["retries"] += result.retries
+        totals["rounds"] += 1
 
     async def _verify_and_record(
         self, state: TransferState, manifest: Manifest, checker: _EarlyChecks
     ) -> None:
         state.state, state.detail = "verifying", ""
         self.states.save(state)
+        stored = self.store.get_record(f"received-record-{state.transfer_id}")
+        if stored is not None:
+            # Signed before a crash that came before the state was saved: submit that record
+            # again (the ledger keeps one per id), never a second receipt for one transfer.
+            await self._recorded(state, Record.decode(stored))
+            return
         try:
             verified = await checker.result()
             await asyncio.to_thread(
@@ -308,9 +312,17 @@ class Receiver:
             record_id=record_id,
             time_ms=time_ms,
         )
+        self.store.put_record(f"received-record-{state.transfer_id}", record.to_bytes())
+        await self._recorded(state, record)
+
+    async def _recorded(self, state: TransferState, record: Record) -> None:
+        """Submit our ``TRANSFER_RECEIVED`` record, then end the transfer as its outcome says."""
         await self.service.submit(record)
+        outcome = record.body["outcome"]
         state.received_record = record.record_id.hex()
         state.state = "complete" if outcome == "complete" else "failed"
+        if outcome != "complete" and not state.detail:
+            state.detail = "a file does not match the sender's manifest"
         self.states.save(state)
         log.info("transfer received", extra={"fields": {"transfer": state.transfer_id, "outcome": outcome}})
         self._answer(state)

@@ -528,5 +528,5 @@ class TransferService:
 
     async def submit(self, record: Record) -> None:
         result = (await self.host.submit_records([record]))[0]
-        if result not in ("accepted", "duplicate"):
+        if result not in ("accepted", "duplicate", "replay"):  # replay: already on the ledger
             raise NodeError(f"the mempool refused our {record.type.name} record: {result}")
