@@ -121,6 +121,7 @@ class Receiver:
         if known is not None:  # a re-sent offer: answer again, the first answer may be lost
             if known.peer_key != sender.hex() or known.direction != IN:
                 raise NodeInputError("t.offer: transfer id already used")
+            self._renew(known, offer.capability)
             self._answer(known)
             return
         peer = next((p for p in self.host.config.peers if p.sign_key == sender), None)
@@ -167,6 +168,18 @@ class Receiver:
         self._answer(state)
         self.service.spawn(transfer_id, self.receive(state))
 
+    def _renew(self, state: TransferState, capability: Capability) -> None:
+        """Keep the re-sent offer's capability if it outlives ours (checked by ``decode_offer``)."""
+        ours = decode_capability(base64.b64decode(state.capability))
+        if (
+            state.state in ("fetching", "verifying")
+            and capability.transfer_id == ours.transfer_id
+            and capability.manifest_sha256 == ours.manifest_sha256
+            and capability.not_after_ms > ours.not_after_ms
+        ):
+            state.capability = base64.b64encode(capability.token).decode()
+            self.states.save(state)
+
     def _answer(self, state: TransferState) -> None:
         answer = {"complete": "complete", "failed": "refused"}.get(state.state, "accepted")
         record = bytes.fromhex(state.received_record) if state.received_record else NO_RECORD
@@ -200,12 +213,13 @@ class Receiver:
 
     async def receive(self, state: TransferState) -> None:
         """Fetch (each partial manifest as the sender publishes it, then the final), verify, record."""
-        capability = decode_capability(base64.b64decode(state.capability))
         checker = _EarlyChecks(self.store, self.service.object_key)
         delay_s, seen = RETRY_MIN_S, b""
         totals: Counter[str] = Counter()  # over the rounds of a streamed study, logged once
         try:
             while True:
+                # Re-read each round: a re-sent offer may have renewed it (``_renew``).
+                capability = decode_capability(base64.b64decode(state.capability))
                 try:
                     manifest = await self._manifest(state, capability)
                     state.files = len(manifest.entries)
@@ -222,13 +236,20 @@ class Receiver:
                     checker.start(manifest)
                 except asyncio.CancelledError:
                     raise
-                except (CapabilityRefused, PeerKeyMismatch, TransferInputError, OfferRefused) as exc:
+                except CapabilityRefused as exc:
+                    if not (exc.reason == "expired" and self._may_wait_for_renewal(state)):
+                        self.service.fail(state, f"the sender's data cannot be used: {exc}")
+                        self._answer(state)
+                        return
+                    state.detail = "waiting for the sender to renew the capability"
+                    await asyncio.sleep(RETRY_MAX_S)
+                except (PeerKeyMismatch, TransferInputError, OfferRefused) as exc:
                     self.service.fail(state, f"the sender's data cannot be used: {exc}")
                     self._answer(state)
                     return
                 except (FetchFailed, NodeInputError, OSError) as exc:
-                    if _now_ms() > capability.not_after_ms:
-                        self.service.fail(state, f"capability expired before the study was fetched: {exc}")
+                    if not self._may_wait_for_renewal(state):
+                        self.service.fail(state, f"the study was not fetched within a day: {exc}")
                         return
                     state.detail = f"retrying in {delay_s:.0f} s: {exc}"
                     log.info(
@@ -244,6 +265,12 @@ class Receiver:
                 self.service.fail(state, f"could not record the receipt: {exc}")
         finally:
             checker.cancel()
+
+    @staticmethod
+    def _may_wait_for_renewal(state: TransferState) -> bool:
+        from .transfers import MAX_TRANSFER_AGE_MS
+
+        return _now_ms() - state.created_ms < MAX_TRANSFER_AGE_MS
 
     async def _fetch(
         self, state: TransferState, manifest: Manifest, capability: Capability, totals: Counter[str]

@@ -61,6 +61,7 @@ from mftp.ledger.pseudonyms import Role
 from mftp.ledger.records import MODES, PURPOSES, Record, RecordType
 from mftp.transfer.capability import (
     STREAMING_MANIFEST,
+    Capability,
     decode_capability,
     issue_capability,
 )
@@ -97,7 +98,9 @@ from .transfer_wire import Offer, decode_receipt
 log = logging.getLogger("mftp.node.transfers")
 
 
-CAPABILITY_TTL_MS: Final = 24 * 60 * 60 * 1000
+CAPABILITY_TTL_MS: Final = 60 * 60 * 1000
+"""An hour; renewed with the re-offers while the recipient still fetches (see ``_fresh_capability``)."""
+MAX_TRANSFER_AGE_MS: Final = 24 * 60 * 60 * 1000
 """A day: a fetch interrupted by a restart of either node resumes within it (else it fails)."""
 MAX_INLINE_MANIFEST_BYTES: Final = 1 << 20
 REOFFER_INTERVAL_S: Final = 5.0
@@ -434,7 +437,7 @@ class TransferService:
             offer_id=bytes.fromhex(state.offer_record),
             purpose=state.purpose,
             mode=state.mode,
-            capability=decode_capability(base64.b64decode(state.capability)),
+            capability=self._fresh_capability(state),
             data_url=self._own_data_url(),
             sealed=sealed if len(sealed) <= MAX_INLINE_MANIFEST_BYTES else b"",
             record=Record.decode(record),
@@ -444,6 +447,29 @@ class TransferService:
             self.host.send_peer(bytes.fromhex(state.peer_key), "t.offer", message)
         except NodeUsageError as exc:  # no longer a member: keep trying, membership may return
             log.info("offer not sent", extra={"fields": {"transfer": state.transfer_id, "reason": str(exc)}})
+
+    def _fresh_capability(self, state: TransferState) -> Capability:
+        """The transfer's capability, renewed once less than half its lifetime is left.
+
+        Capabilities are short-lived (:data:`CAPABILITY_TTL_MS`); a recipient still fetching gets
+        a renewed one with the next re-offer (every 30 s once it accepted), for as long as the
+        transfer is younger than :data:`MAX_TRANSFER_AGE_MS`.
+        """
+        capability = decode_capability(base64.b64decode(state.capability))
+        now = now_ms()
+        young = now - state.created_ms < MAX_TRANSFER_AGE_MS
+        if young and capability.not_after_ms - now < CAPABILITY_TTL_MS // 2:
+            capability = issue_capability(
+                self.host.identity,
+                recipient=capability.recipient,
+                transfer_id=capability.transfer_id,
+                manifest_sha256=capability.manifest_sha256,
+                now_ms=now,
+                ttl_ms=CAPABILITY_TTL_MS,
+            )
+            state.capability = base64.b64encode(capability.token).decode()
+            self.states.save(state)
+        return capability
 
     def _own_data_url(self) -> str:
         return f"https://{self.host.config.get('transfer', 'data_listen')}"
