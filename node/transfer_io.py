@@ -65,6 +65,7 @@ from .transfer_sources import (
 DICOMWEB_PREFIX: Final = "dicomweb:"
 ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
+AUTO_SPEED_MAX_CPUS: Final = 4
 VERIFY_THREADS: Final = 2
 PUBLISH_INTERVAL_S: Final = 0.25
 PUBLISH_S_PER_ENTRY: Final = 0.001
@@ -208,35 +209,44 @@ def study_parties(files: list[LocalFile]) -> tuple[str, str, str]:
     return patient[:64], issuer[:64], description
 
 
-def prepare_file(path: str, name: str, policy: Policy, secret: bytes) -> tuple[EntryMeta, bytes]:
+def prefers_speed(compression: str, cpus: int | None = None) -> bool:
+    """Whether ``transfer.compression`` asks for the faster image codec on this host."""
+    if compression == "auto":
+        return (cpus or os.cpu_count() or 1) <= AUTO_SPEED_MAX_CPUS
+    return compression == "speed"
+
+
+def prepare_file(
+    path: str, name: str, policy: Policy, secret: bytes, prefer_speed: bool = False
+) -> tuple[EntryMeta, bytes]:
     """De-identify and compress one file (a module function, so a worker process can run it)."""
     data = deidentify_bytes(Path(path).read_bytes(), policy, secret, name=name)
     meta = EntryMeta(name, "instance", len(data), hashlib.sha256(data).digest(), ENTRY_CODEC)
-    return meta, compress(data, name=name)
+    return meta, compress(data, name=name, prefer_speed=prefer_speed)
 
 
 def _prepared(
-    files: list[LocalFile], policy: Policy, secret: bytes, workers: int
+    files: list[LocalFile], policy: Policy, secret: bytes, workers: int, prefer_speed: bool
 ) -> Iterator[tuple[EntryMeta, bytes]]:
     """Each file prepared, in order; by ``workers`` processes for a big enough study."""
     jobs = [(str(item.path), f"{index:05d}.dcm") for index, item in enumerate(files)]
     if workers <= 1 or len(jobs) < PARALLEL_MIN_FILES:
         for path, name in jobs:
-            yield prepare_file(path, name, policy, secret)
+            yield prepare_file(path, name, policy, secret, prefer_speed)
         return
     pending = iter(jobs)
     window: deque[Future[tuple[EntryMeta, bytes]]] = deque()
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
     try:
         for path, name in pending:
-            window.append(pool.submit(prepare_file, path, name, policy, secret))
+            window.append(pool.submit(prepare_file, path, name, policy, secret, prefer_speed))
             if len(window) >= 2 * workers:
                 break
         while window:
             result = window.popleft().result()
             following = next(pending, None)
             if following is not None:
-                window.append(pool.submit(prepare_file, *following, policy, secret))
+                window.append(pool.submit(prepare_file, *following, policy, secret, prefer_speed))
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -252,6 +262,7 @@ def package_study(
     *,
     workers: int = 1,
     publish: Callable[[Manifest], None] | None = None,
+    prefer_speed: bool = False,
 ) -> PackageResult:
     """De-identify, compress and encrypt each file into ``store`` (blocking).
 
@@ -262,7 +273,8 @@ def package_study(
     """
     study_bytes, published, published_s = 0, 0, 0.0
     try:
-        for done, (meta, compressed) in enumerate(_prepared(files, policy, secret, workers), start=1):
+        prepared = _prepared(files, policy, secret, workers, prefer_speed)
+        for done, (meta, compressed) in enumerate(prepared, start=1):
             packager.add(meta, compressed)
             study_bytes += meta.size
             progress(done, study_bytes)

@@ -88,6 +88,7 @@ from .transfer_io import (
     one_study,
     package_study,
     parse_source,
+    prefers_speed,
     study_parties,
 )
 from .transfer_receive import Receiver
@@ -404,7 +405,15 @@ class TransferService:
         workers = self.host.config.get("transfer", "prepare_workers") or os.cpu_count() or 1
 
         result = package_study(
-            files, packager, self.store, policy, self.secret, progress, workers=workers, publish=self._publish
+            files,
+            packager,
+            self.store,
+            policy,
+            self.secret,
+            progress,
+            workers=workers,
+            publish=self._publish,
+            prefer_speed=prefers_speed(self.host.config.get("transfer", "compression")),
         )
         self.store.put_record(
             f"local-{state.transfer_id}", seal_local_record(result, storage_key_for(self.host.identity))

@@ -1,8 +1,9 @@
-"""Pixel streams of the split method: geometry, JPEG-LS, JPEG-XL, zstd and frame deltas.
+"""Pixel streams of the split method: geometry, JPEG-LS, JPEG-XL, HTJ2K, zstd and frame deltas.
 
-Exactness by construction: JPEG-LS is run in lossless mode (NEAR = 0) and JPEG-XL in lossless
-modular mode, both with the sample precision equal to the container width (8 bits for 1-byte
-samples, 16 for 2-byte ones; imagecodecs declares ``itemsize * 8``), so every stored bit pattern,
+Exactness by construction: JPEG-LS is run in lossless mode (NEAR = 0), JPEG-XL in lossless
+modular mode and HTJ2K with the reversible wavelet, all with the sample precision equal to the
+container width (8 bits for 1-byte samples, 16 for 2-byte ones; imagecodecs declares
+``itemsize * 8``), so every stored bit pattern,
 including garbage above BitsStored and overlay bits, is a legal sample and comes back unchanged.
 The signed mapping ``x ^ 0x8000`` and the frame delta (modular subtraction) are bijections. The
 compressor still decompresses every blob before returning it (see ``codec.compress``), and every
@@ -44,6 +45,7 @@ class PixelCodec(IntEnum):
     ZSTD = 2
     FRAME_DELTA_ZSTD = 3
     JPEGXL = 4
+    HTJ2K = 5
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,16 @@ def _jpegxl_encode(image: np.ndarray) -> bytes:
     return bytes(imagecodecs.jpegxl_encode(image, lossless=True, effort=1, numthreads=1, usecontainer=False))
 
 
+def _htj2k_encode(image: np.ndarray) -> bytes:
+    # High-throughput JPEG 2000 (OpenJPH), reversible 5/3 wavelet: level 0 is lossless. About
+    # 2x CharLS's speed coding and 3x decoding here, for ~11 % more bytes on CT and MR.
+    return bytes(imagecodecs.htj2k_encode(image, level=0))
+
+
+def _htj2k_decode(section: bytes | memoryview, target: np.ndarray) -> None:
+    imagecodecs.htj2k_decode(cast(bytes, section), out=target)
+
+
 def _jpegls_decode(section: bytes | memoryview, target: np.ndarray) -> None:
     imagecodecs.jpegls_decode(cast(bytes, section), out=target)  # any buffer works
 
@@ -200,8 +212,16 @@ def _jpegxl_decode(section: bytes | memoryview, target: np.ndarray) -> None:
     imagecodecs.jpegxl_decode(cast(bytes, section), numthreads=1, out=target)
 
 
-_IMAGE_ENCODERS = {PixelCodec.JPEGLS: _jpegls_encode, PixelCodec.JPEGXL: _jpegxl_encode}
-_IMAGE_DECODERS = {PixelCodec.JPEGLS: _jpegls_decode, PixelCodec.JPEGXL: _jpegxl_decode}
+_IMAGE_ENCODERS = {
+    PixelCodec.JPEGLS: _jpegls_encode,
+    PixelCodec.JPEGXL: _jpegxl_encode,
+    PixelCodec.HTJ2K: _htj2k_encode,
+}
+_IMAGE_DECODERS = {
+    PixelCodec.JPEGLS: _jpegls_decode,
+    PixelCodec.JPEGXL: _jpegxl_decode,
+    PixelCodec.HTJ2K: _htj2k_decode,
+}
 
 
 def encode_image(

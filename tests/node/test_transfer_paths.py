@@ -72,3 +72,11 @@ def test_nothing_is_allowed_by_default(tmp_path: Path) -> None:
         parse_source(str(tmp_path / "study"), rules)
     with pytest.raises(NodeUsageError):
         check_destination(str(tmp_path / "out"), rules)
+
+
+def test_compression_prefers_speed_on_small_hosts_unless_told() -> None:
+    from mftp.node.transfer_io import prefers_speed
+
+    assert prefers_speed("auto", cpus=2) and prefers_speed("auto", cpus=4)
+    assert not prefers_speed("auto", cpus=16)
+    assert prefers_speed("speed", cpus=64) and not prefers_speed("ratio", cpus=1)

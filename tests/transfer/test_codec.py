@@ -350,3 +350,55 @@ def test_compress_without_verify_is_identical() -> None:
 def test_decompress_names_the_file() -> None:
     with pytest.raises(TransferInputError, match=r"^scan\.dcm: "):
         decompress(b"garbage", name="scan.dcm")
+
+
+# --- preferring speed: HTJ2K ------------------------------------------------------------------------
+
+
+def _speed_round_trip(data: bytes) -> str:
+    # Without the self-check, so a stream that did not restore could not hide behind a fallback.
+    blob = compress(data, name="test.dcm", prefer_speed=True, verify=False)
+    assert decompress(blob) == data
+    return _kind(blob)
+
+
+@pytest.mark.parametrize("path", _REAL_FILES, ids=os.path.basename)
+def test_real_file_round_trip_preferring_speed(path: str) -> None:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    kind = _speed_round_trip(data)
+    assert kind != "split-jpegls" or os.path.basename(path) not in {"CT_small.dcm", "MR_small.dcm"}
+
+
+def test_speed_costs_little_ratio_on_ct() -> None:
+    path = next(path for path in _REAL_FILES if os.path.basename(path) == "CT_small.dcm")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    fast, small = compress(data, prefer_speed=True), compress(data)
+    assert describe(fast).pixel_codec == "htj2k" and describe(small).pixel_codec == "jpegls"
+    assert len(small) < len(fast) < 1.3 * len(small)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        (_smooth((1, 64, 64), 4000, np.int32) - 2000).astype(np.int16).view(np.uint16),
+        _smooth((1, 80, 60), 255, np.uint8),
+        _smooth((6, 48, 40), 4095, np.uint16),
+        _RNG.integers(0, 1 << 16, size=(2, 33, 17)).astype(np.uint16),  # full-range noise, odd sizes
+    ],
+    ids=["signed-16", "8-bit", "multi-frame", "noise-16"],
+)
+def test_htj2k_is_exact(frames: np.ndarray) -> None:
+    signed = frames.dtype == np.uint16 and frames.shape == (1, 64, 64)
+    assert _speed_round_trip(_make_dicom(frames, signed=signed)).startswith("split-")
+
+
+def test_htj2k_tampered_stream_is_refused() -> None:
+    blob = compress(_make_dicom(_smooth((1, 64, 64), 4095, np.uint16)), prefer_speed=True)
+    assert describe(blob).pixel_codec == "htj2k"
+    for position in range(len(blob) - 300, len(blob), 29):
+        tampered = bytearray(blob)
+        tampered[position] ^= 0x10
+        with pytest.raises(TransferInputError):
+            decompress(bytes(tampered))
