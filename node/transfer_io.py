@@ -20,7 +20,8 @@ streams; callers run it in a worker thread or await it.
 
 De-identifying and compressing is CPU work (pydicom is pure Python): a study of at least
 :data:`PARALLEL_MIN_FILES` files is prepared by ``transfer.prepare_workers`` processes
-(``forkserver``, so no thread of the node is forked), at most two files per worker in flight,
+(``forkserver``, so no thread of the node is forked; a :class:`PreparePool` started with the
+node and shared by its sends), at most two files per worker in flight,
 and packaged in order in the calling thread.
 """
 
@@ -30,10 +31,12 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -50,7 +53,7 @@ from mftp.transfer.package import Packager, PackageResult, iter_object_entries
 from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
 
 from .blobstore import BlobStore
-from .errors import NodeUsageError
+from .errors import NodeError, NodeUsageError
 from .pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile, describe_path
 from .transfer_sources import (
     DimseStudy,
@@ -225,31 +228,85 @@ def prepare_file(
     return meta, compress(data, name=name, prefer_speed=prefer_speed)
 
 
+def _warm() -> None:
+    """Nothing: run once in each worker so it is started (and has imported us) before a send."""
+
+
+class PreparePool:
+    """The worker processes that de-identify and compress, started once and kept by the node.
+
+    Starting ``forkserver`` workers that import pydicom and the codecs takes a second or two;
+    paid once per node instead of once per study.  The forkserver preloads this module, so a
+    worker that dies is replaced by a cheap fork.  Thread-safe: concurrent sends share it.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The running executor (started on first use), or ``None`` with fewer than 2 workers."""
+        if self.workers <= 1:
+            return None
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+            return self._executor
+
+    def warm(self) -> None:
+        """Start every worker now (blocking), so the first study does not wait for them."""
+        executor = self.executor()
+        if executor is not None:
+            for future in [executor.submit(_warm) for _ in range(self.workers)]:
+                future.result()
+
+    def discard(self, broken: ProcessPoolExecutor) -> None:
+        """Forget an executor whose worker died; the next study starts a new one."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        """Stop the workers (blocking)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _prepared(
-    files: list[LocalFile], policy: Policy, secret: bytes, workers: int, prefer_speed: bool
+    files: list[LocalFile], policy: Policy, secret: bytes, pool: PreparePool, prefer_speed: bool
 ) -> Iterator[tuple[EntryMeta, bytes]]:
-    """Each file prepared, in order; by ``workers`` processes for a big enough study."""
+    """Each file prepared, in order; by the pool's processes for a big enough study."""
     jobs = [(str(item.path), f"{index:05d}.dcm") for index, item in enumerate(files)]
-    if workers <= 1 or len(jobs) < PARALLEL_MIN_FILES:
+    executor = pool.executor() if len(jobs) >= PARALLEL_MIN_FILES else None
+    if executor is None:
         for path, name in jobs:
             yield prepare_file(path, name, policy, secret, prefer_speed)
         return
     pending = iter(jobs)
     window: deque[Future[tuple[EntryMeta, bytes]]] = deque()
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
     try:
         for path, name in pending:
-            window.append(pool.submit(prepare_file, path, name, policy, secret, prefer_speed))
-            if len(window) >= 2 * workers:
+            window.append(executor.submit(prepare_file, path, name, policy, secret, prefer_speed))
+            if len(window) >= 2 * pool.workers:
                 break
         while window:
             result = window.popleft().result()
             following = next(pending, None)
             if following is not None:
-                window.append(pool.submit(prepare_file, *following, policy, secret, prefer_speed))
+                window.append(executor.submit(prepare_file, *following, policy, secret, prefer_speed))
             yield result
+    except BrokenProcessPool:
+        pool.discard(executor)
+        raise NodeError("a worker process preparing the study died; send it again") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in window:  # abandoned (failed or cancelled send): leave the pool to others
+            future.cancel()
 
 
 def package_study(
@@ -260,7 +317,7 @@ def package_study(
     secret: bytes,
     progress: Callable[[int, int], None],
     *,
-    workers: int = 1,
+    pool: PreparePool | None = None,
     publish: Callable[[Manifest], None] | None = None,
     prefer_speed: bool = False,
 ) -> PackageResult:
@@ -273,7 +330,7 @@ def package_study(
     """
     study_bytes, published, published_s = 0, 0, 0.0
     try:
-        prepared = _prepared(files, policy, secret, workers, prefer_speed)
+        prepared = _prepared(files, policy, secret, pool or PreparePool(1), prefer_speed)
         for done, (meta, compressed) in enumerate(prepared, start=1):
             packager.add(meta, compressed)
             study_bytes += meta.size

@@ -83,6 +83,7 @@ from .pacs import LocalFile
 from .transfer_access import StudyAccess
 from .transfer_io import (
     Allowed,
+    PreparePool,
     Source,
     import_study,
     one_study,
@@ -174,8 +175,10 @@ class TransferService:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reoffer_task: asyncio.Task[None] | None = None
+        self._warm_task: asyncio.Task[None] | None = None
         self._secret: bytes | None = None
         self.access = StudyAccess(self)
+        self.pool = PreparePool(config.get("transfer", "prepare_workers") or os.cpu_count() or 1)
         self.receiver = Receiver(self)
 
     # ----------------------------------------------------------------- lifecycle
@@ -192,6 +195,8 @@ class TransferService:
                 self.fail(state, "the node stopped while preparing the study; send it again")
                 self.server.abandon_transfer(bytes.fromhex(state.transfer_id))
         self._reoffer_task = asyncio.get_running_loop().create_task(self._reoffer_loop())
+        # Start the preparing workers now, not when the first study waits for them.
+        self._warm_task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.pool.warm))
 
     async def stop(self) -> None:
         """Cancel background work (its progress is on disk)."""
@@ -199,6 +204,9 @@ class TransferService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._warm_task is not None:
+            await asyncio.gather(self._warm_task, return_exceptions=True)
+        await asyncio.to_thread(self.pool.shutdown)
 
     def spawn(self, transfer_id: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -402,7 +410,6 @@ class TransferService:
             state.files_done, state.study_bytes = files_done, study_bytes
 
         policy = Policy.for_mode(mode, transfer_salt=salt)
-        workers = self.host.config.get("transfer", "prepare_workers") or os.cpu_count() or 1
 
         result = package_study(
             files,
@@ -411,7 +418,7 @@ class TransferService:
             policy,
             self.secret,
             progress,
-            workers=workers,
+            pool=self.pool,
             publish=self._publish,
             prefer_speed=prefers_speed(self.host.config.get("transfer", "compression")),
         )

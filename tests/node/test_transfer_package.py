@@ -11,9 +11,16 @@ from pydicom.data import get_testdata_file
 
 from mftp.crypto.signing import SigningIdentity
 from mftp.node.blobstore import BlobStore
-from mftp.node.errors import NodeUsageError
+from mftp.node.errors import NodeError, NodeUsageError
 from mftp.node.pacs import FolderSource
-from mftp.node.transfer_io import PARALLEL_MIN_FILES, one_study, package_study, restore_files, verify_all
+from mftp.node.transfer_io import (
+    PARALLEL_MIN_FILES,
+    PreparePool,
+    one_study,
+    package_study,
+    restore_files,
+    verify_all,
+)
 from mftp.transfer.deid import Mode, Policy
 from mftp.transfer.package import Packager, recipient_object_key, storage_key_for
 from mftp.transfer.study import ImportReport
@@ -55,9 +62,11 @@ def test_prepared_in_order_and_verified(tmp_path: Path, workers: int) -> None:
     )
     seen: list[int] = []
     policy = Policy.for_mode(Mode.PSEUDONYMISED)
-    result = package_study(
-        files, packager, store, policy, SECRET, lambda n, _: seen.append(n), workers=workers
-    )
+    pool = PreparePool(workers)
+    try:
+        result = package_study(files, packager, store, policy, SECRET, lambda n, _: seen.append(n), pool=pool)
+    finally:
+        pool.shutdown()
     manifest = result.manifest
     assert [e.name for e in manifest.entries] == [f"{i:05d}.dcm" for i in range(len(files))]
     assert seen == list(range(1, len(files) + 1))
@@ -79,3 +88,35 @@ def test_one_study_at_a_time(tmp_path: Path) -> None:
         one_study(files, report, max_instances=100)
     with pytest.raises(NodeUsageError, match="no DICOM instance"):
         one_study([], report, max_instances=100)
+
+
+def test_the_pool_is_reused_and_replaced_when_a_worker_dies(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    pool = PreparePool(2)
+    try:
+        pool.warm()
+        executor = pool.executor()
+        assert executor is not None and pool.executor() is executor  # one pool for every send
+        victim = next(iter(executor._processes))  # a worker dies (the OOM killer, a codec crash)
+        os.kill(victim, signal.SIGKILL)
+        study(tmp_path / "study", PARALLEL_MIN_FILES)
+        report = ImportReport()
+        files = sorted(FolderSource(tmp_path / "study").scan(tmp_path, report), key=lambda f: f.info.name)
+        store = BlobStore(tmp_path / "blobs")
+        packager = Packager(
+            sender=SENDER.public,
+            recipient=RECIPIENT.public,
+            transfer_id=b"u" * 16,
+            created_ms=1,
+            storage_key=storage_key_for(SENDER),
+            sink_factory=store.object_writer,
+        )
+        policy = Policy.for_mode(Mode.PSEUDONYMISED)
+        with pytest.raises(NodeError, match="worker process"):
+            package_study(files, packager, store, policy, SECRET, lambda n, _: None, pool=pool)
+        assert not any(store.has(object_id) for object_id in packager.committed)  # nothing left behind
+        assert pool.executor() is not executor  # the next send gets fresh workers
+    finally:
+        pool.shutdown()
