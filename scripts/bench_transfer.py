@@ -20,7 +20,9 @@ recipient reports it complete:
                      compressed, encrypted study
   raw_copy_link_s    baseline, same run: copying the study's raw bytes through the same kind of
                      throttled link to a TCP sink (what a plain file copy would take)
-  study_mb, fetch_mb, prepare_s (hospital-a until offered, loopback run), files
+  study_mb, fetch_mb, files, compression (what transfer.compression = "auto" chose here),
+  prepare_s (hospital-a until the study is prepared and the offer on the ledger, loopback run;
+  the recipient fetches and verifies meanwhile, so loopback_s is little more)
 
 Progress goes to stderr; the last stdout line is one JSON object.  --quick runs in under a minute.
 """
@@ -42,6 +44,7 @@ from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mftp.node.devnet import Member, create_devnet, free_ports, start_all, stop_all, wait_for_height
+from mftp.node.transfer_io import prefers_speed
 from scripts.throttle_proxy import ThreadedProxy, ThrottleProxy
 from tests.node.devnet_helpers import TEST_CONSENSUS, api
 
@@ -202,6 +205,8 @@ def main() -> int:
         "prepare_s": round(loop["prepare_s"], 2),
         "loopback_s": round(loop["seconds"], 2),
         "link_mbit_per_s": args.mbit,
+        # The devnet runs with the default transfer.compression = "auto": which it chose here.
+        "compression": "speed" if prefers_speed("auto") else "ratio",
         "link_s": round(link["seconds"], 2),
         "link_bound_s": round(crossed * 8 / (args.mbit * 1e6), 2),
         "raw_copy_link_s": round(raw_s, 2),
