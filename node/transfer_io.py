@@ -69,6 +69,7 @@ DICOMWEB_PREFIX: Final = "dicomweb:"
 ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
 AUTO_SPEED_MAX_CPUS: Final = 4
+WORKER_WATCH_S: Final = 2.0
 VERIFY_THREADS: Final = 2
 PUBLISH_INTERVAL_S: Final = 0.25
 PUBLISH_S_PER_ENTRY: Final = 0.001
@@ -232,6 +233,38 @@ def _warm() -> None:
     """Nothing: run once in each worker so it is started (and has imported us) before a send."""
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the pid was reused by another user's process
+            return False
+        return True
+
+
+def _exit_with(node_pid: int) -> None:
+    """Worker initializer: end this worker when the node that started it is gone.
+
+    A pool worker holds both ends of its own call queue, so a node killed outright (SIGKILL,
+    the OOM killer) would leave it, and the forkserver it keeps alive, waiting forever.
+    """
+
+    def watch() -> None:
+        while _process_alive(node_pid):
+            time.sleep(WORKER_WATCH_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-node", daemon=True).start()
+
+
 class PreparePool:
     """The worker processes that de-identify and compress, started once and kept by the node.
 
@@ -253,7 +286,9 @@ class PreparePool:
             if self._executor is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([__name__])
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+                )
             return self._executor
 
     def warm(self) -> None:

@@ -16,6 +16,7 @@ from mftp.node.pacs import FolderSource
 from mftp.node.transfer_io import (
     PARALLEL_MIN_FILES,
     PreparePool,
+    _process_alive,
     one_study,
     package_study,
     restore_files,
@@ -120,3 +121,36 @@ def test_the_pool_is_reused_and_replaced_when_a_worker_dies(tmp_path: Path) -> N
         assert pool.executor() is not executor  # the next send gets fresh workers
     finally:
         pool.shutdown()
+
+
+def test_workers_end_when_their_node_is_killed(tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import json, os, signal\n"
+        "from mftp.node.transfer_io import PreparePool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = PreparePool(2)\n"
+        "    pool.warm()\n"
+        "    print(json.dumps(list(pool.executor()._processes)), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would\n"
+    )
+    (tmp_path / "node.py").write_text(script)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "node.py")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGKILL
+    workers = json.loads(done.stdout)
+    assert len(workers) == 2
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "pool workers outlived their node"
+
+
+def _alive(pid: int) -> bool:
+    return _process_alive(pid)
