@@ -4,9 +4,10 @@ Decoding a full record costs tens of microseconds; a scan of a million records
 must cost about one.  So the scan reads a compact :class:`TagIndex` instead:
 fixed rows of ``record id (16) || time_ms (8, big-endian) || 8 tags (8 x 16)``
 = 152 bytes, in ledger order (row ``i`` is ledger index ``i``).  The node keeps
-one up to date as blocks commit (:meth:`TagIndex.append_record`); tests and
-tools rebuild it from a store with :meth:`TagIndex.from_store`.  The index is
-derived data: a match is always re-checked against the real record.
+one in memory and, before each scan, appends the rows of the records committed since
+(:meth:`TagIndex.extend_from_store`); tests and tools rebuild one from a store with
+:meth:`TagIndex.from_store`.  The index is derived data: a match is always re-checked
+against the real record.
 
 The matcher unpacks only the id, the time and the slots the subject's kind can
 occupy (``struct.iter_unpack`` with pad bytes, all in C), and computes
@@ -77,15 +78,23 @@ class TagIndex:
         record_id, time_ms, *tags = ROW.unpack_from(self._data, index * ROW_BYTES)
         return record_id, time_ms, tuple(tags)
 
-    @classmethod
-    def from_store(cls, store: BlockStore, size: int | None = None) -> TagIndex:
-        """Rebuild the index of the first ``size`` records of ``store`` (default all); slow path."""
+    def extend_from_store(self, store: BlockStore, size: int | None = None) -> None:
+        """Append the rows of ledger indexes ``len(self)..size-1`` of ``store`` (default: to its end).
+
+        The index must hold ``store``'s first rows already (empty, or kept up to date by this
+        method); slow path: every new record is read and decoded.
+        """
         size = store.leaf_count if size is None else size
         if not 0 <= size <= store.leaf_count:
             raise LedgerUsageError(f"size {size} is beyond the store ({store.leaf_count})")
+        for ledger_index in range(len(self), size):
+            self.append_record(store.record_at(ledger_index))
+
+    @classmethod
+    def from_store(cls, store: BlockStore, size: int | None = None) -> TagIndex:
+        """Rebuild the index of the first ``size`` records of ``store`` (default all); slow path."""
         index = cls()
-        for ledger_index in range(size):
-            index.append_record(store.record_at(ledger_index))
+        index.extend_from_store(store, size)
         return index
 
 

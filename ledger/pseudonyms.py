@@ -501,6 +501,19 @@ def check_counterparty(keyring: PartyKeyring, record: Record, expected: Mapping[
         check_slot(keyring.party(party_id), record, Role(role))
 
 
+def tagged_roles(party: PartyKeys, record: Record) -> list[Role]:
+    """The slots of ``record`` that hold ``party``'s tag (compared in constant time).
+
+    Tags only, the escrow boxes are not opened: the one-party core of :func:`attribute`.
+    Raises :class:`KeyErasedError` if no master key of the party covers the record's epoch.
+    """
+    return [
+        role
+        for role in party.roles
+        if constant_time_equal(record.tags[role], party.tag(record.record_id, record.time_ms, role))
+    ]
+
+
 def attribute(keyring: PartyKeyring, record: Record) -> dict[Role, str]:
     """Which of ``keyring``'s parties fill which slots of ``record``, proven by tag and escrow.
 
@@ -511,9 +524,7 @@ def attribute(keyring: PartyKeyring, record: Record) -> dict[Role, str]:
     found: dict[Role, str] = {}
     boxes: list[bytes] | None = None
     for party in keyring.parties.values():
-        for role in party.roles:
-            if not constant_time_equal(record.tags[role], party.tag(record.record_id, record.time_ms, role)):
-                continue
+        for role in tagged_roles(party, record):
             boxes = envelope_boxes(record.envelope) if boxes is None else boxes
             found[role] = open_escrow_box(party, boxes[role], record.record_id, role)
     return found

@@ -79,9 +79,7 @@ class Auditor:
 
     def _catch_up(self, size: int) -> None:
         """Append the index rows of ledger indexes ``len(index)..size-1`` (blocking)."""
-        store = self.host.ledger.store
-        for ledger_index in range(len(self._index), size):
-            self._index.append_record(store.record_at(ledger_index))
+        self._index.extend_from_store(self.host.ledger.store, size)
 
     def _checked(
         self, author: bytes, disclosures: list[Disclosure]

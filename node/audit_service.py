@@ -53,6 +53,7 @@ from mftp.ledger.pseudonyms import (
     epoch_of,
     fill_slot,
     make_rotation_body,
+    tagged_roles,
 )
 from mftp.ledger.records import PURPOSES, Record, RecordType, make_record
 
@@ -402,9 +403,7 @@ class AuditService:
             if not body["epoch_from"] <= epoch <= body["epoch_to"]:
                 continue
             try:
-                mine = any(
-                    record.tags[role] == party.tag(record_id, record.time_ms, role) for role in party.roles
-                )
+                mine = bool(tagged_roles(party, record))
             except KeyErasedError:
                 continue
             if mine:

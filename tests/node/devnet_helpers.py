@@ -6,16 +6,19 @@ import base64
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mftp.crypto.keyfile import load_identity
 from mftp.ledger.records import TAG_SLOTS, Record, RecordType, make_record
-from mftp.node.devnet import Member, NodeProcess
+from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
 
 # Fast but not hair-trigger timeouts for 5 processes on 2 shared cores.
 TEST_CONSENSUS = {
@@ -28,6 +31,40 @@ TEST_CONSENSUS = {
     "timeout_commit_ms": 300,
     "empty_block_interval_ms": 1000,  # an idle heartbeat each second keeps height waits short
 }
+
+
+@contextmanager
+def running_devnet(
+    tmp_path: Path,
+    *,
+    validators: int,
+    audit: int,
+    countries: dict[str, str] | None = None,
+    configure: Callable[[Member], None] | None = None,
+    height: int = 1,
+) -> Iterator[list[NodeProcess]]:
+    """A devnet under ``tmp_path / "devnet"`` (:data:`TEST_CONSENSUS`), its processes running.
+
+    ``configure`` may edit each member's config before the processes start.  Yields the
+    processes (validators first, then audit nodes) once every one has reached ``height``;
+    stops them all on the way out.
+    """
+    members = create_devnet(
+        tmp_path / "devnet",
+        validators=validators,
+        audit=audit,
+        countries=countries,
+        consensus=TEST_CONSENSUS,
+    )
+    if configure is not None:
+        for member in members:
+            configure(member)
+    processes = start_all(members)
+    try:
+        wait_for_height(processes, height, timeout_s=60)
+        yield processes
+    finally:
+        stop_all(processes)
 
 
 def get_json(url: str, timeout_s: float = 5.0) -> Any:
@@ -73,13 +110,17 @@ def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def committed(member: Member, record_id: str) -> dict[str, Any] | None:
+    """The record ``record_id`` (hex) as ``member``'s node serves it, or None while not in a block."""
+    try:
+        return dict(get_json(f"{member.api_url}/records/{record_id}"))
+    except OSError:
+        return None
+
+
 def is_committed(member: Member, record: Record) -> bool:
     """Whether ``member``'s node has ``record`` in a stored block."""
-    try:
-        get_json(f"{member.api_url}/records/{record.record_id.hex()}")
-    except OSError:
-        return False
-    return True
+    return committed(member, record.record_id.hex()) is not None
 
 
 def block_hashes(member: Member, up_to: int) -> list[str]:
@@ -109,6 +150,22 @@ def environment_without_passphrase() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MFTP_KEY_PASSPHRASE", None)
     return env
+
+
+def cli_command(member: Member, *args: str) -> list[str]:
+    """The command line of ``mftp-node *args`` against ``member``'s node."""
+    return [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
+
+
+def cli(member: Member, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``mftp-node *args`` against ``member``'s node; its output as text."""
+    return subprocess.run(
+        cli_command(member, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=environment_without_passphrase(),
+    )
 
 
 def api(member: Member, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:

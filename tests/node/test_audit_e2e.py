@@ -12,8 +12,6 @@ grant for the patient of bob's study yields the HIPAA accounting of its disclosu
 from __future__ import annotations
 
 import datetime
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,27 +19,17 @@ import pytest
 from fhir.resources.auditevent import AuditEvent
 
 from mftp.ledger.audit import matches_root
-from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
-from tests.node.devnet_helpers import (
-    TEST_CONSENSUS,
-    api,
-    environment_without_passphrase,
-    get_json,
-    make_study,
-    wait_until,
-)
+from mftp.node.devnet import Member, NodeProcess
+from tests.node.devnet_helpers import api, cli, committed, make_study, running_devnet, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    members = create_devnet(tmp_path / "devnet", validators=3, audit=1, consensus=TEST_CONSENSUS)
-    processes = start_all(members)
-    try:
+    """Three validators and the regulator's audit node."""
+    with running_devnet(tmp_path, validators=3, audit=1) as processes:
         yield processes
-    finally:
-        stop_all(processes)
 
 
 def send(a: Member, study: Path, user: str, to_user: str = "") -> dict[str, object]:
@@ -61,13 +49,6 @@ def send(a: Member, study: Path, user: str, to_user: str = "") -> dict[str, obje
     return dict(api(a, "GET", f"/transfers/{transfer_id}")[1])
 
 
-def committed(member: Member, record_id: str) -> dict[str, object] | None:
-    try:
-        return dict(get_json(f"{member.api_url}/records/{record_id}"))
-    except OSError:
-        return None
-
-
 def month(offset: int = 0) -> str:
     today = datetime.datetime.now(tz=datetime.UTC).date()
     index = today.year * 12 + today.month - 1 + offset
@@ -76,7 +57,6 @@ def month(offset: int = 0) -> str:
 
 def test_a_grant_finds_exactly_one_users_records(devnet: list[NodeProcess], tmp_path: Path) -> None:
     a, b, _, regulator = (p.member for p in devnet)
-    wait_for_height(devnet, 1, timeout_s=60)
     make_study(tmp_path / "s1", patient_id="PAT-A1")
     make_study(tmp_path / "s2", patient_id="PAT-A2")
     make_study(tmp_path / "s3", patient_id="PAT-B1")
@@ -110,7 +90,7 @@ def test_a_grant_finds_exactly_one_users_records(devnet: list[NodeProcess], tmp_
 
     # Without a grant: every tag of every record is distinct, so nothing links alice's two sends.
     records = [committed(regulator, r) for r in offers]
-    tags = [tag for record in records if record for tag in record["tags"]]  # type: ignore[attr-defined]
+    tags = [tag for record in records if record for tag in record["tags"]]
     assert len(tags) == 24 and len(set(tags)) == 24
 
     expires = str(datetime.date.today() + datetime.timedelta(days=30))
@@ -149,17 +129,13 @@ def test_a_grant_finds_exactly_one_users_records(devnet: list[NodeProcess], tmp_
         assert event.code.coding[0].code == "110104"  # DICOM Instances Transferred
     dicom = api(regulator, "POST", "/audit/scans", {"grant_id": grant_id, "format": "dicom"})[1]
     assert len(dicom["messages"]) == 2 and all("<AuditMessage>" in m for m in dicom["messages"])
-    cli = subprocess.run(
-        [sys.executable, "-m", "mftp.node.cli", "audit", "report", "--grant", grant_id,
-         "--config", str(regulator.config_path)],
-        capture_output=True, text=True, timeout=120, env=environment_without_passphrase(),
-    )  # fmt: skip
-    assert cli.returncode == 0, cli.stderr
-    report_id = cli.stdout.strip().splitlines()[-1].split()[-1]
+    reported = cli(regulator, "audit", "report", "--grant", grant_id)
+    assert reported.returncode == 0, reported.stderr
+    report_id = reported.stdout.strip().splitlines()[-1].split()[-1]
     wait_until(lambda: committed(a, report_id) is not None, 60, "the audit report on the chain")
     report = committed(a, report_id)
     assert report is not None and report["type"] == "audit_report"
-    assert report["body"]["match_count"] == 2 and report["body"]["grant_id"] == grant_id  # type: ignore[index]
+    assert report["body"]["match_count"] == 2 and report["body"]["grant_id"] == grant_id
 
     # The patient of bob's study: the accounting of disclosures (a TREAT send is exempt, and listed).
     patient_grant = {**grant_body, "subject": "patient:PAT-B1", "purpose": "PATRQT"}

@@ -14,20 +14,21 @@ and exports it into the PACS again.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+from mftp.node.devnet import NodeProcess
 from tests.node.devnet_helpers import (
-    TEST_CONSENSUS,
     api,
+    cli,
+    cli_command,
+    committed,
     environment_without_passphrase,
-    get_json,
     make_study,
+    running_devnet,
     wait_until,
 )
 from tests.orthanc_server import OrthancServer
@@ -37,39 +38,13 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    members = create_devnet(
-        tmp_path / "devnet",
-        validators=3,
-        audit=1,
-        countries={"hospital-c": "SE"},
-        consensus=TEST_CONSENSUS,
-    )
-    processes = start_all(members)
-    try:
+    """Three validators (hospital-c in Sweden) and an audit node."""
+    with running_devnet(tmp_path, validators=3, audit=1, countries={"hospital-c": "SE"}) as processes:
         yield processes
-    finally:
-        stop_all(processes)
-
-
-def cli(member: Member, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``mftp-node`` against ``member``'s node."""
-    command = [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=environment_without_passphrase()
-    )
-
-
-def record_type(member: Member, record_id: str) -> str | None:
-    """The type of a committed record, or None while it is not in a block."""
-    try:
-        return str(get_json(f"{member.api_url}/records/{record_id}")["type"])
-    except OSError:
-        return None
 
 
 def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Path) -> None:
     a, b, _, auditor = (p.member for p in devnet)
-    wait_for_height(devnet, 1, timeout_s=60)
     originals = make_study(tmp_path / "study")
 
     refused = cli(a, "send", str(tmp_path / "study"), "--to", "hospital-c", "--purpose", "TREAT")
@@ -88,8 +63,8 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
 
     devnet[1].stop()  # the recipient is down when the offer is made
     sender = subprocess.Popen(
-        [sys.executable, "-m", "mftp.node.cli", "send", str(tmp_path / "study"), "--to", "hospital-b",
-         "--purpose", "TREAT", "--mode", "pseudonymised", "--timeout", "120", "--config", str(a.config_path)],
+        cli_command(a, "send", str(tmp_path / "study"), "--to", "hospital-b", "--purpose", "TREAT",
+                    "--mode", "pseudonymised", "--timeout", "120"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment_without_passphrase(),
     )  # fmt: skip
     # The offer record needs the recipient's tags: the study waits, prepared, until it is back.
@@ -136,10 +111,8 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
         held["access_records"][0]: "study_accessed",
     }
     assert held["offer_record"] == sent["offer_record"] and sent["received_record"] == held["received_record"]
-    wait_until(
-        lambda: all(record_type(auditor, rid) is not None for rid in expected), 60, "the three records"
-    )
-    assert {rid: record_type(auditor, rid) for rid in expected} == expected
+    wait_until(lambda: all(committed(auditor, rid) is not None for rid in expected), 60, "the three records")
+    assert {rid: (committed(auditor, rid) or {}).get("type") for rid in expected} == expected
 
     # No patient identity in any log, and none in clear in either node's data (encrypted at rest).
     for member in (a, b):
@@ -153,7 +126,6 @@ def test_dicomweb_source_and_destination(
     devnet: list[NodeProcess], orthanc: OrthancServer, tmp_path: Path
 ) -> None:
     a, b = devnet[0].member, devnet[1].member
-    wait_for_height(devnet, 1, timeout_s=60)
     originals = make_study(tmp_path / "study")
     for path in sorted((tmp_path / "study").iterdir()):
         orthanc.upload(path.read_bytes())

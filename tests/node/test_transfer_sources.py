@@ -9,8 +9,6 @@ in pseudonymised mode, and a devnet send from a DIMSE source with an export to a
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import pydicom
 import pytest
 
 from mftp.node.config import parse_config, split_dimse_peer
-from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+from mftp.node.devnet import Member, NodeProcess
 from mftp.node.errors import ConfigError, NodeUsageError
 from mftp.node.pacs import DimsePeer, PacsError
 from mftp.node.transfer_io import Allowed, check_destination, deliver, import_study, parse_source
@@ -32,7 +30,7 @@ from mftp.node.transfer_sources import (
 )
 from mftp.transfer.deid import Mode, Policy, deidentify_bytes
 from mftp.transfer.study import FileKind, ImportReport
-from tests.node.devnet_helpers import TEST_CONSENSUS, api, environment_without_passphrase, make_study
+from tests.node.devnet_helpers import api, cli, make_study, running_devnet
 from tests.orthanc_server import OrthancServer, free_port, orthanc_available, run_orthanc
 
 PEER = "ORTHANC@127.0.0.1:4242"
@@ -332,29 +330,19 @@ async def test_export_by_c_store_with_attachments(
 @pytest.fixture
 def devnet(tmp_path: Path, pacs: tuple[OrthancServer, str, dict[str, bytes]]) -> Iterator[list[NodeProcess]]:
     """Two validators whose configuration lists the module's Orthanc as a DIMSE peer."""
-    members = create_devnet(tmp_path / "devnet", validators=2, audit=0, consensus=TEST_CONSENSUS)
-    for member in members:
+
+    def list_the_pacs(member: Member) -> None:
         text = member.config_path.read_text()
-        anchor = "[consensus]\n"
+        anchor = "[consensus]\n"  # the [transfer] section ends here
         assert anchor in text
         member.config_path.write_text(
             text.replace(
                 anchor, f'dimse_peers = ["{peer_of(pacs[0])}"]\ndimse_aet = "MFTP-DEVNET"\n\n{anchor}'
             )
         )
-    processes = start_all(members)
-    try:
+
+    with running_devnet(tmp_path, validators=2, audit=0, configure=list_the_pacs) as processes:
         yield processes
-    finally:
-        stop_all(processes)
-
-
-def cli(member: Member, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``mftp-node`` against ``member``'s node."""
-    command = [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=150, env=environment_without_passphrase()
-    )
 
 
 @pytest.mark.timeout(300)
@@ -363,19 +351,18 @@ def test_devnet_send_from_dimse_and_export_to_dimse(
 ) -> None:
     server, study_uid, pixels = pacs
     a, b = devnet[0].member, devnet[1].member
-    wait_for_height(devnet, 1, timeout_s=60)
     body = {"to": "hospital-b", "purpose": "TREAT", "mode": "pseudonymised", "user": "dr.a"}
     status, answer = api(a, "POST", "/transfers", {**body, "source": f"dimse:OTHER@127.0.0.1:1#{study_uid}"})
     assert status == 400 and "transfer.dimse_peers" in answer["error"], answer
 
     sent = cli(a, "send", f"dimse:{peer_of(server)}#{study_uid}", "--to", "hospital-b", "--purpose", "TREAT",
-               "--mode", "pseudonymised", "--timeout", "120")  # fmt: skip
+               "--mode", "pseudonymised", "--timeout", "120", timeout_s=150)  # fmt: skip
     assert sent.returncode == 0 and "delivered" in sent.stdout, sent.stdout + sent.stderr
     _, inbox = api(b, "GET", "/transfers")
     (received,) = inbox["transfers"]
     assert received["state"] == "complete" and received["files"] == len(pixels)
 
-    exported = cli(b, "export", received["transfer_id"], f"dimse:{peer_of(server)}")
+    exported = cli(b, "export", received["transfer_id"], f"dimse:{peer_of(server)}", timeout_s=150)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     studies = server.get_json("/studies?expand")
     assert isinstance(studies, list)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import stat
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -26,19 +24,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mftp.node.api import Api, NodeView, TransferView
-from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+from mftp.node.devnet import Member, NodeProcess
 from mftp.node.errors import NodeUsageError
 from mftp.node.transfer_access import OpenViews, StudyAccess
 from mftp.node.transfer_state import IN, TransferState
 from mftp.transfer.manifest import Manifest
-from tests.node.devnet_helpers import (
-    TEST_CONSENSUS,
-    api,
-    environment_without_passphrase,
-    get_json,
-    make_study,
-    wait_until,
-)
+from tests.node.devnet_helpers import api, cli, committed, make_study, running_devnet, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,12 +38,9 @@ TOKEN = "view-token"
 
 @pytest.fixture
 def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    members = create_devnet(tmp_path / "devnet", validators=3, audit=0, consensus=TEST_CONSENSUS)
-    processes = start_all(members)
-    try:
+    """Three validators, no audit node."""
+    with running_devnet(tmp_path, validators=3, audit=0) as processes:
         yield processes
-    finally:
-        stop_all(processes)
 
 
 def fetch(member: Member, path: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -66,19 +54,10 @@ def fetch(member: Member, path: str, token: str | None = None) -> tuple[int, byt
         return exc.code, exc.read(), dict(exc.headers)
 
 
-def committed(member: Member, record_id: str) -> dict[str, Any] | None:
-    """The committed record, or None while it is not in a block."""
-    try:
-        return cast(dict[str, Any], get_json(f"{member.api_url}/records/{record_id}"))
-    except OSError:
-        return None
-
-
 def test_view_records_access_and_serves_the_original_instances(
     devnet: list[NodeProcess], tmp_path: Path
 ) -> None:
     a, b = devnet[0].member, devnet[1].member
-    wait_for_height(devnet, 1, timeout_s=60)
     make_study(tmp_path / "study")
     originals = Counter(hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "study").iterdir())
     send = {
@@ -120,23 +99,14 @@ def test_view_records_access_and_serves_the_original_instances(
 
     # The CLI opens a second view (a second record) and saves the files, mode 0600.
     (tmp_path / "viewer").mkdir()
-    command = [sys.executable, "-m", "mftp.node.cli", "view", transfer_id, "--user", "dr.c"]
-    command += ["--save", str(tmp_path / "viewer"), "--config", str(b.config_path)]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=60, env=environment_without_passphrase()
-    )
+    view_command = ("view", transfer_id, "--user", "dr.c", "--save")
+    result = cli(b, *view_command, str(tmp_path / "viewer"), timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert f"{len(view['instances'])} instance(s)" in result.stdout
     saved = sorted((tmp_path / "viewer").iterdir())
     assert Counter(hashlib.sha256(p.read_bytes()).hexdigest() for p in saved) == originals
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in saved)
-    missing = subprocess.run(
-        [*command[:-4], "--save", str(tmp_path / "absent"), "--config", str(b.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment_without_passphrase(),
-    )
+    missing = cli(b, *view_command, str(tmp_path / "absent"), timeout_s=60)
     assert missing.returncode == 3 and "not an existing folder" in missing.stderr
 
     # Each opening is one STUDY_ACCESSED record, action view, committed on the chain.
