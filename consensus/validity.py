@@ -75,8 +75,9 @@ def build_valid_block(
 ) -> tuple[Block, ChainState]:
     """A valid next block holding the oldest fit mempool records, and the state after it."""
     batch = mempool.batch(max_records)
-    candidates = [r for r in batch if not record_exists(r.record_id)]
-    mempool.remove(r.record_id for r in batch if record_exists(r.record_id))  # committed meanwhile
+    stored = {r.record_id for r in batch if record_exists(r.record_id)}  # committed meanwhile
+    candidates = [r for r in batch if r.record_id not in stored]
+    mempool.remove(stored)
     while True:
         block = build_block(state, candidates, time_ms=time_ms, proposer=proposer, last_commit=last_commit)
         try:
