@@ -31,6 +31,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -48,6 +49,7 @@ import pydicom.errors
 
 from mftp.transfer.codec import compress, decompress
 from mftp.transfer.deid import Policy, deidentify_bytes
+from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
 from mftp.transfer.package import Packager, PackageResult, iter_object_entries
 from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
@@ -265,6 +267,20 @@ def _exit_with(node_pid: int) -> None:
     threading.Thread(target=watch, name="watch-node", daemon=True).start()
 
 
+_TRACKER_WARNING: Final = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker() -> None:
+    """Keep the node's log JSON when it was killed outright.
+
+    multiprocessing's resource tracker (a process of its own, started with the pool) then
+    cleans the pool's semaphores and says so with a plain-text warning on the node's stderr,
+    the log.  It starts with the node's ``-W`` options, so one placed here silences it.
+    """
+    if _TRACKER_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_WARNING)
+
+
 class PreparePool:
     """The worker processes that de-identify and compress, started once and kept by the node.
 
@@ -286,6 +302,7 @@ class PreparePool:
             if self._executor is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([__name__])
+                _quiet_resource_tracker()
                 self._executor = ProcessPoolExecutor(
                     self.workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
                 )
@@ -389,7 +406,13 @@ def verify_all(store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectIn
 
 
 def _check_entry(entry: Entry, compressed: bytes) -> Entry:
-    check_restored(entry, decompress(compressed, max_output_bytes=entry.size, name=entry.name))
+    # The blob carries the SHA-256 of its original and decompress checks the restored bytes
+    # against it; requiring it to be the manifest's saves hashing every file twice.
+    restored = decompress(
+        compressed, max_output_bytes=entry.size, name=entry.name, expect_sha256=entry.sha256
+    )
+    if len(restored) != entry.size:
+        raise TransferInputError("restored file differs from the manifest", name=entry.name)
     return entry
 
 

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -214,12 +215,17 @@ class Receiver:
     async def receive(self, state: TransferState) -> None:
         """Fetch (each partial manifest as the sender publishes it, then the final), verify, record."""
         checker = _EarlyChecks(self.store, self.service.object_key)
-        delay_s, seen = RETRY_MIN_S, b""
+        delay_s = RETRY_MIN_S
+
+        def elapsed() -> float:
+            return time.monotonic() - polled_at
+
         totals: Counter[str] = Counter()  # over the rounds of a streamed study, logged once
         try:
             while True:
                 # Re-read each round: a re-sent offer may have renewed it (``_renew``).
                 capability = decode_capability(base64.b64decode(state.capability))
+                polled_at = time.monotonic()
                 try:
                     manifest = await self._manifest(state, capability)
                     state.files = len(manifest.entries)
@@ -229,11 +235,10 @@ class Receiver:
                     delay_s = RETRY_MIN_S
                     if not manifest.partial:
                         break
-                    if manifest.sha256 == seen:
-                        # The sender is still preparing; it publishes less often as the study grows.
-                        await asyncio.sleep(publish_interval_s(len(manifest.entries)))
-                    seen = manifest.sha256
                     checker.start(manifest)
+                    # The sender is still preparing, and publishes at this pace: asking sooner
+                    # would only fetch and open the same manifest again.
+                    await asyncio.sleep(max(0.0, publish_interval_s(len(manifest.entries)) - elapsed()))
                 except asyncio.CancelledError:
                     raise
                 except CapabilityRefused as exc:

@@ -11,7 +11,8 @@ throughput the chain sustains (a refusal for a full mempool also slows a
 submitter down).  A watcher
 polls the head of the audit node and records when each record's block appears,
 so latency is measured from the submitting call to the block being visible on
-the audit node, including the HTTP round trips of both.
+the audit node, including the HTTP round trips of both.  A warm-up of
+``WARMUP_S`` seconds of the same load comes first and is not measured.
 
 Reported (last line, JSON): ``committed_records_per_s``, ``latency_p50_ms``,
 ``latency_p99_ms``, ``audit_lag_blocks`` (validators' head minus the audit
@@ -54,14 +55,17 @@ WINDOW_RECORDS = 65
 POLL_S = 0.02
 
 
+WARMUP_S = 3.0
+
+
 def progress(message: str) -> None:
     """Progress to stderr (stdout's last line is the JSON result)."""
     print(message, file=sys.stderr, flush=True)
 
 
-def sign_load(members: list[Member], count: int) -> dict[int, list[Record]]:
+def sign_load(members: list[Member], count: int, seed: int = 42) -> dict[int, list[Record]]:
     """``count`` records, each validator signing its share (timed separately, not in the figures)."""
-    rng = random.Random(42)
+    rng = random.Random(seed)
     validators = [m for m in members if m.role == "validator"]
     return {i: make_records(m, count // len(validators), rng) for i, m in enumerate(validators)}
 
@@ -131,8 +135,10 @@ class Run:
             await asyncio.sleep(POLL_S)
 
 
-async def measure(members: list[Member], load: dict[int, list[Record]], duration_s: float) -> dict[str, Any]:
-    """Submit for ``duration_s``, keep watching a little longer, and compute the figures."""
+async def measure(
+    members: list[Member], load: dict[int, list[Record]], duration_s: float, tail_s: float = 5.0
+) -> dict[str, Any]:
+    """Submit for ``duration_s``, keep watching ``tail_s`` longer, and compute the figures."""
     run = Run(members, duration_s)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -140,7 +146,7 @@ async def measure(members: list[Member], load: dict[int, list[Record]], duration
         run.stop_at = started + duration_s
         # Watch on the audit node: it follows every commit as it happens (its lag is reported),
         # and polling it adds no load to the validators being measured.
-        watch = asyncio.create_task(run.watcher(session, run.audit[0], run.stop_at + 5.0))
+        watch = asyncio.create_task(run.watcher(session, run.audit[0], run.stop_at + tail_s))
         await asyncio.gather(*(run.submitter(session, m, load[i]) for i, m in enumerate(run.validators)))
         await watch
         async with session.get(f"{run.validators[0].api_url}/status") as response:
@@ -170,10 +176,16 @@ def bench_real(duration_s: float, records: int) -> dict[str, Any]:
         members = create_devnet(Path(tmp) / "devnet", validators=4, audit=1, consensus=CONSENSUS)
         progress(f"signing {records} records")
         load = sign_load(members, records)
+        warm_load = sign_load(members, int(WARMUP_S * 3000), seed=7)
         progress("starting 4 validators and 1 audit node")
         processes = start_all(members)
         try:
             wait_for_height(processes, 1, timeout_s=60)
+            # Untimed: a node's first seconds under load are slower (connections and caches
+            # warming, start-up work such as the transfer workers), which is not the steady
+            # state a hospital's node runs in for days.
+            progress(f"warming up for {WARMUP_S:.0f} s (not measured)")
+            asyncio.run(measure(members, warm_load, WARMUP_S, tail_s=0.5))
             progress(f"submitting for {duration_s:.0f} s")
             figures = asyncio.run(measure(members, load, duration_s))
         finally:

@@ -50,6 +50,7 @@ from tests.node.devnet_helpers import TEST_CONSENSUS, api
 
 ROOT = Path(__file__).resolve().parent.parent / "build" / "bench_transfer"
 CT_SHARE = 0.8  # of the study's bytes; the rest MR
+SETTLE_S = 5.0
 
 
 def say(text: str) -> None:
@@ -185,6 +186,9 @@ def main() -> int:
     processes = start_all(members)
     try:
         wait_for_height(processes, 1, timeout_s=60)
+        # Let start-up work finish (each node starts its preparing workers in the background):
+        # a hospital's node runs for days, and its sends find the workers running.
+        time.sleep(SETTLE_S)
         say(f"loopback: {a.name} -> {c.name}, {files} files")
         loop = timed_send(a, c, ROOT / "study")
         say(f"  {loop['seconds']:.1f} s (prepared in {loop['prepare_s']:.1f} s)")

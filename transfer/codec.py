@@ -122,13 +122,24 @@ def compress(
     return container.pack(Container(Method.STORED, len(data), digest, b"", (data,)))
 
 
-def decompress(blob: bytes, *, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, name: str = "") -> bytes:
+def decompress(
+    blob: bytes,
+    *,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    name: str = "",
+    expect_sha256: bytes | None = None,
+) -> bytes:
     """Restore the original bytes of a blob made by :func:`compress`.
 
     Raises :class:`TransferInputError` (naming ``name``) for a malformed, tampered or
     truncated blob, for one declaring more than ``max_output_bytes``, and whenever the
-    SHA-256 of the restored bytes differs from the one in the blob.
+    SHA-256 of the restored bytes differs from the one in the blob, or from
+    ``expect_sha256`` when given (one hash of the restored bytes serves both checks).
     """
+    if expect_sha256 is not None:
+        parsed = container.unpack(blob, max_output_bytes=max_output_bytes, name=name)
+        if parsed.sha256 != expect_sha256:
+            raise TransferInputError("the blob is not of the expected file (SHA-256 differs)", name=name)
     restored = _restore(blob, max_output_bytes, name)
     return restored if isinstance(restored, bytes) else bytes(restored)
 
