@@ -28,6 +28,7 @@ and packaged in order in the calling thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -72,6 +73,7 @@ ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
 AUTO_SPEED_MAX_CPUS: Final = 4
 WORKER_WATCH_S: Final = 2.0
+WORKER_NICENESS: Final = 5
 VERIFY_THREADS: Final = 2
 PUBLISH_INTERVAL_S: Final = 0.25
 PUBLISH_S_PER_ENTRY: Final = 0.001
@@ -265,6 +267,10 @@ def _exit_with(node_pid: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="watch-node", daemon=True).start()
+    # Preparing a study is batch work: the node's consensus votes and API answers, which
+    # others wait for, must win the CPU when a big study is being prepared beside them.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
 
 
 _TRACKER_WARNING: Final = "ignore:resource_tracker:UserWarning"

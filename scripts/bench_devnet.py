@@ -56,6 +56,7 @@ POLL_S = 0.02
 
 
 WARMUP_S = 3.0
+SETTLE_S = 5.0
 
 
 def progress(message: str) -> None:
@@ -181,6 +182,7 @@ def bench_real(duration_s: float, records: int) -> dict[str, Any]:
         processes = start_all(members)
         try:
             wait_for_height(processes, 1, timeout_s=60)
+            time.sleep(SETTLE_S)  # start-up work (each node starts its transfer workers) ends first
             # Untimed: a node's first seconds under load are slower (connections and caches
             # warming, start-up work such as the transfer workers), which is not the steady
             # state a hospital's node runs in for days.
