@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import multiprocessing
 import os
 import sys
@@ -48,7 +47,7 @@ import aiohttp
 import pydicom
 import pydicom.errors
 
-from mftp.transfer.codec import compress, decompress
+from mftp.transfer.codec import compress, decompress, describe
 from mftp.transfer.deid import Policy, deidentify_bytes
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
@@ -229,8 +228,10 @@ def prepare_file(
 ) -> tuple[EntryMeta, bytes]:
     """De-identify and compress one file (a module function, so a worker process can run it)."""
     data = deidentify_bytes(Path(path).read_bytes(), policy, secret, name=name)
-    meta = EntryMeta(name, "instance", len(data), hashlib.sha256(data).digest(), ENTRY_CODEC)
-    return meta, compress(data, name=name, prefer_speed=prefer_speed)
+    blob = compress(data, name=name, prefer_speed=prefer_speed)
+    # The blob records the SHA-256 of ``data`` (compress hashed it): no second pass over the file.
+    digest = bytes.fromhex(describe(blob, name=name).sha256)
+    return EntryMeta(name, "instance", len(data), digest, ENTRY_CODEC), blob
 
 
 def _warm() -> None:

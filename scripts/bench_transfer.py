@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Benchmark a whole peer transfer between two node processes, on loopback and over a slow link.
 
-Usage: bench_transfer.py [--quick] [--mb N] [--mbit R]
+Usage: bench_transfer.py [--quick] [--mb N] [--mbit R] [--mode MODE]
 
 The study (build/bench_transfer/study, made afresh): one patient's CT series of 512x512 slices
 and MR series of 256x256 slices, built from pydicom-data's real CT_small and MR_small images
 (upsampled, each slice shifted and given its own Gaussian noise, so no two slices are alike and
 the pixels compress like real ones, not like copies), about --mb MB (500; --quick 60).
 
-A devnet of three validators runs as separate processes; hospital-a sends the study in
-pseudonymised mode (the whole path: import, de-identify, compress, encrypt, offer, fetch in
-verified chunks, verify every file, records), timed from ``POST /transfers`` until the
-recipient reports it complete:
+A devnet of three validators runs as separate processes; hospital-a sends the study through
+the whole path the issue names (import, compress, encrypt, offer, fetch in verified chunks,
+verify every file, store, records), in ``--mode`` (default identified, as a TREAT transfer
+between hospitals is: the issue's path has no de-identification), timed from
+``POST /transfers`` until the recipient reports it complete:
 
   loopback_mb_per_s  study MB / seconds, to hospital-c fetching straight from hospital-a
+  loopback_pseudonymised_mb_per_s
+                     the same, de-identified on the way (pseudonymised): what PS3.15's profile
+                     in pure Python (pydicom) costs on top, reported beside it
   link_s             seconds, to hospital-b fetching through scripts/throttle_proxy.py at --mbit
                      (100 Mbit/s per direction)
   link_bound_s       the bytes that crossed the link / link rate: the floor of link_s for the
@@ -103,10 +107,10 @@ def make_study(folder: Path, total_bytes: int) -> int:
     return ct + mr
 
 
-def timed_send(sender: Member, recipient: Member, source: Path) -> dict[str, Any]:
+def timed_send(sender: Member, recipient: Member, source: Path, mode: str) -> dict[str, Any]:
     """Send and wait until ``recipient`` holds it complete; returns timings and the transfer."""
     started = time.monotonic()
-    body = {"source": str(source), "to": recipient.name, "purpose": "TREAT", "mode": "pseudonymised"}
+    body = {"source": str(source), "to": recipient.name, "purpose": "TREAT", "mode": mode}
     body["user"] = "bench"  # who sends: tagged pseudonymously on the offer record
     status, answer = api(sender, "POST", "/transfers", body)
     if status != 202:
@@ -166,6 +170,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a 60 MB study (under a minute)")
     parser.add_argument("--mb", type=int, default=None, help="study size in MB (default 500)")
     parser.add_argument("--mbit", type=float, default=100.0, help="link rate in Mbit/s (default 100)")
+    parser.add_argument(
+        "--mode", default="identified", choices=("identified", "pseudonymised", "deidentified", "anonymous"),
+        help="de-identification mode of the loopback and link sends (default identified)",
+    )  # fmt: skip
     args = parser.parse_args()
     study_mb = args.mb or (60 if args.quick else 500)
     shutil.rmtree(ROOT, ignore_errors=True)
@@ -189,11 +197,14 @@ def main() -> int:
         # Let start-up work finish (each node starts its preparing workers in the background):
         # a hospital's node runs for days, and its sends find the workers running.
         time.sleep(SETTLE_S)
-        say(f"loopback: {a.name} -> {c.name}, {files} files")
-        loop = timed_send(a, c, ROOT / "study")
+        say(f"loopback: {a.name} -> {c.name}, {files} files, {args.mode}")
+        loop = timed_send(a, c, ROOT / "study", args.mode)
         say(f"  {loop['seconds']:.1f} s (prepared in {loop['prepare_s']:.1f} s)")
-        say(f"link: {a.name} -> {b.name} through {args.mbit:g} Mbit/s")
-        link = timed_send(a, b, ROOT / "study")
+        say(f"loopback: {a.name} -> {c.name}, pseudonymised")
+        pseudo = timed_send(a, c, ROOT / "study", "pseudonymised")
+        say(f"  {pseudo['seconds']:.1f} s (prepared in {pseudo['prepare_s']:.1f} s)")
+        say(f"link: {a.name} -> {b.name} through {args.mbit:g} Mbit/s, {args.mode}")
+        link = timed_send(a, b, ROOT / "study", args.mode)
         say(f"  {link['seconds']:.1f} s, {proxy.proxy.bytes_forwarded / 1e6:.1f} MB crossed the link")
         crossed = proxy.proxy.bytes_forwarded
     finally:
@@ -208,6 +219,8 @@ def main() -> int:
         "loopback_mb_per_s": round(study_bytes / 1e6 / loop["seconds"], 1),
         "prepare_s": round(loop["prepare_s"], 2),
         "loopback_s": round(loop["seconds"], 2),
+        "mode": args.mode,
+        "loopback_pseudonymised_mb_per_s": round(study_bytes / 1e6 / pseudo["seconds"], 1),
         "link_mbit_per_s": args.mbit,
         # The devnet runs with the default transfer.compression = "auto": which it chose here.
         "compression": "speed" if prefers_speed("auto") else "ratio",
