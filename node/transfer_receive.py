@@ -111,6 +111,9 @@ class Receiver:
         self.store = service.store
         self.states = service.states
         self.audit = service.audit
+        # Set by a re-sent offer: the sender offers again when its final manifest is ready,
+        # so a recipient waiting between partial manifests asks at once.
+        self._wake: dict[str, asyncio.Event] = {}
 
     def on_offer(self, sender: bytes, value: Any) -> None:
         """An offer on ``t.offer`` from a member: check, persist, acknowledge and start fetching."""
@@ -123,6 +126,8 @@ class Receiver:
             if known.peer_key != sender.hex() or known.direction != IN:
                 raise NodeInputError("t.offer: transfer id already used")
             self._renew(known, offer.capability)
+            if (wake := self._wake.get(known.transfer_id)) is not None:
+                wake.set()
             self._answer(known)
             return
         peer = next((p for p in self.host.config.peers if p.sign_key == sender), None)
@@ -221,6 +226,7 @@ class Receiver:
             return time.monotonic() - polled_at
 
         totals: Counter[str] = Counter()  # over the rounds of a streamed study, logged once
+        wake = self._wake.setdefault(state.transfer_id, asyncio.Event())
         try:
             while True:
                 # Re-read each round: a re-sent offer may have renewed it (``_renew``).
@@ -237,8 +243,11 @@ class Receiver:
                         break
                     checker.start(manifest)
                     # The sender is still preparing, and publishes at this pace: asking sooner
-                    # would only fetch and open the same manifest again.
-                    await asyncio.sleep(max(0.0, publish_interval_s(len(manifest.entries)) - elapsed()))
+                    # would only fetch and open the same manifest again (unless it re-offers).
+                    pause_s = max(0.0, publish_interval_s(len(manifest.entries)) - elapsed())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), pause_s)
+                    wake.clear()
                 except asyncio.CancelledError:
                     raise
                 except CapabilityRefused as exc:
@@ -270,6 +279,7 @@ class Receiver:
                 self.service.fail(state, f"could not record the receipt: {exc}")
         finally:
             checker.cancel()
+            self._wake.pop(state.transfer_id, None)
 
     @staticmethod
     def _may_wait_for_renewal(state: TransferState) -> bool:
