@@ -18,7 +18,9 @@ import hashlib
 import os
 import re
 import secrets
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +33,16 @@ from .pacs_common import LocalFile, describe_path, is_safe_uid, wrap_bare_datase
 __all__ = ["FolderLimits", "FolderSink", "FolderSource"]
 
 _COPY_CHUNK_BYTES = 1 << 20
+SCAN_THREADS = 2  # files read and hashed at once by a scan
 _PARTIAL_PREFIX = ".mftp-partial-"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _done(value: str) -> Future[LocalFile | str]:
+    """A future already holding ``value``."""
+    future: Future[LocalFile | str] = Future()
+    future.set_result(value)
+    return future
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,9 @@ class FolderSource:
         other files are yielded where they are.
         """
         seen: dict[str, tuple[str, str]] = {}  # SOP Instance UID -> (SHA-256, name)
-        count = 0
-        for path, name in self._files(report):
-            count += 1
-            if count > self._limits.max_files:
-                report.add_failure(name, f"more than {self._limits.max_files} files: the rest were not read")
-                return
-            item = self._one(path, name, spill_dir, report, count)
-            if item is None:
+        for name, item in self._described(spill_dir, report):
+            if isinstance(item, str):
+                report.add_failure(name, item)
                 continue
             uid = item.info.sop_instance_uid
             if uid and uid in seen:
@@ -96,9 +101,29 @@ class FolderSource:
             report.add_ok(name, item.info.size_bytes)
             yield item
 
-    def _one(
-        self, path: Path, name: str, spill_dir: Path, report: ImportReport, index: int
-    ) -> LocalFile | None:
+    def _described(self, spill_dir: Path, report: ImportReport) -> Iterator[tuple[str, LocalFile | str]]:
+        """``(name, file or why not)`` for each file, in walk order.
+
+        Files are read and hashed by :data:`SCAN_THREADS` threads (hashing and reading release
+        the GIL), a few ahead of the caller: the first files of a study can be prepared while
+        the rest are still read.
+        """
+        window: deque[tuple[str, Future[LocalFile | str]]] = deque()
+        with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="scan") as pool:
+            for count, (path, name) in enumerate(self._files(report), start=1):
+                if count > self._limits.max_files:
+                    too_many = f"more than {self._limits.max_files} files: the rest were not read"
+                    window.append((name, _done(too_many)))
+                    break
+                window.append((name, pool.submit(self._one, path, name, spill_dir, count)))
+                while len(window) > 4 * SCAN_THREADS:
+                    name_done, future = window.popleft()
+                    yield name_done, future.result()
+            while window:
+                name_done, future = window.popleft()
+                yield name_done, future.result()
+
+    def _one(self, path: Path, name: str, spill_dir: Path, index: int) -> LocalFile | str:
         try:
             info, probe = describe_path(
                 path,
@@ -111,10 +136,9 @@ class FolderSource:
                 return wrap_bare_dataset(path, info, probe, spill_dir, index=index)
             return LocalFile(path, info)
         except TransferInputError as exc:
-            report.add_failure(name, exc)
+            return str(exc)
         except OSError as exc:
-            report.add_failure(name, f"cannot read: {exc.strerror or exc}")
-        return None
+            return f"cannot read: {exc.strerror or exc}"
 
     def _files(self, report: ImportReport) -> Iterator[tuple[Path, str]]:
         for root in self._paths:
