@@ -309,6 +309,11 @@ class Receiver:
         if not totals["rounds"]:  # what a restart had already fetched
             totals["resumed_bytes"] = result.resumed_bytes
         totals["fetched_bytes"] += result.fetched_bytes
+        max_bytes = self.host.config.get("transfer", "max_study_bytes")
+        if totals["fetched_bytes"] > 2 * max_bytes:
+            # Partial manifests that keep naming new objects would fill our disk: a study is
+            # fetched about once (plus what resuming fetches again), never twice over.
+            raise OfferRefused(f"the sender's manifests made us fetch over {2 * max_bytes} bytes")
         totals["retries"] += result.retries
         totals["rounds"] += 1
 
