@@ -51,6 +51,7 @@ import math
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -188,6 +189,11 @@ class TransferService:
         # A crash can leave clear files in the spill folder (an import or an export in
         # progress); nothing there is ever resumed, and nothing clear may stay at rest.
         shutil.rmtree(self.host.data_dir / "spill", ignore_errors=True)
+        # Libraries' temporary files too (pynetdicom spools each received instance to one
+        # before we move it into a spill folder): inside data_dir, private, cleaned here.
+        private_tmp = self.host.data_dir / "spill" / "tmp"
+        private_tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tempfile.tempdir = str(private_tmp)
         for state in self.states.all():
             if state.direction == IN and state.state in ("fetching", "verifying"):
                 self.spawn(state.transfer_id, self.receiver.receive(state))

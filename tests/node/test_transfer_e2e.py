@@ -51,6 +51,9 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
     assert refused.returncode == 5, refused.stderr
     assert "data residency" in refused.stderr and "SE" in refused.stderr
     assert api(a, "GET", "/transfers") == (200, {"transfers": []})  # nothing was prepared or sent
+    # Libraries' temporary files (pynetdicom spools instances) stay private, inside data_dir.
+    private_tmp = a.directory / "data" / "spill" / "tmp"
+    assert private_tmp.is_dir() and private_tmp.stat().st_mode & 0o777 == 0o700
     assert (
         api(
             a,
