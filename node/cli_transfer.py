@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import http.client
 import json
 import os
 import sys
@@ -47,13 +48,25 @@ class ApiClient:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """``(status, decoded JSON)``; :class:`NodeError` if the node does not answer."""
         data = json.dumps(body).encode() if body is not None else None
+        answer = self.open(method, path, data)
+        if isinstance(answer, tuple):
+            return answer
+        with answer as response:
+            try:
+                return response.status, json.loads(response.read())
+            except (OSError, ValueError) as exc:
+                raise NodeError(f"the node's API at {self.base} does not answer: {exc}") from None
+
+    def open(
+        self, method: str, path: str, data: bytes | None = None
+    ) -> http.client.HTTPResponse | tuple[int, Any]:
+        """The open response of a successful call (to read or stream), else ``(status, error body)``."""
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.status, json.loads(response.read())
+            response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
             try:
                 return exc.code, json.loads(exc.read())
@@ -61,6 +74,7 @@ class ApiClient:
                 return exc.code, {"error": exc.reason}
         except (OSError, ValueError) as exc:
             raise NodeError(f"the node's API at {self.base} does not answer: {exc}") from None
+        return response
 
 
 def _client(args: argparse.Namespace) -> ApiClient:

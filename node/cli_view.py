@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -72,17 +69,9 @@ def _local_name(name: str) -> str:
 
 def _download(client: ApiClient, path: str, target: Path, size: int) -> tuple[int, Any]:
     """GET ``path`` into a new file ``target`` (mode 0600); ``(status, error body)``."""
-    request = urllib.request.Request(client.base + path)
-    request.add_header("Authorization", f"Bearer {client.token}")
-    try:
-        response = urllib.request.urlopen(request, timeout=client.timeout_s)
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {"error": exc.reason}
-    except (OSError, ValueError) as exc:
-        raise NodeError(f"the node's API at {client.base} does not answer: {exc}") from None
+    response = client.open("GET", path)
+    if isinstance(response, tuple):
+        return response
     with response:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
