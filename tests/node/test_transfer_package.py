@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from mftp.crypto.signing import SigningIdentity
 from mftp.node.blobstore import BlobStore
 from mftp.node.errors import NodeError, NodeUsageError
-from mftp.node.pacs import FolderSource
+from mftp.node.pacs import FolderSource, LocalFile
 from mftp.node.transfer_io import (
     PARALLEL_MIN_FILES,
     PreparePool,
@@ -46,8 +46,8 @@ def study(folder: Path, count: int) -> list[str]:
     return uids
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_prepared_in_order_and_verified(tmp_path: Path, workers: int) -> None:
+def _study_to_package(tmp_path: Path, transfer_id: bytes) -> tuple[list[LocalFile], BlobStore, Packager]:
+    """A study of :data:`PARALLEL_MIN_FILES` files, imported, and a packager into a fresh store."""
     study(tmp_path / "study", PARALLEL_MIN_FILES)
     report = ImportReport()
     files = sorted(FolderSource(tmp_path / "study").scan(tmp_path, report), key=lambda f: f.info.name)
@@ -56,11 +56,17 @@ def test_prepared_in_order_and_verified(tmp_path: Path, workers: int) -> None:
     packager = Packager(
         sender=SENDER.public,
         recipient=RECIPIENT.public,
-        transfer_id=b"t" * 16,
+        transfer_id=transfer_id,
         created_ms=1,
         storage_key=storage_key_for(SENDER),
         sink_factory=store.object_writer,
     )
+    return files, store, packager
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepared_in_order_and_verified(tmp_path: Path, workers: int) -> None:
+    files, store, packager = _study_to_package(tmp_path, b"t" * 16)
     seen: list[int] = []
     policy = Policy.for_mode(Mode.PSEUDONYMISED)
     pool = PreparePool(workers)
@@ -102,18 +108,7 @@ def test_the_pool_is_reused_and_replaced_when_a_worker_dies(tmp_path: Path) -> N
         assert executor is not None and pool.executor() is executor  # one pool for every send
         victim = next(iter(executor._processes))  # a worker dies (the OOM killer, a codec crash)
         os.kill(victim, signal.SIGKILL)
-        study(tmp_path / "study", PARALLEL_MIN_FILES)
-        report = ImportReport()
-        files = sorted(FolderSource(tmp_path / "study").scan(tmp_path, report), key=lambda f: f.info.name)
-        store = BlobStore(tmp_path / "blobs")
-        packager = Packager(
-            sender=SENDER.public,
-            recipient=RECIPIENT.public,
-            transfer_id=b"u" * 16,
-            created_ms=1,
-            storage_key=storage_key_for(SENDER),
-            sink_factory=store.object_writer,
-        )
+        files, store, packager = _study_to_package(tmp_path, b"u" * 16)
         policy = Policy.for_mode(Mode.PSEUDONYMISED)
         with pytest.raises(NodeError, match="worker process"):
             package_study(files, packager, store, policy, SECRET, lambda n, _: None, pool=pool)

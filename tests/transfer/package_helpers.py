@@ -80,6 +80,14 @@ def package_files(
 ) -> tuple[PackageResult, MemoryStore]:
     """Package ``files`` from :data:`SENDER` to :data:`RECIPIENT` into a memory store."""
     store = store or MemoryStore()
+    packager = make_packager(store, **options)
+    for meta, blob in files:
+        packager.add(meta, blob)
+    return packager.finish(), store
+
+
+def make_packager(store: MemoryStore, **options: Any) -> Packager:
+    """A packager from :data:`SENDER` to :data:`RECIPIENT` into ``store`` (``options`` override)."""
     settings: dict[str, Any] = {
         "sender": SENDER.public,
         "recipient": RECIPIENT.public,
@@ -89,7 +97,4 @@ def package_files(
         "sink_factory": store.sink,
     }
     settings.update(options)
-    packager = Packager(**settings)
-    for meta, blob in files:
-        packager.add(meta, blob)
-    return packager.finish(), store
+    return Packager(**settings)

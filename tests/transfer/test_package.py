@@ -30,6 +30,7 @@ from tests.transfer.package_helpers import (
     TRANSFER_ID,
     MemoryStore,
     make_files,
+    make_packager,
     package_files,
 )
 
@@ -173,15 +174,7 @@ def test_a_failing_sink_is_aborted() -> None:
 
 
 def test_packager_refuses_bad_entries() -> None:
-    store = MemoryStore()
-    packager = Packager(
-        sender=SENDER.public,
-        recipient=RECIPIENT.public,
-        transfer_id=TRANSFER_ID,
-        created_ms=CREATED_MS,
-        storage_key=storage_key_for(SENDER),
-        sink_factory=store.sink,
-    )
+    packager = make_packager(MemoryStore())
     ok = EntryMeta("a/b.dcm", "instance", 3, bytes(32), "identity")
     packager.add(ok, b"abc")
     for bad in (

@@ -17,7 +17,6 @@ from mftp.transfer.capability import (
 )
 from mftp.transfer.errors import TransferInputError, TransferUsageError
 from mftp.transfer.manifest import Manifest, decode_manifest, open_manifest, seal_manifest
-from mftp.transfer.package import Packager, storage_key_for
 from tests.transfer.package_helpers import (
     CREATED_MS,
     RECIPIENT,
@@ -25,21 +24,11 @@ from tests.transfer.package_helpers import (
     TRANSFER_ID,
     MemoryStore,
     make_files,
+    make_packager,
     package_files,
 )
 
 MIB = 1024 * 1024
-
-
-def _packager(store: MemoryStore) -> Packager:
-    return Packager(
-        sender=SENDER.public,
-        recipient=RECIPIENT.public,
-        transfer_id=TRANSFER_ID,
-        created_ms=CREATED_MS,
-        storage_key=storage_key_for(SENDER),
-        sink_factory=store.sink,
-    )
 
 
 def _empty(partial: bool) -> Manifest:
@@ -56,7 +45,7 @@ def _empty(partial: bool) -> Manifest:
 
 def test_snapshots_list_only_sealed_objects_and_grow_into_the_final_manifest() -> None:
     files = make_files([2 * MIB, 1000, 2000, 3 * MIB, 500])
-    packager = _packager(MemoryStore())
+    packager = make_packager(MemoryStore())
     assert packager.snapshot() is None  # nothing sealed yet
     snapshots = []
     for meta, blob in files:
