@@ -21,15 +21,15 @@ import pytest
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import VoteType, sign_vote
-from mftp.node.devnet import NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+from mftp.node.devnet import NodeProcess, wait_for_height
 from mftp.node.p2p import PeerNetwork
 from tests.node.devnet_helpers import (
-    TEST_CONSENSUS,
     block_hashes,
     get_json,
     heights,
     is_committed,
     make_records,
+    running_devnet,
     submit,
     wait_until,
 )
@@ -39,12 +39,8 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture
 def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    members = create_devnet(tmp_path / "devnet", validators=4, audit=1, consensus=TEST_CONSENSUS)
-    processes = start_all(members)
-    try:
+    with running_devnet(tmp_path, validators=4, audit=1) as processes:
         yield processes
-    finally:
-        stop_all(processes)
 
 
 def test_chain_survives_crashes_and_nodes_agree(devnet: list[NodeProcess]) -> None:
