@@ -71,6 +71,17 @@ FAST = ConsensusConfig(
 )
 
 
+def fresh_core(genesis: Genesis, me: SigningIdentity, config: ConsensusConfig = FAST) -> Consensus:
+    """A core at height 1 of ``genesis`` for ``me``, with an empty ledger (no record exists)."""
+    return Consensus(
+        config,
+        state=ChainState.initial(genesis),
+        last_commit=None,
+        record_exists=lambda _i: False,
+        identity=me,
+    )
+
+
 @dataclass
 class Member:
     """One core in the harness, with its store."""

@@ -35,7 +35,7 @@ from mftp.consensus.wal import (
 from mftp.ledger.block import NIL, CommitCertificate, VoteType, sign_vote
 from mftp.ledger.chain import ChainState, build_block
 
-from .helpers import CHAIN_ID, genesis_for, identity, record
+from .helpers import CHAIN_ID, fresh_core, genesis_for, identity, record
 
 PAYLOADS = [b"", b"a", b"hello world" * 20, bytes(range(256)) * 3]
 
@@ -168,20 +168,12 @@ def test_a_replica_on_a_file_wal_recovers_its_round_and_votes(tmp_path: Path) ->
     from mftp.consensus.core import Consensus
     from mftp.consensus.replica import Replica
 
-    from .helpers import FAST
-
     ids = [identity(f"v{i}") for i in range(4)]
     genesis = genesis_for(ids)
     me = next(i for i in range(4) if genesis.validators.proposer(1, 0).sign_key != ids[i].public.sign_key)
 
     def make_core() -> Consensus:
-        return Consensus(
-            FAST,
-            state=ChainState.initial(genesis),
-            last_commit=None,
-            record_exists=lambda _i: False,
-            identity=ids[me],
-        )
+        return fresh_core(genesis, ids[me])
 
     path = tmp_path / "wal"
     with FileWal(path) as wal:

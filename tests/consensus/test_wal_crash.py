@@ -18,9 +18,8 @@ from mftp.consensus.replica import Replica
 from mftp.consensus.sim import Simulator, Spec
 from mftp.consensus.wal import InputEntry, MemoryWal, decode_entry, read_frames
 from mftp.ledger.block import Vote
-from mftp.ledger.chain import ChainState
 
-from .helpers import FAST, genesis_for, identity
+from .helpers import fresh_core, genesis_for, identity
 
 VARIANTS = [(False, 0), (True, 0), (True, 7)]  # (power loss, torn bytes of the unsynced tail)
 
@@ -67,14 +66,7 @@ def test_own_votes_are_synced_before_they_are_returned_for_sending() -> None:
             super().append(payload, sync=sync)
 
     for index in range(4):
-        core = Consensus(
-            FAST,
-            state=ChainState.initial(genesis),
-            last_commit=None,
-            record_exists=lambda _i: False,
-            identity=ids[index],
-        )
-        replica = Replica(core, Spy())
+        replica = Replica(fresh_core(genesis, ids[index]), Spy())
         log.clear()
         actions = replica.handle(Start(), 0)
         actions += replica.handle(RecordsSubmitted(()), 1)
@@ -102,13 +94,7 @@ def test_recovery_cuts_a_well_framed_but_undecodable_entry_and_what_follows() ->
     genesis = genesis_for(ids)
 
     def make_core() -> Consensus:
-        return Consensus(
-            FAST,
-            state=ChainState.initial(genesis),
-            last_commit=None,
-            record_exists=lambda _i: False,
-            identity=ids[0],
-        )
+        return fresh_core(genesis, ids[0])
 
     first = MemoryWal()
     Replica(make_core(), first).handle(Start(), 0)
