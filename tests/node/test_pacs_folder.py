@@ -9,26 +9,17 @@ import struct
 import time
 import tracemalloc
 import warnings
-from functools import cache
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mftp.node import pacs_folder
 from mftp.node.pacs import FolderSink, FolderSource, LocalFile, describe_path
 from mftp.transfer.study import FileKind, ImportReport, group_studies
-
-
-@cache
-def sample(name: str) -> bytes:
-    path = get_testdata_file(name)
-    assert path is not None, name
-    with open(str(path), "rb") as f:
-        return f.read()
+from tests.samples import sample
 
 
 def sha(data: bytes) -> str:

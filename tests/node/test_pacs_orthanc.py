@@ -25,14 +25,12 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from mftp.node import pacs_dimse
@@ -52,6 +50,7 @@ from mftp.node.pacs import (
 )
 from mftp.transfer.study import FileKind, ImportReport
 from tests.orthanc_server import OrthancServer, free_port, orthanc_available, run_orthanc
+from tests.samples import sample
 
 MOVE_AET = "MFTPTEST"
 
@@ -68,14 +67,6 @@ SOURCE_FILES = [
     "rtplan.dcm",  # implicit VR, no pixel data
 ]
 LARGE_FILE = "RG1_UNCR.dcm"  # 7.2 MB radiograph: shows the fetch streams
-
-
-@cache
-def sample(name: str) -> bytes:
-    path = get_testdata_file(name)
-    assert path is not None, name
-    with open(str(path), "rb") as f:
-        return f.read()
 
 
 def read(data: bytes | Path) -> pydicom.Dataset:

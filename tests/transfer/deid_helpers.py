@@ -7,16 +7,15 @@ import dataclasses
 import io
 import warnings
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import pydicom
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from mftp.transfer.deid import Mode, Policy, deidentify_bytes
 from mftp.transfer.deid_actions import Dates
 from mftp.transfer.deid_table import Action, Column, Row, lookup
+from tests.samples import sample
 
 SECRET = b"mftp-test-institution-secret-0001"
 OTHER_SECRET = b"mftp-test-institution-secret-0002"
@@ -33,15 +32,6 @@ SC = "SC_rgb_small_odd.dcm"  # secondary capture with Source Image Sequence (X/Z
 J2K = "JPEG2000.dcm"  # NM with Protocol Name (X/D), Other Patient IDs, JPEG 2000 pixels
 NESTED_PRIVATE = "nested_priv_SQ.dcm"  # private sequences nested in private sequences
 REAL_FILES = (CT, MR, RTPLAN, SR, OVERLAY, SC, J2K)
-
-
-@cache
-def sample(name: str) -> bytes:
-    """The bytes of a pydicom test file."""
-    path = get_testdata_file(name)
-    assert path is not None, name
-    with open(str(path), "rb") as f:
-        return f.read()
 
 
 def read(data: bytes) -> Dataset:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from functools import cache
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from mftp.transfer.errors import TransferInputError, TransferUsageError
 from mftp.transfer.study import (
@@ -27,6 +25,7 @@ from mftp.transfer.study import (
 )
 from mftp.transfer.study_encapsulate import ENCAPSULATED_TYPES, encapsulate_attachment
 from mftp.transfer.study_probe import DicomProbe, NotDicomError, ProbeLimits, part10_prefix, probe_dicom
+from tests.samples import sample
 
 # Real files from pydicom and pydicom-data, one per encoding the probe must walk.
 WHOLE_FILES = [
@@ -41,14 +40,6 @@ WHOLE_FILES = [
     "SC_rgb_jpeg.dcm",  # says explicit VR, is implicit
     "waveform_ecg.dcm",  # no pixel data (waveform)
 ]
-
-
-@cache
-def sample(name: str) -> bytes:
-    path = get_testdata_file(name)
-    assert path is not None, name
-    with open(str(path), "rb") as f:
-        return f.read()
 
 
 def probe(data: bytes, name: str = "f", limits: ProbeLimits | None = None) -> DicomProbe:
