@@ -9,7 +9,8 @@ from mftp.consensus.sim import run_seed
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import Vote
 from mftp.ledger.chain import MEMBERSHIP_DELAY_BLOCKS, replay
-from mftp.ledger.records import Record, RecordType, make_record, membership_payload
+from mftp.ledger.records import Record
+from mftp.ledger.sample import membership_record
 
 from .helpers import CHAIN_ID, Harness
 
@@ -22,18 +23,15 @@ def _change(
     member: bytes,
     seed: int,
 ) -> Record:
-    rng = random.Random(seed)
-    record_id = rng.randbytes(16)
-    body = {"action": action, "role": role, "member": member, "name": f"m{seed}", "power": 1}
-    message = membership_payload(CHAIN_ID, record_id, body)
-    body["approvals"] = [a.public.sign_key + a.sign("membership", message) for a in approvers]
-    return make_record(
+    return membership_record(
         author,
-        RecordType.MEMBERSHIP_CHANGE,
-        body,
-        record_id=record_id,
+        approvers,
+        CHAIN_ID,
+        action=action,
+        member=member,
+        role=role,
+        rng=random.Random(seed),
         time_ms=1,
-        tags=tuple(rng.randbytes(16) for _ in range(8)),
     )
 
 
