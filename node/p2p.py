@@ -58,7 +58,7 @@ from mftp.crypto.signing import PublicIdentity, SigningIdentity
 
 from .errors import NodeInputError, NodeUsageError
 from .p2p_trio import Engine
-from .p2p_wire import PROTOCOL_ID, Mailbox, P2PLimits, SendQueue, encode_frame
+from .p2p_wire import PROTOCOL_ID, InboundCredit, Mailbox, P2PLimits, SendQueue, encode_frame
 
 __all__ = [
     "PROTOCOL_ID",
@@ -241,12 +241,13 @@ class PeerNetwork:
         self._set_member_maps(members)
         self._addresses: dict[bytes, list[multiaddr.Multiaddr]] = {}
         self._queues: dict[bytes, SendQueue] = {}
+        self._credits: dict[bytes, InboundCredit] = {}  # kept for members that leave and come back
         self._queues_lock = threading.Lock()
         self._state = "new"
         self._engine: Engine | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._wakes: Mailbox[bytes] | None = None
-        self._releases: Mailbox[tuple[bytes, int]] | None = None
+        self._releases: Mailbox[bytes] | None = None
         self._inbound: Mailbox[tuple[bytes, str, Any, int]] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -285,6 +286,7 @@ class PeerNetwork:
             members=dict(self._ids),
             addresses={key: list(addrs) for key, addrs in self._addresses.items()},
             queue_for=self._queue,
+            credit_for=self._credit,
             deliver=self._deliver_from_trio,
             limits=self._limits,
             logger=self._log,
@@ -465,6 +467,17 @@ class PeerNetwork:
                 )
             return queue
 
+    def _credit(self, key: bytes) -> InboundCredit:
+        """The inbound credit of ``key``, created on first use and kept (called from both threads)."""
+        with self._queues_lock:
+            credit = self._credits.get(key)
+            if credit is None:
+                limits = self._limits
+                credit = self._credits[key] = InboundCredit(
+                    limits.inbound_queue_messages, limits.inbound_queue_bytes
+                )
+            return credit
+
     def _enqueue(self, key: bytes, frame: bytes) -> bool:
         with self._queues_lock:
             fresh = key not in self._queues
@@ -504,7 +517,8 @@ class PeerNetwork:
 
     async def _consume(self, key: bytes, inbox: asyncio.Queue[tuple[str, Any, int]]) -> None:
         """Hand a peer's messages to ``on_message`` one at a time, then return their inbound credit."""
-        released: list[tuple[bytes, int]] = []
+        credit = self._credit(key)
+        released_messages = released_bytes = 0
         while True:
             channel, value, size = await inbox.get()
             try:
@@ -515,17 +529,13 @@ class PeerNetwork:
             except Exception:  # a handler bug must not stop this peer's messages
                 self._handler_errors += 1
                 self._log.exception("on_message failed for a %s message", channel)
-            released.append((key, size))
-            if inbox.empty() or len(released) >= _RELEASE_BATCH:
-                self._release(released)
-                released = []
-
-    def _release(self, items: list[tuple[bytes, int]]) -> None:
-        if self._releases is None:
-            return
-        for item in items:
-            with contextlib.suppress(trio.RunFinishedError):
-                self._releases.post(item)
+            released_messages += 1
+            released_bytes += size
+            if inbox.empty() or released_messages >= _RELEASE_BATCH:
+                if credit.give_back(released_messages, released_bytes) and self._releases is not None:
+                    with contextlib.suppress(trio.RunFinishedError):
+                        self._releases.post(key)  # its reader waits for this credit
+                released_messages = released_bytes = 0
 
     # ------------------------------------------------------------------- views
 

@@ -49,6 +49,7 @@ from .p2p_wire import (
     PROTOCOL_ID,
     Backoff,
     FrameReader,
+    InboundCredit,
     MalformedMessageError,
     P2PLimits,
     SendQueue,
@@ -91,17 +92,16 @@ class Counters:
 class PeerState:
     """What the trio thread knows about one member: addresses, link, inbound credit, counters."""
 
-    def __init__(self, key: bytes, peer_id: ID, queue: SendQueue) -> None:
+    def __init__(self, key: bytes, peer_id: ID, queue: SendQueue, credit: InboundCredit) -> None:
         self.key = key
         self.peer_id = peer_id
         self.queue = queue
+        self.credit = credit  # shared with the asyncio side, which gives it back
         self.addrs: list[multiaddr.Multiaddr] = []
         self.counters = Counters()
         self.wake = trio.Event()  # frames were queued while the writer was idle
         self.changed = trio.Event()  # a new address or connection: stop waiting, retry now
-        self.space = trio.Event()  # inbound credit was released
-        self.pending_messages = 0
-        self.pending_bytes = 0
+        self.space = trio.Event()  # inbound credit was given back while a reader waited
         self.strikes = 0
         self.strikes_reset_at = 0.0
         self.banned_until = 0.0
@@ -195,6 +195,7 @@ class Engine:
         members: dict[ID, bytes],
         addresses: dict[bytes, list[multiaddr.Multiaddr]],
         queue_for: Callable[[bytes], SendQueue],
+        credit_for: Callable[[bytes], InboundCredit],
         deliver: Deliver,
         limits: P2PLimits,
         logger: logging.Logger,
@@ -205,6 +206,7 @@ class Engine:
         self._ids_by_key = {key: pid for pid, key in members.items()}
         self._initial_addresses = addresses
         self._queue_for = queue_for
+        self._credit_for = credit_for
         self._deliver = deliver
         self._limits = limits
         self._log = logger
@@ -357,7 +359,7 @@ class Engine:
         peer_id = self._ids_by_key.get(key)
         if peer_id is None:
             return None
-        state = self.peers[key] = PeerState(key, peer_id, self._queue_for(key))
+        state = self.peers[key] = PeerState(key, peer_id, self._queue_for(key), self._credit_for(key))
         return state
 
     def add_address(self, key: bytes, addr: multiaddr.Multiaddr) -> None:
@@ -571,29 +573,22 @@ class Engine:
 
     async def _hand_over(self, peer: PeerState, channel: str, value: Any, size: int) -> None:
         """Pass one message to asyncio, first waiting for inbound credit (backpressure)."""
-        limits = self._limits
-        while peer.pending_messages >= limits.inbound_queue_messages or (
-            peer.pending_messages and peer.pending_bytes + size > limits.inbound_queue_bytes
-        ):
+        while not peer.credit.take(size):
             # While we wait we do not read: yamux's window fills and the sender's writes block.
+            # No await between the refusal and this wait, so the wake-up cannot come too early.
             await peer.space.wait()
             if peer.removed:
                 return
-        peer.pending_messages += 1
-        peer.pending_bytes += size
         for counters in (peer.counters, self.totals):
             counters.add("messages_in")
             counters.add("bytes_in", size)
         self._deliver(peer.key, channel, value, size)
 
-    def release(self, items: list[tuple[bytes, int]]) -> None:
-        """The asyncio side finished these messages: return their inbound credit."""
-        for key, size in items:
+    def release(self, keys: list[bytes]) -> None:
+        """The asyncio side gave credit back to these peers while their readers waited: wake them."""
+        for key in keys:
             peer = self.peers.get(key)
             if peer is not None:
-                # max(): credit taken before the peer was removed and re-added comes back here too
-                peer.pending_messages = max(0, peer.pending_messages - 1)
-                peer.pending_bytes = max(0, peer.pending_bytes - size)
                 peer.space.set()
                 peer.space = trio.Event()
 

@@ -234,6 +234,50 @@ class SendQueue:
         return len(self._frames)
 
 
+class InboundCredit:
+    """How many messages (and bytes) of one peer the asyncio side still holds; shared by both threads.
+
+    The reader in the trio thread takes credit for each message it hands over
+    and, when there is none left, waits instead of reading (yamux's window then
+    fills and the peer's writes block: backpressure).  The asyncio side gives
+    credit back as it finishes messages.  Only a give-back that finds the
+    reader waiting needs a cross-thread wake-up, so a peer within its limits
+    costs none: waking the trio thread after every batch of finished messages
+    cost a socket write and a scheduler pass on each side.
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self._lock = threading.Lock()
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self.messages = 0
+        self.bytes = 0
+        self._waiting = False
+
+    def take(self, size: int) -> bool:
+        """Take credit for one message of ``size`` bytes; ``False`` (the reader must wait) if none is left.
+
+        One message is always allowed when nothing is held, whatever its size
+        (the frame limit bounds it), or a large message could never pass.
+        """
+        with self._lock:
+            if self.messages >= self._max_messages or (self.messages and self.bytes + size > self._max_bytes):
+                self._waiting = True
+                return False
+            self.messages += 1
+            self.bytes += size
+            return True
+
+    def give_back(self, messages: int, size: int) -> bool:
+        """Return credit for finished messages; ``True`` if the reader is waiting and must be woken."""
+        with self._lock:
+            # max(): credit taken before the peer was removed and re-added may come back late
+            self.messages = max(0, self.messages - messages)
+            self.bytes = max(0, self.bytes - size)
+            waiting, self._waiting = self._waiting, False
+            return waiting
+
+
 class Mailbox(Generic[T]):
     """Hands items to another thread's event loop, one cross-thread call per burst.
 

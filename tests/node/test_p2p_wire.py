@@ -15,6 +15,7 @@ from mftp.node.p2p import PeerNetwork, dial_multiaddr, peer_id_from_sign_key, si
 from mftp.node.p2p_wire import (
     Backoff,
     FrameReader,
+    InboundCredit,
     Mailbox,
     MalformedMessageError,
     P2PLimits,
@@ -116,6 +117,20 @@ def test_mailbox_coalesces_cross_thread_calls() -> None:
     for _ in range(2):  # the failed schedule is retried, not silently skipped
         with pytest.raises(RuntimeError):
             broken.post(1)
+
+
+def test_inbound_credit_wakes_the_reader_only_when_it_waits() -> None:
+    credit = InboundCredit(max_messages=2, max_bytes=100)
+    assert credit.take(10) and credit.take(10)
+    assert credit.give_back(1, 10) is False  # the reader never waited: no cross-thread wake-up
+    assert credit.take(10)
+    assert not credit.take(10)  # two held: the reader must wait ...
+    assert credit.give_back(2, 20) is True  # ... and is woken by the next give-back
+    assert credit.give_back(0, 0) is False  # once
+    assert credit.take(100)  # one message always passes when nothing is held, whatever its size
+    assert not credit.take(1)  # but nothing joins it beyond the byte limit
+    credit.give_back(5, 500)  # more than was taken (a member removed and re-added): clamped at zero
+    assert (credit.messages, credit.bytes) == (0, 0)
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
