@@ -3,8 +3,7 @@
 :meth:`Replica.handle` is the only way inputs reach the core while running:
 
 1. the input event is appended to the WAL (written, not yet synced) *before*
-   the core sees it -- "every input is logged before it is acted on" -- except
-   ticks and submitted records, which decide nothing (see below);
+   the core sees it -- "every input is logged before it is acted on";
 2. the core steps;
 3. each :class:`~mftp.consensus.events.WalAppend` (own vote or proposal) is
    appended and, with ``sync``, made durable; this happens before any action
@@ -20,17 +19,6 @@ input events through the same ``step`` with sends suppressed (peers get our
 messages again on the next Tick), keeping what still matters: commits the
 store lacks (handed to the shell at once), timeouts to re-arm, and any vote
 signed anew (appended, with sync, as in normal operation).  Ticks are not logged (they change no state).
-
-Submitted records are not logged either.  They only fill the mempool, and no
-vote depends on the mempool: a proposal we made is in the log with its block,
-a proposal we received is logged with its block, and ``valid(v)`` uses the
-mempool only to skip signatures it already checked.  Logging them could not
-make the mempool durable anyway, since the log is emptied at every commit; it
-did cost every validator a copy of each record's bytes on disk and about a
-tenth of its consensus time.  A record lost from the mempool of a crashed node
-is still in the mempools it was gossiped to, and submitters that must see a
-record on the chain resubmit it until it is (as CometBFT, whose mempool WAL is
-off by default).
 
 After the shell has stored a committed block durably it calls
 :meth:`Replica.committed`, which empties the WAL: the core never signs votes
@@ -51,7 +39,6 @@ from .events import (
     Event,
     OwnProposal,
     OwnVote,
-    RecordsSubmitted,
     ScheduleTimeout,
     Start,
     Step,
@@ -71,7 +58,7 @@ class Replica:
 
     def handle(self, event: Event, now_ms: int) -> list[Action]:
         """Log ``event``, step the core, persist its own messages; returns the remaining actions."""
-        if not isinstance(event, Tick | RecordsSubmitted):
+        if not isinstance(event, Tick):
             self.wal.append(encode_entry(InputEntry(event, now_ms)), sync=False)
         return self._persist(self.core.step(event, now_ms))
 

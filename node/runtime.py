@@ -438,8 +438,9 @@ class Node:
         records = tuple(Record.decode(item) for item in value if isinstance(item, bytes))
         if len(records) != len(value):
             raise ConsensusInputError("records: every item must be record bytes")
-        # What the mempool would refuse anyway (known, already stored, or by a non-member) is
-        # dropped here, before a core step: a member re-sending or flooding costs a lookup each.
+        # Every input is logged to the WAL before the core sees it, so what the mempool would
+        # refuse anyway (known, already stored, or by a non-member) is dropped here: a member
+        # re-sending or flooding cannot grow the WAL with it.
         if self.replica is None:
             return
         pooled, store, state = self.replica.core.mempool, self.ledger.store, self.ledger.state

@@ -10,8 +10,6 @@ a torn frame behind (which recovery must cut).
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from mftp.consensus.core import Consensus
@@ -21,7 +19,7 @@ from mftp.consensus.sim import Simulator, Spec
 from mftp.consensus.wal import InputEntry, MemoryWal, decode_entry, read_frames
 from mftp.ledger.block import Vote
 
-from .helpers import fresh_core, genesis_for, identity, record
+from .helpers import fresh_core, genesis_for, identity
 
 VARIANTS = [(False, 0), (True, 0), (True, 7)]  # (power loss, torn bytes of the unsynced tail)
 
@@ -80,19 +78,6 @@ def test_own_votes_are_synced_before_they_are_returned_for_sending() -> None:
             e.vote for e, (_, _, sync) in zip(logged, log, strict=True) if isinstance(e, OwnVote) and sync
         ]
         assert own == synced_votes[: len(own)]
-
-
-def test_submitted_records_are_pooled_but_not_logged() -> None:
-    """Records decide no vote (see :mod:`mftp.consensus.replica`): they reach the mempool, not the WAL."""
-    ids = [identity(f"v{i}") for i in range(4)]
-    wal = MemoryWal()
-    replica = Replica(fresh_core(genesis_for(ids), ids[0]), wal)
-    replica.handle(Start(), 0)
-    logged = bytes(wal.data)
-    submitted = record(ids[1], random.Random(3))
-    replica.handle(RecordsSubmitted((submitted,)), 1)
-    assert submitted.record_id in replica.core.mempool
-    assert bytes(wal.data) == logged
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
