@@ -274,9 +274,11 @@ class Consensus:
             self._wake()
 
     def _idle_until_ms(self) -> int:
-        """When an idle height must start anyway (now, if records wait or idling is off)."""
+        """When an idle height must start anyway: now if records wait, if idling is off, or if
+        a peer already proposed or voted at this height (during our commit wait: those wake-ups
+        came before we were idle, and nothing else would come to wake us before the heartbeat)."""
         interval = self.config.empty_block_interval_ms
-        if interval <= 0 or len(self.mempool):
+        if interval <= 0 or len(self.mempool) or self.round_senders:
             return self.now_ms
         return self.state.last_time_ms + interval
 

@@ -64,6 +64,24 @@ def test_a_peers_proposal_wakes_a_node_whose_mempool_is_empty() -> None:
     assert all(len(m.commits[1].block.records) == 1 for m in net.members)
 
 
+def test_a_height_decided_during_our_commit_wait_is_not_left_idle() -> None:
+    """The proposal and the precommits of the next height can all arrive while a node still
+    waits out its commit timeout (its peers' ended first).  With an empty mempool (an audit
+    node: it proposes nothing), it must not then idle until the heartbeat: nothing else comes
+    to wake it.  Seen on a loaded devnet as the audit node's commits stalling for ~300 ms."""
+    net = Harness(4, observers=1, config=IDLE)
+    net.start()
+    net.run_until_height(1)
+    observer = net.members[4]
+    assert observer.core.current_step.name == "COMMIT" and observer.timeouts  # still in its commit wait
+    rng = random.Random(5)
+    submitted = record(net.identities[0], rng, time_ms=net.now)
+    for index in range(4):  # the validators' mempools only
+        net.feed(index, RecordsSubmitted((submitted,)))
+    net.run_until_height(2, limit_ms=net.now + HEARTBEAT_MS // 2)
+    assert len(observer.commits) == 2 and observer.commits[1].block.records == (submitted,)
+
+
 def test_default_makes_a_block_after_every_commit_wait() -> None:
     net = Harness(4)
     net.start()
