@@ -1,4 +1,4 @@
-"""Records from peers that the mempool would refuse never reach the WAL."""
+"""Records between the network and the mempool: what is dropped before the WAL, where they go."""
 
 from __future__ import annotations
 
@@ -44,3 +44,23 @@ def test_known_and_strangers_records_are_dropped_before_the_wal(node: Node) -> N
     node.replica.handle.reset_mock()  # type: ignore[union-attr]
     node._on_records([ours[0].to_bytes(), stranger.to_bytes()])
     node.replica.handle.assert_not_called()  # type: ignore[union-attr]
+
+
+def test_records_are_gossiped_to_the_validators_only(tmp_path: Path) -> None:
+    """Audit nodes propose nothing: they get records in proposals, not in every validator's gossip."""
+    members = create_devnet(tmp_path / "devnet", validators=2, audit=1)
+    me, other, audit = members
+    identity = load_identity(me.directory / "keys" / "node.key")
+    node = Node(load_config(me.config_path), identity, Genesis.load(me.directory / "genesis.json"))
+    try:
+        keys = {m.name: load_identity(m.directory / "keys" / "node.key").public.sign_key for m in members}
+        node.network = mock.Mock()
+        node.network.members.return_value = {keys[other.name]: other.name, keys[audit.name]: audit.name}
+        blob = sample_record(identity, random.Random(6)).to_bytes()
+        node._outbox = [blob]
+        node._flush_records()
+        (call,) = node.network.broadcast.call_args_list
+        assert call.args == ("records", [blob]) and call.kwargs == {"to": [keys[other.name]]}
+    finally:
+        node.wal.close()
+        node.ledger.close()
