@@ -35,6 +35,10 @@ from .views import block_view, certificate_view, header_view, stored_record_view
 log = logging.getLogger("mftp.node.api")
 
 MAX_RANGE_BLOCKS: Final = 100
+MAX_WAIT_MS: Final = 30_000
+"""The longest ``GET /blocks?wait_ms=`` waits for a block."""
+MAX_WAITING_REQUESTS: Final = 64
+"""Requests waiting for a block at once; beyond this they are answered at once (a client re-asks)."""
 MAX_SUBMIT_RECORDS: Final = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,6 +57,9 @@ class NodeView(Protocol):
 
     async def submit_records(self, records: list[Record]) -> list[str]:
         """Offer signed records to the mempool; returns each admission result."""
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        """Return once block ``height`` is stored, or after ``timeout_s``."""
 
 
 class StudyViews(Protocol):
@@ -143,6 +150,7 @@ class Api:
         self.audit = audit
         self._token_hashes = [bytes.fromhex(h) for h in token_hashes]
         self.max_request_bytes = max_request_bytes
+        self._waiting = 0
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -242,10 +250,21 @@ class Api:
         return web.json_response({"peers": self.node.peers()})
 
     async def blocks(self, request: web.Request) -> web.Response:
-        """Blocks in a range of heights (at most 100)."""
+        """Blocks in a range of heights (at most 100); ``wait_ms`` waits for ``from`` to be committed.
+
+        The wait lets a client follow the chain as it grows without polling:
+        asking for ``from = head + 1`` answers the moment that block is stored.
+        """
         store = self.node.ledger.store
+        wait_ms = min(_int_arg(request, "wait_ms", 0), MAX_WAIT_MS)
+        start = _int_arg(request, "from", max(1, store.head_height - 9))
+        if wait_ms and start > store.head_height and self._waiting < MAX_WAITING_REQUESTS:
+            self._waiting += 1
+            try:
+                await self.node.wait_for_height(start, wait_ms / 1000)
+            finally:
+                self._waiting -= 1
         head = store.head_height
-        start = _int_arg(request, "from", max(1, head - 9))
         end = min(_int_arg(request, "to", head), head, start + MAX_RANGE_BLOCKS - 1)
         blocks = [block_view(store.block(h), store.certificate(h)) for h in range(max(start, 1), end + 1)]
         return web.json_response({"head": head, "blocks": blocks})

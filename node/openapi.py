@@ -442,6 +442,15 @@ def _paths() -> dict[str, Any]:
             [
                 _param("from", "query", "first height", {"type": "integer", "minimum": 1}, required=False),
                 _param("to", "query", "last height", {"type": "integer", "minimum": 1}, required=False),
+                _param(
+                    "wait_ms",
+                    "query",
+                    "if block `from` is not committed yet, wait up to this long for it (a long poll: "
+                    "ask for `from = head + 1` to follow the chain without polling); at most 30000, "
+                    "and answered at once when 64 requests already wait",
+                    {"type": "integer", "minimum": 0},
+                    required=False,
+                ),
             ],
         ),
         "/blocks/{height}": _get(

@@ -24,6 +24,7 @@ follows, verifies and stores every block but never proposes or votes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
@@ -180,6 +181,7 @@ class Node:
         self._highest_seen = 0
         self._fetch_answered: dict[bytes, int] = {}
         self._last_commit_s: float | None = None
+        self._stored = asyncio.Event()  # set (and replaced) each time a block is stored
         self._runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._rng = random.Random()
@@ -361,6 +363,8 @@ class Node:
         if self._last_commit_s is not None:
             self.metrics.block_interval.observe(now_s - self._last_commit_s)
         self._last_commit_s = now_s
+        stored, self._stored = self._stored, asyncio.Event()
+        stored.set()
         self.metrics.records_committed.inc(len(block.records))
         for record in block.records:
             submitted = self._submitted.pop(record.record_id, None)
@@ -461,6 +465,17 @@ class Node:
             self.metrics.blocks_synced.inc()
 
     # ------------------------------------------------------------------ API view
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        """Return once block ``height`` is stored, or after ``timeout_s`` (``GET /blocks?wait_ms``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.ledger.height < height:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stored.wait(), remaining)
 
     async def submit_records(self, records: list[Record]) -> list[str]:
         """Offer records to the mempool (one core step) and the admitted ones to every member's."""

@@ -8,10 +8,11 @@ records in flight (submitted, not yet seen in a block) and tops the window up
 as soon as records commit.  An open loop would only measure how long the
 queue it builds takes to drain; a window measures the latency at the
 throughput the chain sustains (a refusal for a full mempool also slows a
-submitter down).  A watcher
-polls the head of the audit node and records when each record's block appears,
-so latency is measured from the submitting call to the block being visible on
-the audit node, including the HTTP round trips of both.  A warm-up of
+submitter down).  A watcher follows the audit node's chain with long polls
+(``GET /blocks?from=next&wait_ms=``, answered the moment that block is stored)
+and records when each record's block appears, so latency is measured from the
+submitting call to the block being visible on the audit node, including the
+HTTP round trips of both.  A warm-up of
 ``WARMUP_S`` seconds of the same load comes first and is not measured.
 
 Reported (last line, JSON): ``committed_records_per_s``, ``latency_p50_ms``,
@@ -52,7 +53,6 @@ CONSENSUS = {
 }
 BATCH_RECORDS = 100
 WINDOW_RECORDS = 65
-POLL_S = 0.02
 
 
 WARMUP_S = 3.0
@@ -115,25 +115,19 @@ class Run:
 
     async def watcher(self, session: aiohttp.ClientSession, member: Member, until: float) -> None:
         seen = 0
-        while time.monotonic() < until:
-            async with session.get(f"{member.api_url}/status") as response:
-                head = (await response.json())["height"]
-            while seen < head:
-                start, end = seen + 1, min(head, seen + 100)
-                async with session.get(
-                    f"{member.api_url}/blocks", params={"from": start, "to": end}
-                ) as response:
-                    blocks = (await response.json())["blocks"]
-                now = time.monotonic()
-                for block in blocks:
-                    for record_id in map(bytes.fromhex, block["record_ids"]):
-                        if record_id not in self.committed:
-                            self.committed[record_id] = now
-                            owner = self.owner.pop(record_id, None)
-                            if owner is not None:
-                                self.in_flight[owner] -= 1
-                seen = end
-            await asyncio.sleep(POLL_S)
+        while (left_s := until - time.monotonic()) > 0:
+            params = {"from": seen + 1, "to": seen + 100, "wait_ms": max(1, min(1000, int(left_s * 1000)))}
+            async with session.get(f"{member.api_url}/blocks", params=params) as response:
+                blocks = (await response.json())["blocks"]
+            now = time.monotonic()
+            for block in blocks:
+                for record_id in map(bytes.fromhex, block["record_ids"]):
+                    if record_id not in self.committed:
+                        self.committed[record_id] = now
+                        owner = self.owner.pop(record_id, None)
+                        if owner is not None:
+                            self.in_flight[owner] -= 1
+                seen = block["height"]
 
 
 async def measure(

@@ -38,6 +38,7 @@ class FakeNode:
         self.registry = CollectorRegistry()
         Gauge("mftp_height", "height", registry=self.registry).set(ledger.height)
         self.submitted: list[Record] = []
+        self.waited: list[tuple[int, float]] = []
 
     def status(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,9 @@ class FakeNode:
     async def submit_records(self, records: list[Record]) -> list[str]:
         self.submitted.extend(records)
         return ["accepted"] * len(records)
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        self.waited.append((height, timeout_s))
 
 
 @pytest.fixture
@@ -105,6 +109,11 @@ async def test_reads(client: tuple[TestClient, FakeNode, Any]) -> None:
     assert len(block["records"]) == 5 and block["certificate"]["height"] == 2
     blocks = await (await test_client.get("/blocks", params={"from": 1, "to": 3})).json()
     assert [b["height"] for b in blocks["blocks"]] == [1, 2, 3]
+    node = client[1]
+    waited = await (await test_client.get("/blocks", params={"from": 2, "wait_ms": 100})).json()
+    assert [b["height"] for b in waited["blocks"]] == [2, 3] and node.waited == []  # no wait: it is there
+    future = await (await test_client.get("/blocks", params={"from": 4, "wait_ms": 99_000})).json()
+    assert future["blocks"] == [] and node.waited == [(4, 30.0)]  # capped at 30 s
     record_id = block["record_ids"][0]
     record = await (await test_client.get(f"/records/{record_id}")).json()
     _validator("Record").validate(record)

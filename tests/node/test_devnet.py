@@ -48,6 +48,14 @@ def test_chain_survives_crashes_and_nodes_agree(devnet: list[NodeProcess]) -> No
     rng = random.Random(1)
     wait_for_height(devnet, 2, timeout_s=60)
 
+    # A long poll answers with the next block as soon as the audit node stores it.
+    head = get_json(f"{auditor.member.api_url}/status")["height"]
+    body = get_json(f"{auditor.member.api_url}/blocks?from={head + 1}&wait_ms=20000", timeout_s=25)
+    assert [block["height"] for block in body["blocks"]][:1] == [head + 1]
+    started = time.monotonic()
+    body = get_json(f"{auditor.member.api_url}/blocks?from={head + 10_000}&wait_ms=300")
+    assert body["blocks"] == [] and 0.25 < time.monotonic() - started < 5
+
     first = make_records(a.member, 20, rng)
     for record in first:
         assert submit(a.member, record)["result"] == "accepted"
