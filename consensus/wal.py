@@ -199,7 +199,13 @@ class WalStorage(Protocol):
         """Append one record; if ``sync``, it and everything before it are durable on return."""
 
     def reset(self) -> None:
-        """Empty the log durably."""
+        """Empty the log; durable with the next synced append at the latest.
+
+        A power loss before that may bring the old entries back.  That is safe
+        because a reset follows the durable storing of the block those entries
+        decided: replaying them decides a stored height again, which the shell
+        skips, and the validator's own votes in them are for a finished height.
+        """
 
 
 class SimulatedCrash(Exception):
@@ -213,7 +219,9 @@ class MemoryWal:
     life) raise :class:`SimulatedCrash` right after writing, as a process dying
     there would.  :meth:`surviving_bytes` is what a restart finds: everything
     written (process crash) or only the synced prefix plus a torn fragment of
-    the rest (power loss).
+    the rest (power loss).  A reset is not durable until the next synced
+    append: a power loss before it finds the log as it was synced before the
+    reset (the worst case of a lost truncation).
     """
 
     def __init__(self, data: bytes = b"", *, crash_after: int | None = None) -> None:
@@ -224,18 +232,22 @@ class MemoryWal:
         self.synced = len(self.data)
         self.appends = 0
         self.crash_after = crash_after
+        self._before_reset: bytes | None = None  # what a power loss finds until a reset is synced
 
     def append(self, payload: bytes, *, sync: bool) -> None:
         """Write one frame (and mark it durable if ``sync``)."""
         self.data += encode_frame(payload)
         if sync:
             self.synced = len(self.data)
+            self._before_reset = None
         self.appends += 1
         if self.crash_after is not None and self.appends >= self.crash_after:
             raise SimulatedCrash(f"planned crash after WAL append {self.appends}")
 
     def reset(self) -> None:
-        """Empty the log."""
+        """Empty the log (not durably: see :meth:`surviving_bytes`)."""
+        if self._before_reset is None:
+            self._before_reset = bytes(self.data[: self.synced])
         self.data = bytearray()
         self.synced = 0
 
@@ -243,6 +255,8 @@ class MemoryWal:
         """The bytes a restart would find; ``torn_bytes`` of the unsynced tail survive a power loss."""
         if not power_loss:
             return bytes(self.data)
+        if self._before_reset is not None:
+            return self._before_reset
         return bytes(self.data[: self.synced + max(0, torn_bytes)])
 
 
@@ -276,11 +290,14 @@ class FileWal:
         os.fsync(self._file.fileno())
 
     def reset(self) -> None:
-        """Empty the file durably."""
+        """Empty the file; the next synced append makes that durable (see :class:`WalStorage`).
+
+        Not synced here: it ran on every commit of every node, on the path to the
+        next height, and a stall of the disk there stalled the chain.
+        """
         self._file.flush()
         self._file.seek(0)
         self._file.truncate(0)
-        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         """Flush, sync and close."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -131,6 +132,23 @@ def test_memory_wal_models_process_crash_power_loss_and_torn_writes() -> None:
     with pytest.raises(SimulatedCrash):
         crashing.append(b"two", sync=True)
     assert MemoryWal(crashing.surviving_bytes()).entries == [b"one", b"two"]
+
+
+def test_a_reset_is_durable_only_with_the_next_synced_append(tmp_path: Path) -> None:
+    wal = MemoryWal()
+    wal.append(b"old-vote", sync=True)
+    wal.reset()
+    wal.append(b"new-input", sync=False)
+    assert MemoryWal(wal.surviving_bytes()).entries == [b"new-input"]  # a process crash: as written
+    assert MemoryWal(wal.surviving_bytes(power_loss=True)).entries == [b"old-vote"]  # the reset was lost
+    wal.append(b"new-vote", sync=True)
+    assert MemoryWal(wal.surviving_bytes(power_loss=True)).entries == [b"new-input", b"new-vote"]
+    synced = []
+    with FileWal(tmp_path / "wal") as file_wal:
+        file_wal.append(b"vote", sync=True)
+        with mock.patch("os.fsync", synced.append):
+            file_wal.reset()  # off the commit path: no fsync of its own
+        assert synced == [] and (tmp_path / "wal").stat().st_size == 0
 
 
 def test_file_wal_truncates_a_torn_tail_on_open_and_appends_after_it(tmp_path: Path) -> None:
