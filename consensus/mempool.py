@@ -90,6 +90,10 @@ class Mempool:
         self.size_bytes += size
         return Admission.ADDED
 
+    def get(self, record_id: bytes) -> Record | None:
+        """The pooled record with this id, if any."""
+        return self._records.get(record_id)
+
     def holds(self, record: Record) -> bool:
         """A byte-identical copy of ``record`` is pooled (so its signature was checked on admission)."""
         pooled = self._records.get(record.record_id)

@@ -44,3 +44,9 @@ class NodeMetrics:
             "mftp_consensus_events", "Counts kept by the consensus core, by kind", ["kind"], registry=r
         )
         self.blocks_synced = Counter("mftp_blocks_synced", "Blocks received by catch-up sync", registry=r)
+        self.compact_proposals = Counter(
+            "mftp_compact_proposals",
+            "Proposals received by record ids: rebuilt from the mempool, or fetched whole",
+            ["result"],
+            registry=r,
+        )

@@ -7,7 +7,9 @@ before the :class:`Broadcast` that sends it is returned to us.
 
 Channels on the peer network (values are canonical maps, decoded with limits):
 
-``c.proposal``  ``{"p": proposal, "b": block bytes}``
+``c.proposal``  ``{"p": proposal, "b": block bytes}`` (to audit nodes, or on request)
+``c.proposal_ids`` the same with the records as ids, to validators (see :mod:`.compact`)
+``c.proposal?`` ``{"h": height, "r": round}``: ask the proposer for a whole proposal
 ``c.vote``      a prevote or precommit
 ``c.block``     ``{"b": block bytes, "c": certificate}``: a committed block for a lagging peer
 ``c.fetch``     ``{"from": height}``: ask a peer for committed blocks
@@ -78,6 +80,7 @@ from .audit_api import AuditApi
 from .audit_scan import Auditor
 from .audit_service import AuditService
 from .blobstore import BlobStore
+from .compact import OwnProposals, compact_value, rebuild
 from .config import Config
 from .dataplane import DataPlaneServer
 from .errors import NodeError, NodeInputError
@@ -94,6 +97,8 @@ MAX_SYNC_BLOCKS: Final = 50
 SYNC_INTERVAL_MS: Final = 200
 MAX_RECORDS_PER_MESSAGE: Final = 1000
 RECORD_FLUSH_MS: Final = 10
+COMPACT_RETRY_MS: Final = 15
+"""How long a proposal by ids waits for missing records to arrive by gossip before it is fetched whole."""
 FETCH_ANSWER_INTERVAL_MS: Final = 100
 MAX_TRACKED_SUBMISSIONS: Final = 100_000
 
@@ -180,6 +185,7 @@ class Node:
         self._submitted: dict[bytes, float] = {}
         self._highest_seen = 0
         self._fetch_answered: dict[bytes, int] = {}
+        self._own_proposals = OwnProposals()
         self._last_commit_s: float | None = None
         self._stored = asyncio.Event()  # set (and replaced) each time a block is stored
         self._runner: web.AppRunner | None = None
@@ -303,7 +309,9 @@ class Node:
 
     def _carry_out(self, actions: Iterable[Action]) -> None:
         for action in actions:
-            if isinstance(action, Broadcast):
+            if isinstance(action, Broadcast) and isinstance(action.message, ProposalMessage):
+                self._broadcast_proposal(action.message)
+            elif isinstance(action, Broadcast):
                 channel, value = encode_message(action.message)
                 assert self.network is not None
                 self.network.broadcast(channel, value)
@@ -416,6 +424,10 @@ class Node:
                 self._on_records(value)
             elif channel == "c.fetch":
                 self._answer_fetch(sender, value)
+            elif channel == "c.proposal_ids":
+                self._on_compact_proposal(sender, value)
+            elif channel == "c.proposal?":
+                self._answer_proposal(sender, value)
             elif channel in ("t.offer", "t.receipt") and self.transfers is not None:
                 if channel == "t.offer":
                     self.transfers.on_offer(sender, value)
@@ -521,6 +533,53 @@ class Node:
         to = self._gossip_targets()
         for start in range(0, len(batch), MAX_RECORDS_PER_MESSAGE):
             self.network.broadcast("records", batch[start : start + MAX_RECORDS_PER_MESSAGE], to=to)
+
+    def _broadcast_proposal(self, message: ProposalMessage) -> None:
+        """Our proposal: by record ids to the validators (they pooled the records), whole to the rest."""
+        assert self.network is not None
+        if self._outbox:  # records we pooled but not yet gossiped go first, on the same queues
+            self._flush_records()
+        self._own_proposals.keep(message)
+        validators = self._gossip_targets()
+        if validators:
+            self.network.broadcast("c.proposal_ids", compact_value(message), to=validators)
+        others = [key for key in self.network.members() if key not in set(validators)]
+        if others:
+            channel, value = encode_message(message)
+            self.network.broadcast(channel, value, to=others)
+
+    def _on_compact_proposal(self, sender: bytes, value: Any, *, retry: bool = True) -> None:
+        assert self.replica is not None and self.network is not None
+        core = self.replica.core
+        rebuilt = rebuild(value, core.mempool.get)
+        if isinstance(rebuilt, ProposalReceived):
+            self.metrics.compact_proposals.labels(result="rebuilt").inc()
+            self._note_height(rebuilt)
+            self._input(rebuilt)
+            return
+        proposal = value["p"]  # rebuild() checked its shape
+        if proposal["height"] < core.height:
+            return  # a re-sent proposal of a decided height: its records have left the mempool
+        if retry:
+            # The missing records are most often still on their way from a third validator's
+            # gossip (another stream than the proposer's): give them a moment before fetching.
+            asyncio.get_running_loop().call_later(
+                COMPACT_RETRY_MS / 1000, self._retry_compact_proposal, sender, value
+            )
+            return
+        self.metrics.compact_proposals.labels(result="fetched").inc()
+        self.network.send(sender, "c.proposal?", {"h": proposal["height"], "r": proposal["round"]})
+
+    def _retry_compact_proposal(self, sender: bytes, value: Any) -> None:
+        with contextlib.suppress(ConsensusInputError):  # cannot happen: it parsed the first time
+            self._on_compact_proposal(sender, value, retry=False)
+
+    def _answer_proposal(self, sender: bytes, value: Any) -> None:
+        message = self._own_proposals.answer(sender, value, now_ms())
+        if message is not None:
+            assert self.network is not None
+            channel, whole = encode_message(message)
+            self.network.send(sender, channel, whole)
 
     def _gossip_targets(self) -> list[bytes]:
         """The validators we are connected to as members: records go only where blocks are proposed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,14 +10,16 @@ from unittest import mock
 
 import pytest
 
-from mftp.consensus.events import RecordsSubmitted
+from mftp.consensus.events import ProposalReceived, RecordsSubmitted
+from mftp.consensus.messages import ProposalMessage, sign_proposal
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.genesis import Genesis
-from mftp.ledger.sample import sample_record
+from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
+from mftp.node.compact import compact_value
 from mftp.node.config import load_config
 from mftp.node.devnet import create_devnet
-from mftp.node.runtime import Node
+from mftp.node.runtime import COMPACT_RETRY_MS, Node
 
 
 @pytest.fixture
@@ -46,21 +49,82 @@ def test_known_and_strangers_records_are_dropped_before_the_wal(node: Node) -> N
     node.replica.handle.assert_not_called()  # type: ignore[union-attr]
 
 
-def test_records_are_gossiped_to_the_validators_only(tmp_path: Path) -> None:
-    """Audit nodes propose nothing: they get records in proposals, not in every validator's gossip."""
+@pytest.fixture
+def trio_node(tmp_path: Path) -> Iterator[tuple[Node, bytes, bytes]]:
+    """Validator 0 of two, with an audit node; its network is a mock.  Yields it and the
+    keys of the other validator and of the audit node."""
     members = create_devnet(tmp_path / "devnet", validators=2, audit=1)
     me, other, audit = members
     identity = load_identity(me.directory / "keys" / "node.key")
     node = Node(load_config(me.config_path), identity, Genesis.load(me.directory / "genesis.json"))
-    try:
-        keys = {m.name: load_identity(m.directory / "keys" / "node.key").public.sign_key for m in members}
-        node.network = mock.Mock()
-        node.network.members.return_value = {keys[other.name]: other.name, keys[audit.name]: audit.name}
-        blob = sample_record(identity, random.Random(6)).to_bytes()
-        node._outbox = [blob]
-        node._flush_records()
-        (call,) = node.network.broadcast.call_args_list
-        assert call.args == ("records", [blob]) and call.kwargs == {"to": [keys[other.name]]}
-    finally:
-        node.wal.close()
-        node.ledger.close()
+    keys = [load_identity(m.directory / "keys" / "node.key").public.sign_key for m in members]
+    node.network = mock.Mock()
+    node.network.members.return_value = {keys[1]: other.name, keys[2]: audit.name}
+    yield node, keys[1], keys[2]
+    node.wal.close()
+    node.ledger.close()
+
+
+def test_records_are_gossiped_to_the_validators_only(trio_node: tuple[Node, bytes, bytes]) -> None:
+    """Audit nodes propose nothing: they get records in proposals, not in every validator's gossip."""
+    node, validator, _audit = trio_node
+    blob = sample_record(node.identity, random.Random(6)).to_bytes()
+    node._outbox = [blob]
+    node._flush_records()
+    (call,) = node.network.broadcast.call_args_list  # type: ignore[union-attr]
+    assert call.args == ("records", [blob]) and call.kwargs == {"to": [validator]}
+
+
+def _proposal(records: int = 3) -> ProposalMessage:
+    signers = identities(4)
+    genesis = sample_genesis(signers)
+    rng = random.Random(8)
+    block, _ = ChainBuilder(genesis, signers).next_block(
+        [sample_record(signers[0], rng) for _ in range(records)]
+    )
+    return ProposalMessage(sign_proposal(signers[0], genesis.chain_id, 1, 0, -1, block.hash), block)
+
+
+def test_proposals_go_by_ids_to_validators_and_whole_to_audit_nodes(
+    trio_node: tuple[Node, bytes, bytes],
+) -> None:
+    node, validator, audit = trio_node
+    message = _proposal()
+    node._broadcast_proposal(message)
+    calls = {c.args[0]: c for c in node.network.broadcast.call_args_list}  # type: ignore[union-attr]
+    assert calls["c.proposal_ids"].kwargs == {"to": [validator]}
+    assert calls["c.proposal_ids"].args[1]["ids"] == [r.record_id for r in message.block.records]
+    assert calls["c.proposal"].kwargs == {"to": [audit]}
+    # A validator that could not rebuild it asks; it is answered once, with the whole proposal.
+    node._answer_proposal(validator, {"h": 1, "r": 0})
+    node._answer_proposal(validator, {"h": 1, "r": 0})
+    (sent,) = node.network.send.call_args_list  # type: ignore[union-attr]
+    assert sent.args[:2] == (validator, "c.proposal") and sent.args[2]["b"] == message.block.to_bytes()
+
+
+def test_a_proposal_with_records_we_lack_is_fetched_whole(trio_node: tuple[Node, bytes, bytes]) -> None:
+    node, validator, _audit = trio_node
+    message = _proposal()
+    pool = {r.record_id: r for r in message.block.records}
+    node.replica = mock.Mock()
+    node.replica.core.mempool.get = pool.get
+    node.replica.core.height = 1
+    node.replica.handle.return_value = []
+    node._on_compact_proposal(validator, compact_value(message))
+    (call,) = node.replica.handle.call_args_list  # rebuilt from the pool
+    assert call.args[0] == ProposalReceived(message.proposal, message.block)
+    late = pool.pop(message.block.records[1].record_id)
+
+    async def gossip_arrives_meanwhile() -> None:
+        node._on_compact_proposal(validator, compact_value(message))  # waits a moment first
+        pool[late.record_id] = late
+        await asyncio.sleep(COMPACT_RETRY_MS / 1000 * 3)
+
+    asyncio.run(gossip_arrives_meanwhile())
+    assert node.replica.handle.call_count == 2 and not node.network.send.called  # type: ignore[union-attr]
+    del pool[late.record_id]
+    node._on_compact_proposal(validator, compact_value(message), retry=False)  # still missing after it
+    node.network.send.assert_called_once_with(validator, "c.proposal?", {"h": 1, "r": 0})  # type: ignore[union-attr]
+    node.replica.core.height = 2  # decided meanwhile: a late re-send is not fetched
+    node._on_compact_proposal(validator, compact_value(message), retry=False)
+    assert node.network.send.call_count == 1  # type: ignore[union-attr]
