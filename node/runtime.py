@@ -440,13 +440,17 @@ class Node:
                 self._note_height(event)
                 self._input(event)
         except (ConsensusInputError, LedgerError, NodeInputError) as exc:
-            assert self.network is not None
-            name = self.network.members().get(sender, sender.hex()[:16])
-            self.metrics.rejected_messages.labels(peer=name).inc()
-            log.info(
-                "peer message dropped",
-                extra={"fields": {"peer": name, "channel": channel, "reason": str(exc)}},
-            )
+            self._reject(sender, channel, exc)
+
+    def _reject(self, sender: bytes, channel: str, exc: Exception) -> None:
+        """Count and log a peer's message that was malformed or invalid."""
+        assert self.network is not None
+        name = self.network.members().get(sender, sender.hex()[:16])
+        self.metrics.rejected_messages.labels(peer=name).inc()
+        log.info(
+            "peer message dropped",
+            extra={"fields": {"peer": name, "channel": channel, "reason": str(exc)}},
+        )
 
     def _on_records(self, value: Any) -> None:
         if not isinstance(value, list) or len(value) > MAX_RECORDS_PER_MESSAGE:
@@ -543,13 +547,15 @@ class Node:
         validators = self._gossip_targets()
         if validators:
             self.network.broadcast("c.proposal_ids", compact_value(message), to=validators)
-        others = [key for key in self.network.members() if key not in set(validators)]
+        compact = set(validators)
+        others = [key for key in self.network.members() if key not in compact]
         if others:
             channel, value = encode_message(message)
             self.network.broadcast(channel, value, to=others)
 
     def _on_compact_proposal(self, sender: bytes, value: Any, *, retry: bool = True) -> None:
-        assert self.replica is not None and self.network is not None
+        if self.replica is None or self.network is None:
+            return  # fail-stopped: no input reaches the core any more
         core = self.replica.core
         rebuilt = rebuild(value, core.mempool.get)
         if isinstance(rebuilt, ProposalReceived):
@@ -571,8 +577,10 @@ class Node:
         self.network.send(sender, "c.proposal?", {"h": proposal["height"], "r": proposal["round"]})
 
     def _retry_compact_proposal(self, sender: bytes, value: Any) -> None:
-        with contextlib.suppress(ConsensusInputError):  # cannot happen: it parsed the first time
+        try:
             self._on_compact_proposal(sender, value, retry=False)
+        except (ConsensusInputError, LedgerError) as exc:  # the records now there do not match
+            self._reject(sender, "c.proposal_ids", exc)
 
     def _answer_proposal(self, sender: bytes, value: Any) -> None:
         message = self._own_proposals.answer(sender, value, now_ms())
