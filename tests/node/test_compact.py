@@ -93,8 +93,8 @@ def test_own_proposals_answer_each_peer_at_most_once_a_second() -> None:
     assert own.answer(peer, {"h": 99, "r": 0}, 0) is None  # not ours, or forgotten
     with pytest.raises(ConsensusInputError):
         own.answer(peer, {"h": "2", "r": 0}, 0)
+    newer = _message(records=1)
     for height in range(3, 3 + KEPT_PROPOSALS):
-        newer = _message(records=1, height=2)
         own.keep(
             ProposalMessage(
                 sign_proposal(SIGNERS[1], GENESIS.chain_id, height, 0, -1, newer.block.hash), newer.block
