@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from mftp.ledger.block import Vote
+from mftp.ledger.block import Vote, VoteType
 from mftp.ledger.chain import ChainState, replay
 from mftp.ledger.errors import LedgerInputError
 from mftp.ledger.genesis import make_genesis
@@ -337,7 +337,13 @@ class Simulator:
         if isinstance(message, Vote) and node.index in self.audit_nodes:
             self.checker.on_observer_vote(node)
         others = [n.index for n in self.nodes if n is not node]
-        sends = [(others, message)] if node.correct else rewrite(node, message, others, self.rng)
+        if not node.correct:
+            sends = rewrite(node, message, others, self.rng)  # a Byzantine node may send anything anywhere
+        elif isinstance(message, Vote) and message.type is VoteType.PREVOTE:
+            # Like the node (``Node._recipients``): prevotes go to validators, not to audit nodes.
+            sends = [([i for i in others if i not in self.audit_nodes], message)]
+        else:
+            sends = [(others, message)]
         self._drain_signatures(node)
         for targets, msg in sends:
             for target in targets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import runpy
 import threading
 import time
@@ -234,6 +235,8 @@ async def test_only_noise_and_yamux_are_offered(start: Start) -> None:
     upgrader = a.net._engine._swarm.upgrader
     assert list(upgrader.security_multistream.transports) == ["/noise"]
     assert list(upgrader.muxer_multistream.transports) == [YAMUX_PROTOCOL_ID]
+    # yamux returns window credit in batches, not one WINDOW_UPDATE frame per message read.
+    assert os.environ["PY_YAMUX_RELEASE_ON_READ"] == "0"
 
     # A dialer offering only plaintext cannot connect, even holding a member's real key pair.
     target = Multiaddr(a.addr)

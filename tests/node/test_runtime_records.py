@@ -10,10 +10,11 @@ from unittest import mock
 
 import pytest
 
-from mftp.consensus.events import ProposalReceived, RecordsSubmitted
+from mftp.consensus.events import Broadcast, ProposalReceived, RecordsSubmitted
 from mftp.consensus.messages import ProposalMessage, sign_proposal
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
+from mftp.ledger.block import VoteType, sign_vote
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.node.compact import compact_value
@@ -73,6 +74,17 @@ def test_records_are_gossiped_to_the_validators_only(trio_node: tuple[Node, byte
     node._flush_records()
     (call,) = node.network.broadcast.call_args_list  # type: ignore[union-attr]
     assert call.args == ("records", [blob]) and call.kwargs == {"to": [validator]}
+
+
+def test_prevotes_go_to_validators_and_precommits_to_all(trio_node: tuple[Node, bytes, bytes]) -> None:
+    """An audit node decides on precommits alone (line 49), so prevotes are not sent to it."""
+    node, validator, _audit = trio_node
+    for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+        vote = sign_vote(node.identity, "chain", vote_type, 1, 0, bytes(32))
+        node._carry_out([Broadcast(vote)])
+    prevote, precommit = node.network.broadcast.call_args_list  # type: ignore[union-attr]
+    assert prevote.args[0] == "c.vote" and prevote.kwargs == {"to": [validator]}
+    assert precommit.args[0] == "c.vote" and precommit.kwargs == {"to": None}
 
 
 def _proposal(records: int = 3) -> ProposalMessage:
