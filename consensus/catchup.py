@@ -5,17 +5,33 @@ down).  Peers notice from the heights of its messages: one whose messages show
 an older height gets a :class:`~mftp.consensus.events.SendBlocks`; when
 validators holding more than a third of the power (so at least one correct)
 show a newer height, we emit :class:`~mftp.consensus.events.FetchBlocks`.
-Both are rate-limited per interval, and a peer still one height behind just
-after our decision is not lagging yet.  Pure: time comes in as ``now_ms``.
+Both are rate-limited per interval.  A peer whose message is for a height we
+decided less than an interval ago is not lagging yet: its votes of that height
+may still be on their way, and every Tick re-sends a validator's precommit of
+the height before its own.  (Before this rule looked back only one height, and
+at 10-15 heights a second each validator pushed a block nobody needed about
+every other height.)  Pure: time comes in as ``now_ms``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mftp.ledger.block import ValidatorSet
+from mftp.ledger.block import ValidatorSet, Vote, VoteType
 
 from .events import FetchBlocks, SendBlocks
+
+DECIDED_KEPT = 64  # decision times remembered; an older height is long decided anyway
+
+
+def height_shown(vote: Vote) -> int:
+    """The lowest height the sender of ``vote`` may be at now.
+
+    A precommit's sender may have decided that height since (and every Tick
+    re-sends the precommit of the height before the sender's own), so it shows
+    the next height; a prevote shows its own.
+    """
+    return vote.height + 1 if vote.type is VoteType.PRECOMMIT else vote.height
 
 
 @dataclass
@@ -27,18 +43,22 @@ class CatchUp:
     _fetched_at: int = -(10**18)
     _ahead: dict[bytes, int] = field(default_factory=dict)
     _height_started_ms: int = 0
+    _decided_at_ms: dict[int, int] = field(default_factory=dict)  # the last DECIDED_KEPT heights
 
-    def new_height(self, now_ms: int) -> None:
-        """We moved to a new height: forget who was ahead of the old one."""
+    def new_height(self, height: int, now_ms: int) -> None:
+        """We moved to ``height`` (``height - 1`` was decided now): forget who was ahead of the old one."""
         self._ahead.clear()
         self._height_started_ms = now_ms
+        self._decided_at_ms[height - 1] = now_ms
+        while len(self._decided_at_ms) > DECIDED_KEPT:
+            del self._decided_at_ms[next(iter(self._decided_at_ms))]
 
     def peer_behind(
         self, peer: bytes, their_height: int, *, height: int, known: bool, now_ms: int
     ) -> SendBlocks | None:
         """``peer`` (a validator of ours iff ``known``) sent a message for ``their_height`` < ``height``."""
-        recent = now_ms - self._height_started_ms < self.interval_ms
-        if not known or (their_height == height - 1 and recent):
+        decided_ms = self._decided_at_ms.get(their_height)
+        if not known or (decided_ms is not None and now_ms - decided_ms < self.interval_ms):
             return None
         sent = self._sent_at.get(peer)
         if sent is not None and now_ms - sent < self.interval_ms:

@@ -55,7 +55,7 @@ from mftp.ledger.chain import ChainState, RecordExists
 from mftp.ledger.errors import LedgerInputError
 from mftp.ledger.records import Record
 
-from .catchup import CatchUp
+from .catchup import CatchUp, height_shown
 from .config import ConsensusConfig
 from .errors import ConsensusInputError, ConsensusUsageError
 from .events import (
@@ -329,7 +329,7 @@ class Consensus:
         if vote.height != self.height:
             if vote.height == self.height - 1:
                 self._on_last_height_vote(vote)
-            self._other_height(VoteReceived(vote), vote.height, vote.validator)
+            self._other_height(VoteReceived(vote), vote.height, vote.validator, shown=height_shown(vote))
             return
         if vote.validator not in self.validators:
             self.counters["votes_from_non_validators"] += 1
@@ -378,9 +378,10 @@ class Consensus:
         self._verify_vote(vote)
         self._last_precommits[vote.validator] = vote
 
-    def _other_height(self, event: Event, height: int, sender: bytes) -> None:
+    def _other_height(self, event: Event, height: int, sender: bytes, *, shown: int | None = None) -> None:
         if height < self.height:
-            self._peer_behind(sender, height)
+            if (lowest := height if shown is None else shown) < self.height:  # lowest height sender may be at
+                self._peer_behind(sender, lowest)
         elif height == self.height + 1 and len(self._future) < self.config.max_future_messages:
             self._future.append(event)  # replayed when we enter that height
             self._peer_ahead(sender, height)
@@ -698,7 +699,7 @@ class Consensus:
         self._fired = set()
         self._validity = {}
         self._idle = False
-        self._catchup.new_height(self.now_ms)
+        self._catchup.new_height(self._height, self.now_ms)
         self.is_validator = self.key is not None and self.key in self.state.validators
         self._signed_votes = {k: v for k, v in self._signed_votes.items() if k[0] >= self._height}
         self._signed_proposals = {k: v for k, v in self._signed_proposals.items() if k[0] >= self._height}

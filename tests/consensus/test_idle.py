@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from mftp.consensus.events import RecordsSubmitted
+from mftp.consensus.events import Broadcast, RecordsSubmitted, SendBlocks, VoteReceived
+from mftp.ledger.block import Vote, VoteType
 from tests.consensus.helpers import FAST, Harness, record
 
 HEARTBEAT_MS = 10_000
@@ -101,3 +102,28 @@ def test_simulator_finds_no_violation_with_idle_heights() -> None:
         if result.violations:
             failures.append(f"{scenario}:{seed}: {result.violations[:1]}")
     assert not failures, failures
+
+
+def test_an_idle_peers_re_sent_precommit_pushes_no_blocks() -> None:
+    """Every Tick re-sends a validator's precommit of the height before its own, for laggards.
+    On an idle chain that precommit is over a sync interval old: it must not read as the sender
+    lagging (each node pushed its last block to every peer once a second), while a prevote of
+    that height does show a peer still on it."""
+    net = Harness(4, config=IDLE)
+    net.start()
+    net.run_until_height(1)
+    net.fire_due(net.now + 3 * FAST.sync_interval_ms)  # idle at height 2, long after deciding 1
+    me, peer = net.members[0], net.members[1]
+    (precommit,) = [
+        a.message
+        for a in peer.sent
+        if isinstance(a, Broadcast) and isinstance(a.message, Vote) and a.message.type is VoteType.PRECOMMIT
+    ][-1:]
+    assert precommit.height == 1 and me.core.height == 2
+    assert not [a for a in me.core.step(VoteReceived(precommit), net.now) if isinstance(a, SendBlocks)]
+    prevote = next(
+        a.message
+        for a in peer.sent
+        if isinstance(a, Broadcast) and isinstance(a.message, Vote) and a.message.type is VoteType.PREVOTE
+    )
+    assert me.core.step(VoteReceived(prevote), net.now) == [SendBlocks(peer.core.key, 1)]

@@ -1,0 +1,60 @@
+"""Catch-up rules (mftp.consensus.catchup): when a peer gets blocks pushed, when we fetch."""
+
+from __future__ import annotations
+
+from mftp.consensus.catchup import DECIDED_KEPT, CatchUp
+from mftp.consensus.events import FetchBlocks, SendBlocks
+from mftp.ledger.block import Validator, ValidatorSet
+
+INTERVAL_MS = 1000
+PEER = b"p" * 32
+
+
+def _at_height(height: int, *, decided_every_ms: int = 70) -> CatchUp:
+    """A catch-up that went through heights 1..height, one every ``decided_every_ms``."""
+    catchup = CatchUp(INTERVAL_MS)
+    for h in range(1, height + 1):
+        catchup.new_height(h, h * decided_every_ms)
+    return catchup
+
+
+def test_a_peer_on_a_height_we_just_decided_is_not_lagging() -> None:
+    """At 10-15 heights a second, a peer's votes (and the precommit of the height before its own
+    that every Tick re-sends) are often for a height or two below ours when they arrive."""
+    catchup = _at_height(20)
+    now = 20 * 70 + 5
+    for their_height in (19, 18, 17):
+        assert catchup.peer_behind(PEER, their_height, height=20, known=True, now_ms=now) is None
+
+
+def test_a_peer_still_on_a_height_decided_an_interval_ago_gets_blocks_once_per_interval() -> None:
+    catchup = _at_height(20)
+    decided_18 = 19 * 70  # height 18 was decided when height 19 began
+    now = decided_18 + INTERVAL_MS
+    assert catchup.peer_behind(PEER, 18, height=20, known=True, now_ms=now) == SendBlocks(PEER, 18)
+    assert catchup.peer_behind(PEER, 18, height=20, known=True, now_ms=now + 10) is None  # rate limit
+    again = now + INTERVAL_MS
+    assert catchup.peer_behind(PEER, 18, height=20, known=True, now_ms=again) == SendBlocks(PEER, 18)
+
+
+def test_a_long_decided_height_is_pushed_at_once_and_strangers_get_nothing() -> None:
+    catchup = _at_height(DECIDED_KEPT + 10, decided_every_ms=1)  # height 2's time is forgotten
+    now = DECIDED_KEPT + 11
+    assert catchup.peer_behind(PEER, 2, height=DECIDED_KEPT + 10, known=True, now_ms=now) == SendBlocks(
+        PEER, 2
+    )
+    assert catchup.peer_behind(b"s" * 32, 2, height=DECIDED_KEPT + 10, known=False, now_ms=now) is None
+
+
+def test_we_fetch_when_more_than_a_third_of_the_power_is_ahead() -> None:
+    keys = [bytes([i]) * 32 for i in range(4)]
+    validators = ValidatorSet([Validator(f"v{i}", key, 1) for i, key in enumerate(keys)])
+    catchup = _at_height(5)
+    later = 5 * 70 + INTERVAL_MS
+    assert catchup.peer_ahead(keys[0], 9, height=5, validators=validators, now_ms=later) is None  # 1 of 4
+    fetch = catchup.peer_ahead(keys[1], 8, height=5, validators=validators, now_ms=later)
+    assert fetch == FetchBlocks((keys[0], keys[1]), 5)
+    assert (
+        catchup.peer_ahead(keys[2], 8, height=5, validators=validators, now_ms=later + 1) is None
+    )  # rate limit
+    assert catchup.peer_ahead(b"s" * 32, 9, height=5, validators=validators, now_ms=later) is None
