@@ -42,13 +42,13 @@ class CatchUp:
     _sent_at: dict[bytes, int] = field(default_factory=dict)
     _fetched_at: int = -(10**18)
     _ahead: dict[bytes, int] = field(default_factory=dict)
-    _height_started_ms: int = 0
+    height_started_ms: int = 0  # when we entered the current height
     _decided_at_ms: dict[int, int] = field(default_factory=dict)  # the last DECIDED_KEPT heights
 
     def new_height(self, height: int, now_ms: int) -> None:
         """We moved to ``height`` (``height - 1`` was decided now): forget who was ahead of the old one."""
         self._ahead.clear()
-        self._height_started_ms = now_ms
+        self.height_started_ms = now_ms
         self._decided_at_ms[height - 1] = now_ms
         while len(self._decided_at_ms) > DECIDED_KEPT:
             del self._decided_at_ms[next(iter(self._decided_at_ms))]
@@ -80,7 +80,7 @@ class CatchUp:
         self._ahead[peer] = max(self._ahead.get(peer, 0), their_height)
         if not validators.has_one_third(validators.power_of(self._ahead)):
             return None
-        if now_ms - max(self._fetched_at, self._height_started_ms) < self.interval_ms:
+        if now_ms - max(self._fetched_at, self.height_started_ms) < self.interval_ms:
             return None
         self._fetched_at = now_ms
         return FetchBlocks(tuple(sorted(self._ahead)), height)
