@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
@@ -80,9 +81,12 @@ DECODED_CACHE_ENTRIES: Final = 16_384
 CACHED_RECORD_MAX_BYTES: Final = 2048
 
 # Per-process memories of records already checked (see Record.verify_signature and
-# Record.decode); insertion-ordered dicts evicting the oldest entry when full.
-_VERIFIED: dict[bytes, None] = {}
-_DECODED: dict[bytes, Record] = {}
+# Record.decode), evicting the oldest entry when full.  OrderedDicts: a plain dict evicting
+# with ``del d[next(iter(d))]`` scans the deleted slots at its front on every eviction,
+# 9 µs (16 Ki entries) and 17 µs (32 Ki) per record once full, against 0.3 µs here; on a
+# loaded devnet each node's CPU per record rose by a third minutes after start.
+_VERIFIED: OrderedDict[bytes, None] = OrderedDict()
+_DECODED: OrderedDict[bytes, Record] = OrderedDict()
 
 
 _CACHE_LIMITS = {"verified": VERIFIED_CACHE_ENTRIES, "decoded": DECODED_CACHE_ENTRIES}
@@ -100,11 +104,11 @@ def use_check_caches(enabled: bool) -> None:
     _DECODED.clear()
 
 
-def _remember(cache: dict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
+def _remember(cache: OrderedDict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
     if limit <= 0:
         return
     if len(cache) >= limit:
-        del cache[next(iter(cache))]
+        cache.popitem(last=False)
     cache[key] = value
 
 
