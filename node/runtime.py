@@ -7,13 +7,11 @@ before the :class:`Broadcast` that sends it is returned to us.
 
 Channels on the peer network (values are canonical maps, decoded with limits):
 
-``c.proposal``  ``{"p": proposal, "b": block bytes}`` (to audit nodes, or on request)
-``c.proposal_ids`` the same with the records as ids, to validators (see :mod:`.compact`)
+``c.proposal``, ``c.vote``, ``c.block``: consensus messages (see :mod:`.consensus_wire`)
+``c.proposal_ids`` a proposal with its records as ids, to validators (see :mod:`.compact`)
 ``c.proposal?`` ``{"h": height, "r": round}``: ask the proposer for a whole proposal
-``c.vote``      a prevote or precommit
-``c.block``     ``{"b": block bytes, "c": certificate}``: a committed block for a lagging peer
 ``c.fetch``     ``{"from": height}``: ask a peer for committed blocks
-``records``     ``[record bytes, ...]``: records for the mempools (sent to every member)
+``records``     ``[record bytes, ...]``: records for the mempools (sent to the validators)
 ``t.offer``     a transfer offer to its recipient, ``t.receipt`` the recipient's answer
                 (see :mod:`.transfers`)
 
@@ -58,17 +56,14 @@ from mftp.consensus.events import (
 )
 from mftp.consensus.messages import (
     Message,
-    Proposal,
     ProposalMessage,
     SyncedBlock,
-    decode_block,
-    decode_certificate,
 )
 from mftp.consensus.replica import Replica
 from mftp.consensus.wal import FileWal
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import Vote, VoteType
-from mftp.ledger.errors import LedgerError, LedgerInputError
+from mftp.ledger.errors import LedgerError
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.ledger import Ledger
 from mftp.ledger.records import Record
@@ -82,6 +77,7 @@ from .audit_service import AuditService
 from .blobstore import BlobStore
 from .compact import OwnProposals, compact_value, rebuild
 from .config import Config
+from .consensus_wire import decode_event, encode_message
 from .dataplane import DataPlaneServer
 from .errors import NodeError, NodeInputError
 from .metrics import NodeMetrics
@@ -124,29 +120,6 @@ def consensus_config(config: Config) -> ConsensusConfig:
         mempool_max_records=section["mempool_max_records"],
         sync_interval_ms=SYNC_INTERVAL_MS,
     )
-
-
-def encode_message(message: Message) -> tuple[str, Any]:
-    """The channel and canonical value of a consensus message."""
-    if isinstance(message, Vote):
-        return "c.vote", message.to_value()
-    if isinstance(message, ProposalMessage):
-        return "c.proposal", {"p": message.proposal.to_value(), "b": message.block.to_bytes()}
-    return "c.block", {"b": message.block.to_bytes(), "c": message.certificate.to_value()}
-
-
-def decode_event(channel: str, value: Any) -> Event:
-    """A consensus event from a peer's message; :class:`ConsensusInputError` if malformed."""
-    try:
-        if channel == "c.vote":
-            return VoteReceived(Vote.from_value(value))
-        if channel == "c.proposal" and isinstance(value, dict) and set(value) == {"p", "b"}:
-            return ProposalReceived(Proposal.from_value(value["p"]), decode_block(value["b"]))
-        if channel == "c.block" and isinstance(value, dict) and set(value) == {"b", "c"}:
-            return BlockSynced(decode_block(value["b"]), decode_certificate(value["c"]))
-    except (LedgerInputError, ValueError, TypeError, KeyError) as exc:
-        raise ConsensusInputError(f"{channel}: {exc}") from None
-    raise ConsensusInputError(f"malformed {channel} message")
 
 
 AUDIT_CHANNELS: Final = {
