@@ -24,6 +24,7 @@ from mftp.crypto.signing import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningIdenti
 
 from . import merkle
 from . import schema as s
+from .checkcache import VERIFIED_VOTES
 from .errors import InvalidBlockError, LedgerUsageError
 from .records import Record
 
@@ -174,7 +175,7 @@ class Vote:
     def verify(self, chain_id: str) -> None:
         """Raise :class:`InvalidBlockError` unless the signature is valid."""
         try:
-            verify(self.validator, "vote", self.sign_bytes(chain_id), self.signature)
+            _verify_vote_signature(self.validator, self.sign_bytes(chain_id), self.signature)
         except BadSignatureError as exc:
             raise InvalidBlockError(f"vote h={self.height} r={self.round}: {exc}") from None
 
@@ -230,6 +231,29 @@ def vote_sign_bytes(chain_id: str, vote_type: VoteType, height: int, round_: int
     )
 
 
+def _verify_vote_signature(key: bytes, message: bytes, signature: bytes) -> None:
+    """Check one vote signature, remembering the good ones (see :mod:`.checkcache`).
+
+    Each precommit is checked as a vote, again in the next block's last commit,
+    and again in the certificate stored with its block: about half of a node's
+    signature checks per height, each ~60 µs.
+    """
+    exact = (
+        isinstance(key, bytes)
+        and isinstance(signature, bytes)
+        and len(key) == PUBLIC_KEY_BYTES
+        and len(signature) == SIGNATURE_BYTES
+    )
+    if not exact:  # the fixed lengths make the joined bytes unambiguous; anything else just fails
+        verify(key, "vote", message, signature)
+        return
+    checked = key + signature + message
+    if checked in VERIFIED_VOTES:
+        return
+    verify(key, "vote", message, signature)
+    VERIFIED_VOTES.remember(checked)
+
+
 def sign_vote(
     identity: SigningIdentity, chain_id: str, vote_type: VoteType, height: int, round_: int, block_hash: bytes
 ) -> Vote:
@@ -276,7 +300,7 @@ class CommitCertificate:
             if key not in validators:
                 raise InvalidBlockError(f"certificate h={self.height}: signer is not a validator")
             try:
-                verify(key, "vote", message, signature)
+                _verify_vote_signature(key, message, signature)
             except BadSignatureError:
                 raise InvalidBlockError(f"certificate h={self.height}: bad precommit signature") from None
         if not validators.has_quorum(validators.power_of(keys)):

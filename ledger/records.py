@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
@@ -31,6 +30,7 @@ from mftp.crypto.signing import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningIdenti
 
 from . import merkle
 from . import schema as s
+from .checkcache import DECODED_RECORDS, VERIFIED_RECORDS
 from .errors import InvalidRecordError, LedgerUsageError
 
 SCHEMA_VERSION: Final = 1
@@ -73,43 +73,10 @@ PURPOSES: Final = frozenset(
 )
 MODES: Final = frozenset({"identified", "pseudonymised", "deidentified", "anonymous"})
 
-VERIFIED_CACHE_ENTRIES: Final = 32_768
-DECODED_CACHE_ENTRIES: Final = 16_384
 # Only records up to this size are remembered, so each cache stays under ~64 MiB however
 # large the records a member sends (today's records are 0.4 KiB; with a full escrow
 # envelope about 1.9 KiB, still cached).
 CACHED_RECORD_MAX_BYTES: Final = 2048
-
-# Per-process memories of records already checked (see Record.verify_signature and
-# Record.decode), evicting the oldest entry when full.  OrderedDicts: a plain dict evicting
-# with ``del d[next(iter(d))]`` scans the deleted slots at its front on every eviction,
-# 9 µs (16 Ki entries) and 17 µs (32 Ki) per record once full, against 0.3 µs here; on a
-# loaded devnet each node's CPU per record rose by a third minutes after start.
-_VERIFIED: OrderedDict[bytes, None] = OrderedDict()
-_DECODED: OrderedDict[bytes, Record] = OrderedDict()
-
-
-_CACHE_LIMITS = {"verified": VERIFIED_CACHE_ENTRIES, "decoded": DECODED_CACHE_ENTRIES}
-
-
-def use_check_caches(enabled: bool) -> None:
-    """Turn the per-process memories of checked records on (default) or off.
-
-    Off is for simulations and benchmarks that run several validators in one
-    process, where one validator's check would otherwise spare the others theirs.
-    """
-    _CACHE_LIMITS["verified"] = VERIFIED_CACHE_ENTRIES if enabled else 0
-    _CACHE_LIMITS["decoded"] = DECODED_CACHE_ENTRIES if enabled else 0
-    _VERIFIED.clear()
-    _DECODED.clear()
-
-
-def _remember(cache: OrderedDict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
-    if limit <= 0:
-        return
-    if len(cache) >= limit:
-        cache.popitem(last=False)
-    cache[key] = value
 
 
 _KEY = s.exact_bytes(PUBLIC_KEY_BYTES)
@@ -263,14 +230,14 @@ class Record:
         the identical message, so the answer cannot differ.
         """
         encoded = self.to_bytes()
-        if encoded in _VERIFIED:
+        if encoded in VERIFIED_RECORDS:
             return
         try:
             verify(self.author, "record", self.signing_bytes(), self.signature)
         except BadSignatureError as exc:
             raise InvalidRecordError(f"record {self.record_id.hex()}: {exc}") from None
         if len(encoded) <= CACHED_RECORD_MAX_BYTES:
-            _remember(_VERIFIED, encoded, None, _CACHE_LIMITS["verified"])
+            VERIFIED_RECORDS.remember(encoded)
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
@@ -284,7 +251,7 @@ class Record:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidRecordError(f"a record is bytes, not {type(data).__name__}")
         data = bytes(data)
-        known = _DECODED.get(data)
+        known = DECODED_RECORDS.get(data)
         if known is not None:  # records are immutable: the same bytes decode to the same record
             return known
         if len(data) > MAX_RECORD_BYTES:
@@ -297,7 +264,7 @@ class Record:
         record = cls.from_value(value, encoded=data)
         _check_canonical(value, record.type, data)
         if len(data) <= CACHED_RECORD_MAX_BYTES:
-            _remember(_DECODED, data, record, _CACHE_LIMITS["decoded"])
+            DECODED_RECORDS.remember(data, record)
         return record
 
     @classmethod

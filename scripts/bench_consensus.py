@@ -45,8 +45,8 @@ from mftp.consensus.sim.nodes import sim_record
 from mftp.consensus.validity import validate_block
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.chain import ChainState, build_block
+from mftp.ledger.checkcache import use_check_caches
 from mftp.ledger.genesis import make_genesis
-from mftp.ledger.records import use_check_caches
 
 RECORDS_PER_BLOCK = 500
 
