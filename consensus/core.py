@@ -29,9 +29,9 @@ Design decisions (beyond the paper):
   ``max_block_future_ms`` ahead of our clock (a Byzantine proposer could
   otherwise drag the chain's time forward); re-proposals (line 28) and
   decisions are not subject to it, so ``valid`` stays deterministic for them.
-* Gossip is lossy, so :class:`Tick` re-sends our own votes of the height (and
-  our proposal, and the proof-of-lock prevotes of our valid value, which line
-  28 needs at peers).  An equivocator counts toward every block it signed for
+* Gossip is lossy, so :class:`Tick` re-sends our own votes of a height that has
+  lasted a sync interval (and our proposal, and the proof-of-lock prevotes of
+  our valid value, which line 28 needs at peers).  An equivocator counts toward every block it signed for
   (:mod:`~mftp.consensus.votes`), so a proof-of-lock built on its other vote
   is seen as one everywhere.
 * Catch-up (:mod:`~mftp.consensus.catchup`): a peer whose messages show an
