@@ -34,6 +34,22 @@ def height_shown(vote: Vote) -> int:
     return vote.height + 1 if vote.type is VoteType.PRECOMMIT else vote.height
 
 
+def height_shown_by_a_third(claims: dict[bytes, int], validators: ValidatorSet) -> int:
+    """The highest height that validators holding more than a third of the power have shown (0 if none).
+
+    ``claims`` maps a peer to the highest height of the messages it sent us
+    itself; more than a third of the power holds at least one correct
+    validator, so no Byzantine minority can raise this figure.
+    """
+    power = 0
+    for key, height in sorted(claims.items(), key=lambda item: item[1], reverse=True):
+        if key in validators:
+            power += validators.power_of([key])
+            if validators.has_one_third(power):
+                return height
+    return 0
+
+
 @dataclass
 class CatchUp:
     """Rate-limited lag detection for one core."""

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from mftp.consensus.catchup import height_shown_by_a_third
 from mftp.consensus.config import ConsensusConfig
 from mftp.consensus.core import Consensus
 from mftp.consensus.errors import ConsensusInputError
@@ -156,7 +157,7 @@ class Node:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._submitted: dict[bytes, float] = {}
-        self._highest_seen = 0
+        self._heights_shown: dict[bytes, int] = {}  # member -> highest height of its own messages
         self._fetch_answered: dict[bytes, int] = {}
         self._own_proposals = OwnProposals()
         self._last_commit_s: float | None = None
@@ -410,7 +411,7 @@ class Node:
                 getattr(self.audit, AUDIT_CHANNELS[channel])(sender, value)
             else:
                 event = decode_event(channel, value)
-                self._note_height(event)
+                self._note_height(sender, event)
                 self._input(event)
         except (ConsensusInputError, LedgerError, NodeInputError) as exc:
             self._reject(sender, channel, exc)
@@ -445,13 +446,17 @@ class Node:
         if fresh:
             self._input(RecordsSubmitted(fresh))
 
-    def _note_height(self, event: Event) -> None:
+    def _note_height(self, sender: bytes, event: Event) -> None:
+        """Remember the height a member's message shows (unverified: see :meth:`status`)."""
+        shown = 0
         if isinstance(event, VoteReceived):
-            self._highest_seen = max(self._highest_seen, event.vote.height)
+            shown = event.vote.height
         elif isinstance(event, ProposalReceived):
-            self._highest_seen = max(self._highest_seen, event.proposal.height)
+            shown = event.proposal.height
         elif isinstance(event, BlockSynced):
             self.metrics.blocks_synced.inc()
+        if shown > self._heights_shown.get(sender, 0):
+            self._heights_shown[sender] = shown  # one entry per member: bounded
 
     # ------------------------------------------------------------------ API view
 
@@ -533,7 +538,7 @@ class Node:
         rebuilt = rebuild(value, core.mempool.get)
         if isinstance(rebuilt, ProposalReceived):
             self.metrics.compact_proposals.labels(result="rebuilt").inc()
-            self._note_height(rebuilt)
+            self._note_height(sender, rebuilt)
             self._input(rebuilt)
             return
         proposal = value["p"]  # rebuild() checked its shape
@@ -588,7 +593,10 @@ class Node:
         """What ``GET /status`` shows."""
         core = self.replica.core if self.replica is not None else None
         height = self.ledger.height
-        behind = max(0, self._highest_seen - 1 - height)
+        # Heights shown by validators holding over a third of the power: one lying member
+        # (its messages are not all verified here) cannot make us report "catching_up".
+        highest_seen = height_shown_by_a_third(self._heights_shown, self.ledger.state.validators)
+        behind = max(0, highest_seen - 1 - height)
         return {
             "name": self.name,
             "role": self.role,
@@ -599,7 +607,7 @@ class Node:
             "head_hash": self.ledger.state.last_hash.hex(),
             "peers": len(self.network.peers()) if self.network is not None else 0,
             "mempool_records": len(core.mempool) if core is not None else 0,
-            "sync": {"state": "catching_up" if behind > 1 else "synced", "highest_seen": self._highest_seen},
+            "sync": {"state": "catching_up" if behind > 1 else "synced", "highest_seen": highest_seen},
             "peer_id": self.network.peer_id if self.network is not None else "",
             "consensus": dict(core.counters) if core is not None else {},
         }

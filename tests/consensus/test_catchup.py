@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mftp.consensus.catchup import DECIDED_KEPT, CatchUp
+from mftp.consensus.catchup import DECIDED_KEPT, CatchUp, height_shown_by_a_third
 from mftp.consensus.events import FetchBlocks, SendBlocks
 from mftp.ledger.block import Validator, ValidatorSet
 
@@ -58,3 +58,15 @@ def test_we_fetch_when_more_than_a_third_of_the_power_is_ahead() -> None:
         catchup.peer_ahead(keys[2], 8, height=5, validators=validators, now_ms=later + 1) is None
     )  # rate limit
     assert catchup.peer_ahead(b"s" * 32, 9, height=5, validators=validators, now_ms=later) is None
+
+
+def test_the_height_shown_by_a_third_of_the_power_ignores_a_lying_minority() -> None:
+    keys = [bytes([i]) * 32 for i in range(4)]
+    validators = ValidatorSet([Validator(f"v{i}", key, 1) for i, key in enumerate(keys)])
+    assert height_shown_by_a_third({}, validators) == 0
+    claims = {keys[0]: 1_000_000, b"s" * 32: 2_000_000}  # one validator (1/4) and a stranger
+    assert height_shown_by_a_third(claims, validators) == 0
+    claims[keys[1]] = 7
+    assert height_shown_by_a_third(claims, validators) == 7  # two of four: more than a third
+    claims[keys[2]] = 9
+    assert height_shown_by_a_third(claims, validators) == 9

@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 
-from mftp.consensus.events import Broadcast, ProposalReceived, RecordsSubmitted
+from mftp.consensus.events import Broadcast, ProposalReceived, RecordsSubmitted, VoteReceived
 from mftp.consensus.messages import ProposalMessage, sign_proposal
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
@@ -85,6 +85,20 @@ def test_prevotes_go_to_validators_and_precommits_to_all(trio_node: tuple[Node, 
     prevote, precommit = node.network.broadcast.call_args_list  # type: ignore[union-attr]
     assert prevote.args[0] == "c.vote" and prevote.kwargs == {"to": [validator]}
     assert precommit.args[0] == "c.vote" and precommit.kwargs == {"to": None}
+
+
+def test_status_reports_catching_up_only_on_heights_a_third_of_the_validators_show(
+    trio_node: tuple[Node, bytes, bytes],
+) -> None:
+    """Votes are noted before the core checks them, so one member (here the audit node,
+    with no voting power) claiming a far height must not make the node say it lags."""
+    node, validator, audit = trio_node
+    node.network.peers.return_value = frozenset()  # type: ignore[union-attr]
+    far = sign_vote(node.identity, "chain", VoteType.PRECOMMIT, 1_000, 0, bytes(32))
+    node._note_height(audit, VoteReceived(far))
+    assert node.status()["sync"] == {"state": "synced", "highest_seen": 0}
+    node._note_height(validator, VoteReceived(far))  # one of two validators: over a third
+    assert node.status()["sync"] == {"state": "catching_up", "highest_seen": 1_000}
 
 
 def _proposal(records: int = 3) -> ProposalMessage:
