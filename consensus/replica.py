@@ -58,7 +58,7 @@ class Replica:
 
     def handle(self, event: Event, now_ms: int) -> list[Action]:
         """Log ``event``, step the core, persist its own messages; returns the remaining actions."""
-        if not isinstance(event, Tick):
+        if self.wal.logs_inputs and not isinstance(event, Tick):
             self.wal.append(encode_entry(InputEntry(event, now_ms)), sync=False)
         return self._persist(self.core.step(event, now_ms))
 

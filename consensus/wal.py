@@ -194,6 +194,7 @@ class WalStorage(Protocol):
     """What :class:`~mftp.consensus.replica.Replica` needs from a WAL."""
 
     entries: list[bytes]  # payloads found when the log was opened
+    logs_inputs: bool  # False: the replica need not even encode its inputs (see NoWal)
 
     def append(self, payload: bytes, *, sync: bool) -> None:
         """Append one record; if ``sync``, it and everything before it are durable on return."""
@@ -206,6 +207,30 @@ class WalStorage(Protocol):
         decided: replaying them decides a stored height again, which the shell
         skips, and the validator's own votes in them are for a finished height.
         """
+
+
+class NoWal:
+    """The log of a node that never signs (an audit node): nothing is kept.
+
+    A WAL keeps a validator from signing twice after a crash, and replays its
+    inputs.  An observer signs nothing and, restarted, catches up from its
+    peers; logging its inputs wrote every proposal, whole, to disk for nothing.
+    """
+
+    logs_inputs = False
+
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+        self.problem: str | None = None
+
+    def append(self, payload: bytes, *, sync: bool) -> None:
+        """Keep nothing."""
+
+    def reset(self) -> None:
+        """Nothing to empty."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class SimulatedCrash(Exception):
@@ -223,6 +248,8 @@ class MemoryWal:
     append: a power loss before it finds the log as it was synced before the
     reset (the worst case of a lost truncation).
     """
+
+    logs_inputs = True
 
     def __init__(self, data: bytes = b"", *, crash_after: int | None = None) -> None:
         scan = read_frames(data)
@@ -262,6 +289,8 @@ class MemoryWal:
 
 class FileWal:
     """A WAL in one append-only file; a bad tail is truncated (and synced) on open."""
+
+    logs_inputs = True
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

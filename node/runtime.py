@@ -61,7 +61,7 @@ from mftp.consensus.messages import (
     SyncedBlock,
 )
 from mftp.consensus.replica import Replica
-from mftp.consensus.wal import FileWal
+from mftp.consensus.wal import FileWal, NoWal
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import Vote, VoteType
 from mftp.ledger.errors import LedgerError
@@ -146,7 +146,10 @@ class Node:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.ledger = Ledger(LevelDBStore(data_dir / "ledger"), genesis)
-        self.wal = FileWal(data_dir / "consensus.wal")
+        # An audit node never signs, so it keeps no WAL (see NoWal); a restart catches up from peers.
+        self.wal: FileWal | NoWal = NoWal()
+        if self.role == "validator":
+            self.wal = FileWal(data_dir / "consensus.wal")
         self.replica: Replica | None = None
         self.network: PeerNetwork | None = None
         self.dataplane: DataPlaneServer | None = None

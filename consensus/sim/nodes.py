@@ -32,7 +32,7 @@ from mftp.ledger.records import Record, RecordType, make_record
 from ..core import Consensus
 from ..messages import Message, ProposalMessage, sign_proposal
 from ..replica import Replica
-from ..wal import MemoryWal
+from ..wal import MemoryWal, NoWal
 
 BEHAVIOURS = ("equivocating_proposer", "double_vote", "invalid_block", "unknown_votes", "twin")
 
@@ -78,6 +78,7 @@ class SimNode:
     incarnation: int = 0
     crashed: bool = False
     crash_after_append: int | None = None  # planned crash: after this WAL append (first life only)
+    keeps_wal: bool = True  # audit nodes keep none, as in the node (see NoWal)
 
     @property
     def key(self) -> bytes:
@@ -108,8 +109,10 @@ class SimNode:
         """The certificate of the last stored block."""
         return self.store[-1].certificate if self.store else None
 
-    def new_wal(self, data: bytes) -> MemoryWal:
+    def new_wal(self, data: bytes) -> MemoryWal | NoWal:
         """A WAL over the surviving bytes, with the planned crash point if this is the first life."""
+        if not self.keeps_wal:
+            return NoWal()
         crash = self.crash_after_append if self.incarnation == 0 else None
         return MemoryWal(data, crash_after=crash)
 

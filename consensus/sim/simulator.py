@@ -47,7 +47,7 @@ from ..events import (
 )
 from ..messages import Message, ProposalMessage, SyncedBlock
 from ..replica import Replica
-from ..wal import MemoryWal, SimulatedCrash
+from ..wal import MemoryWal, NoWal, SimulatedCrash
 from .checks import Checker
 from .nodes import RecordingIdentity, SimNode, StoredBlock, rewrite, sim_record
 from .scenarios import Spec, make_spec
@@ -154,7 +154,7 @@ class Simulator:
         self.audit_nodes = set()
         for i, ident in enumerate(auditors):
             self.audit_nodes.add(len(self.nodes))
-            self.nodes.append(SimNode(len(self.nodes), f"a{i}", ident, state))
+            self.nodes.append(SimNode(len(self.nodes), f"a{i}", ident, state, keeps_wal=False))
         self.joiner: SimNode | None = None
         if spec.joiner:
             self.joiner = SimNode(len(self.nodes), "joiner", _identity(spec, "joiner"), state)
@@ -249,8 +249,10 @@ class Simulator:
         if node.crashed or node.replica is None:
             return
         wal = node.replica.wal
-        assert isinstance(wal, MemoryWal)
-        node.wal_bytes = wal.surviving_bytes(power_loss=power_loss, torn_bytes=torn_bytes)
+        assert isinstance(wal, MemoryWal | NoWal)
+        node.wal_bytes = b""  # an audit node keeps no WAL
+        if isinstance(wal, MemoryWal):
+            node.wal_bytes = wal.surviving_bytes(power_loss=power_loss, torn_bytes=torn_bytes)
         node.replica = None
         node.crashed = True
         self.stats["crashes"] = self.stats.get("crashes", 0) + 1

@@ -27,6 +27,7 @@ from mftp.consensus.wal import (
     FileWal,
     InputEntry,
     MemoryWal,
+    NoWal,
     SimulatedCrash,
     decode_entry,
     encode_entry,
@@ -209,3 +210,25 @@ def test_a_replica_on_a_file_wal_recovers_its_round_and_votes(tmp_path: Path) ->
         assert (again.core.height, again.core.round, again.core.current_step) == before
         assert again.core.votes.own_votes(ids[me].public.sign_key) == own_before
         assert len(own_before) == 2
+
+
+def test_an_observer_keeps_no_wal_and_encodes_nothing_for_it() -> None:
+    """An audit node never signs: its replica logs nothing, and after a restart it starts afresh."""
+    from mftp.consensus.replica import Replica
+
+    ids = [identity(f"v{i}") for i in range(4)]
+    genesis = genesis_for(ids, auditors=[identity("auditor")])
+    wal = NoWal()
+    with mock.patch("mftp.consensus.replica.encode_entry") as encode:
+        replica = Replica(fresh_core(genesis, identity("auditor")), wal)
+        replica.handle(Start(), 0)
+        proposer = next(i for i in ids if i.public.sign_key == genesis.validators.proposer(1, 0).sign_key)
+        vote = sign_vote(proposer, CHAIN_ID, VoteType.PRECOMMIT, 1, 0, NIL)
+        replica.handle(VoteReceived(vote), 10)
+        replica.committed(0)
+    encode.assert_not_called()
+    assert wal.entries == [] and wal.problem is None
+    again, _actions = Replica.recover(
+        lambda: fresh_core(genesis, identity("auditor")), wal, on_commit=lambda _c: None, now_ms=20
+    )
+    assert again.core.height == 1

@@ -12,6 +12,7 @@ import pytest
 
 from mftp.consensus.events import Broadcast, ProposalReceived, RecordsSubmitted, VoteReceived
 from mftp.consensus.messages import ProposalMessage, sign_proposal
+from mftp.consensus.wal import FileWal, NoWal
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import VoteType, sign_vote
@@ -99,6 +100,26 @@ def test_status_reports_catching_up_only_on_heights_a_third_of_the_validators_sh
     assert node.status()["sync"] == {"state": "synced", "highest_seen": 0}
     node._note_height(validator, VoteReceived(far))  # one of two validators: over a third
     assert node.status()["sync"] == {"state": "catching_up", "highest_seen": 1_000}
+
+
+def test_an_audit_node_keeps_no_consensus_wal(tmp_path: Path) -> None:
+    validator, audit = create_devnet(tmp_path / "devnet", validators=1, audit=1)
+    nodes = [
+        Node(
+            load_config(m.config_path),
+            load_identity(m.directory / "keys" / "node.key"),
+            Genesis.load(m.directory / "genesis.json"),
+        )
+        for m in (validator, audit)
+    ]
+    try:
+        assert isinstance(nodes[0].wal, FileWal) and isinstance(nodes[1].wal, NoWal)
+        assert any(validator.directory.rglob("consensus.wal"))
+        assert not any(audit.directory.rglob("consensus.wal"))
+    finally:
+        for node in nodes:
+            node.wal.close()
+            node.ledger.close()
 
 
 def _proposal(records: int = 3) -> ProposalMessage:
