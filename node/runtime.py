@@ -582,7 +582,8 @@ class Node:
         return None
 
     def _gossip_targets(self) -> list[bytes]:
-        """The validators we are connected to as members: records go only where blocks are proposed.
+        """The validators among our network's members (connected now or not; the network queues for
+        the others): records go only where blocks are proposed.
 
         Audit nodes propose nothing, so a record in their mempool is only a signature
         checked early; they check it when the proposal carrying it arrives instead,
