@@ -15,6 +15,16 @@ submitting call to the block being visible on the audit node, including the
 HTTP round trips of both.  A warm-up of
 ``WARMUP_S`` seconds of the same load comes first and is not measured.
 
+How to read the latency: with a window, mean latency is the records in flight
+(4 x ``WINDOW_RECORDS``) over the throughput (Little's law), so the two figures
+move together.  A submitter's refill, sent when the audit node shows its
+records committed, reaches the validators 25-35 ms after the commit, usually
+after the next block was proposed (``timeout_commit_ms`` is 20): the load
+settles into two cohorts of submitters that alternate between blocks, and a
+record waits about two heights.  A longer ``timeout_commit_ms`` (40) only made
+the cohorts alternate between blocks of 260 and 65 records (timelines of
+2026-11-22).
+
 Reported (last line, JSON): ``committed_records_per_s``, ``latency_p50_ms``,
 ``latency_p99_ms``, ``audit_lag_blocks`` (validators' head minus the audit
 node's at the end), plus the blocks, records and the time measured.
