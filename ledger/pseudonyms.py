@@ -589,6 +589,7 @@ class AuditStore:
 
     def __init__(self) -> None:
         self._entries: dict[bytes, dict[str, tuple[bytes, Any]]] = {}
+        self._order: list[bytes] = []  # every id ever added, erased ones too: positions never shift
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -598,10 +599,24 @@ class AuditStore:
         if record_id in self._entries:
             raise PseudonymUsageError(f"details of record {record_id.hex()} are already stored")
         self._entries[record_id] = dict(openings)
+        self._order.append(record_id)
 
     def record_ids(self) -> list[bytes]:
         """The ids of every record whose details are stored, in the order they were added."""
         return list(self._entries)
+
+    def positioned_ids(self, start: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        """Up to ``limit`` positions from ``start`` in the order of adding, as ``(position, id)``
+        of the records still held, and the position after them (-1: the end).
+
+        Positions never shift (erasing keeps a record's place), so a reader paging
+        through while details are added or erased skips nothing still held.
+        """
+        if start < 0 or limit < 1:
+            raise PseudonymUsageError("positions start at 0 and a page holds at least one")
+        stop = start + limit
+        held = [(p, rid) for p, rid in enumerate(self._order[start:stop], start) if rid in self._entries]
+        return held, (stop if stop < len(self._order) else -1)
 
     def fields(self, record_id: bytes) -> list[str] | None:
         """The names of the details stored for ``record_id``, or None if there are none."""

@@ -44,6 +44,7 @@ from mftp.ledger.pseudonyms import (
     CounterpartyMismatchError,
     Disclosure,
     KeyErasedError,
+    PartyKeys,
     PseudonymUsageError,
     Role,
     SlotFill,
@@ -56,10 +57,13 @@ from mftp.ledger.pseudonyms import (
     tagged_roles,
 )
 from mftp.ledger.records import PURPOSES, Record, RecordType, make_record
+from mftp.ledger.store import BlockStore
 
 from .audit_vault import AuditVault
 from .audit_wire import (
     MAX_DISCLOSED_RECORDS,
+    MAX_DISCLOSURE_WALK,
+    DisclosurePage,
     SlotRequest,
     decode_disclose_answer,
     decode_disclose_request,
@@ -79,7 +83,8 @@ MAX_CLOCK_SKEW_MS: Final = 10 * 60 * 1000
 SLOT_RETRY_S: Final = 5.0
 SLOT_WAIT_S: Final = 24 * 3600.0
 """As long as a capability lives: a prepared study waits that long for a recipient that is down."""
-DISCLOSE_WAIT_S: Final = 15.0
+DISCLOSE_WAIT_S: Final = 15.0  # per page
+MAX_DISCLOSURE_PAGES: Final = 500  # one scan asks for at most 500 pages (2.5 million places walked)
 MAX_PENDING: Final = 256
 
 
@@ -150,7 +155,8 @@ class AuditService:
         if self.vault.torn_bytes:
             log.warning("audit details log had a torn tail", extra={"fields": {"cut": self.vault.torn_bytes}})
         self._slot_waiters: dict[bytes, tuple[bytes, asyncio.Future[dict[Role, SlotFill]]]] = {}
-        self._disclose_waiters: dict[bytes, tuple[bytes, asyncio.Future[list[Disclosure]]]] = {}
+        # (grant id, page start) -> (institution, its answer)
+        self._disclose_waiters: dict[tuple[bytes, int], tuple[bytes, asyncio.Future[DisclosurePage]]] = {}
         self.refused_counterparty = 0
 
     @property
@@ -366,82 +372,119 @@ class AuditService:
         return record
 
     def on_disclose_request(self, sender: bytes, value: Any) -> None:
-        """An auditor asks for the details of our records of a grant's subject."""
-        grant_id = decode_disclose_request(value)
-        disclosures, truncated, error = self._disclosures_for(sender, grant_id)
-        self.host.send_peer(
-            sender, "a.disclose", disclose_answer(grant_id, disclosures, truncated=truncated, error=error)
-        )
+        """An auditor asks for a page of the details of our records of a grant's subject."""
+        grant_id, after = decode_disclose_request(value)
+        disclosures, next_after, error = self._disclosures_for(sender, grant_id, after)
+        answer = disclose_answer(grant_id, after, disclosures, next_after=next_after, error=error)
+        self.host.send_peer(sender, "a.disclose", answer)
         log.info(
             "audit details disclosed",
             extra={"fields": {"grant": grant_id.hex(), "records": len(disclosures), "refused": error}},
         )
 
-    def _disclosures_for(self, auditor: bytes, grant_id: bytes) -> tuple[list[Disclosure], bool, str]:
+    def _disclosures_for(
+        self, auditor: bytes, grant_id: bytes, after: int
+    ) -> tuple[list[Disclosure], int, str]:
+        """``(disclosures, next page's start or -1, refusal)`` of the page of ``grant_id`` from ``after``."""
+        granted, error = self._granted(auditor, grant_id)
+        if granted is None:
+            return [], -1, error
+        party, grant = granted
         store = self.host.ledger.store
-        found = store.record(grant_id)
+        held, next_after = self.vault.details.positioned_ids(after, MAX_DISCLOSURE_WALK)
+        disclosures: list[Disclosure] = []
+        for position, record_id in held:
+            disclosure = self._disclosure_of(store, party, record_id, grant_id, grant)
+            if disclosure is None:
+                continue
+            disclosures.append(disclosure)
+            if len(disclosures) == MAX_DISCLOSED_RECORDS:  # full: the next page starts after this record
+                if position != held[-1][0] or next_after != -1:
+                    next_after = position + 1
+                break
+        return disclosures, next_after, ""
+
+    def _granted(
+        self, auditor: bytes, grant_id: bytes
+    ) -> tuple[tuple[PartyKeys, Mapping[str, Any]] | None, str]:
+        """The subject's keys and our grant's body, if ``grant_id`` is ours to ``auditor``; else a refusal."""
+        found = self.host.ledger.store.record(grant_id)
         me = self.host.identity.public.sign_key
         if found is None or found.record.type is not RecordType.AUDIT_GRANT or found.record.author != me:
-            return [], False, "no grant of ours with this id on the chain"
+            return None, "no grant of ours with this id on the chain"
         body = found.record.body
         if body["auditor"] != auditor:
-            return [], False, "the grant names another auditor"
+            return None, "the grant names another auditor"
         if now_ms() >= body["expires_ms"]:
-            return [], False, "the grant has expired"
+            return None, "the grant has expired"
         opened = self.vault.disclose(grant_id, ["subject"])
         subject = opened.fields["subject"][1] if opened is not None else ""
         if not subject or subject not in self.vault.keyring.parties:
-            return [], False, "the grant's subject is no longer held here (erased?)"
-        party = self.vault.keyring.parties[subject]
-        disclosures: list[Disclosure] = []
-        for record_id in self.vault.details.record_ids():
-            stored = store.record(record_id)
-            if stored is None or record_id == grant_id:
-                continue
-            record = stored.record
-            epoch = epoch_of(record.time_ms)
-            if not body["epoch_from"] <= epoch <= body["epoch_to"]:
-                continue
-            try:
-                mine = bool(tagged_roles(party, record))
-            except KeyErasedError:
-                continue
-            if mine:
-                disclosure = self.vault.disclose(record_id)
-                if disclosure is not None:
-                    disclosures.append(disclosure)
-            if len(disclosures) > MAX_DISCLOSED_RECORDS:
-                return disclosures, True, ""
-        return disclosures, False, ""
+            return None, "the grant's subject is no longer held here (erased?)"
+        return (self.vault.keyring.parties[subject], body), ""
+
+    def _disclosure_of(
+        self, store: BlockStore, party: PartyKeys, record_id: bytes, grant_id: bytes, grant: Mapping[str, Any]
+    ) -> Disclosure | None:
+        """The details of our record ``record_id`` if it is stored, in the grant's epochs and the party's."""
+        stored = store.record(record_id)
+        if stored is None or record_id == grant_id:
+            return None
+        record = stored.record
+        if not grant["epoch_from"] <= epoch_of(record.time_ms) <= grant["epoch_to"]:
+            return None
+        try:
+            mine = bool(tagged_roles(party, record))
+        except KeyErasedError:
+            return None
+        return self.vault.disclose(record_id) if mine else None
 
     async def request_disclosures(self, institution: bytes, grant_id: bytes) -> tuple[list[Disclosure], str]:
-        """Ask ``institution`` for the details of grant ``grant_id``'s records; ``(found, note)``."""
-        future: asyncio.Future[list[Disclosure]] = asyncio.get_running_loop().create_future()
-        self._disclose_waiters[grant_id] = (institution, future)
+        """Every page of ``institution``'s details of grant ``grant_id``'s records; ``(found, note)``.
+
+        A refusal, or an institution that stops answering, becomes the note, with what
+        it disclosed before that (the note says how much).
+        """
+        found: dict[bytes, Disclosure] = {}  # a record re-added at a later position counts once
+        after = 0
+        for _ in range(MAX_DISCLOSURE_PAGES):
+            try:
+                page = await self._disclosure_page(institution, grant_id, after)
+            except TimeoutError:
+                return list(found.values()), _partial("the institution did not answer", found)
+            except NodeUsageError as exc:
+                if not found:
+                    return [], str(exc)
+                return list(found.values()), _partial(str(exc), found)
+            for disclosure in page.disclosures:
+                found.setdefault(disclosure.record_id, disclosure)
+            if page.next_after == -1:
+                return list(found.values()), ""
+            after = page.next_after
+        return list(found.values()), _partial(f"more than {MAX_DISCLOSURE_PAGES} pages", found)
+
+    async def _disclosure_page(self, institution: bytes, grant_id: bytes, after: int) -> DisclosurePage:
+        future: asyncio.Future[DisclosurePage] = asyncio.get_running_loop().create_future()
+        key = (grant_id, after)
+        self._disclose_waiters[key] = (institution, future)
         try:
-            self.host.send_peer(institution, "a.disclose?", disclose_request(grant_id))
-            return await asyncio.wait_for(future, DISCLOSE_WAIT_S), ""
-        except TimeoutError:
-            return [], "the institution did not answer: details are not disclosed"
-        except NodeUsageError as exc:
-            return [], str(exc)
+            self.host.send_peer(institution, "a.disclose?", disclose_request(grant_id, after))
+            return await asyncio.wait_for(future, DISCLOSE_WAIT_S)
         finally:
-            self._disclose_waiters.pop(grant_id, None)
+            self._disclose_waiters.pop(key, None)
 
     def on_disclose_answer(self, sender: bytes, value: Any) -> None:
-        """An institution's ``a.disclose`` answer to our request."""
-        grant_id, disclosures, truncated, error = decode_disclose_answer(value)
-        waiter = self._disclose_waiters.get(grant_id)
+        """An institution's ``a.disclose`` answer to our request for one page."""
+        page = decode_disclose_answer(value)
+        waiter = self._disclose_waiters.get((page.grant_id, page.after))
         if waiter is None or waiter[0] != sender:
             raise NodeInputError("a.disclose: not an answer to a request of ours to this member")
         if waiter[1].done():
             return
-        if error:
-            waiter[1].set_exception(NodeUsageError(f"the institution refused to disclose: {error}"))
+        if page.error:
+            waiter[1].set_exception(NodeUsageError(f"the institution refused to disclose: {page.error}"))
         else:
-            if truncated:
-                log.warning("disclosure truncated", extra={"fields": {"grant": grant_id.hex()}})
-            waiter[1].set_result(disclosures)
+            waiter[1].set_result(page)
 
     # ------------------------------------------------------------------ records
 
@@ -450,3 +493,10 @@ class AuditService:
         result = (await self.host.submit_records([record]))[0]
         if result not in ("accepted", "duplicate"):
             raise NodeUsageError(f"the mempool refused our {record.type.name} record: {result}")
+
+
+def _partial(reason: str, found: Mapping[bytes, Disclosure]) -> str:
+    """The scan's note when the institution's disclosure stopped part way."""
+    if not found:
+        return f"{reason}: details are not disclosed"
+    return f"{reason} after disclosing the details of {len(found)} records: the other matches have none"

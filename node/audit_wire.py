@@ -5,11 +5,17 @@ Slot exchange (before a sender signs a ``TRANSFER_OFFERED`` record, see :mod:`.a
     a.slots?  {"record_id": 16 bytes, "time_ms": int, "user": "user:..." or ""}
     a.slots   {"record_id": 16 bytes, "fills": [[slot, tag (16), escrow box], ...], "error": str}
 
-Disclosure (an auditor asks a grant's institution for the details of its records)::
+Disclosure (an auditor asks a grant's institution for the details of its records), in pages::
 
-    a.disclose?  {"grant_id": 16 bytes}
-    a.disclose   {"grant_id": 16 bytes, "items": [[record id, [[name, salt, value], ...]], ...],
-                  "truncated": bool, "error": str}
+    a.disclose?  {"grant_id": 16 bytes, "after": int}
+    a.disclose   {"grant_id": 16 bytes, "after": int, "items": [[record id, [[name, salt, value], ...]], ...],
+                  "next": int, "error": str}
+
+``after`` is a position in the institution's own list of the records it holds details of
+(0: from the start); ``next`` is where the following page starts, or -1 when there is
+none.  A page holds at most :data:`MAX_DISCLOSED_RECORDS` records, and the institution
+looks at no more than :data:`MAX_DISCLOSURE_WALK` of its records for one page, so
+``items`` may be empty while ``next`` is not -1.
 
 Anything malformed raises :class:`~.errors.NodeInputError` (the peer's fault, counted).
 """
@@ -30,10 +36,14 @@ from mftp.ledger.pseudonyms import (
 )
 from mftp.ledger.records import MAX_COMMITMENTS, RECORD_ID_BYTES, TAG_BYTES
 
-from .errors import NodeInputError
+from .errors import NodeInputError, NodeUsageError
 
 MAX_ERROR_CHARS: Final = 200
 MAX_DISCLOSED_RECORDS: Final = 2000  # ~1.5 MB at most per answer, under p2p.max_message_bytes
+# Records an institution looks at for one page (a store read and a tag check each): this, not
+# the number it finds, bounds how long one auditor's request holds the institution's event loop.
+MAX_DISCLOSURE_WALK: Final = 5000
+MAX_DISCLOSURE_POSITION: Final = 2**40
 MAX_DETAIL_VALUE_CHARS: Final = 256
 RECEIVER_ROLES: Final = (Role.RECEIVER_INSTITUTION, Role.RECEIVER_USER)
 
@@ -114,31 +124,55 @@ def decode_slot_answer(value: Any) -> tuple[bytes, dict[Role, SlotFill], str]:
 # --- disclosure -----------------------------------------------------------------------------------
 
 
-def disclose_request(grant_id: bytes) -> dict[str, Any]:
-    """The canonical value sent on ``a.disclose?``."""
-    return {"grant_id": grant_id}
+def disclose_request(grant_id: bytes, after: int = 0) -> dict[str, Any]:
+    """The canonical value sent on ``a.disclose?``: the page of grant ``grant_id`` from ``after``."""
+    return {"grant_id": grant_id, "after": after}
 
 
-def decode_disclose_request(value: Any) -> bytes:
-    """The grant id of an ``a.disclose?``."""
-    if not isinstance(value, dict) or set(value) != {"grant_id"}:
+def _position(value: Any, what: str, *, minimum: int) -> int:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not minimum <= value <= MAX_DISCLOSURE_POSITION
+    ):
+        raise NodeInputError(f"{what}: bad position")
+    return value
+
+
+def decode_disclose_request(value: Any) -> tuple[bytes, int]:
+    """``(grant id, after)`` of an ``a.disclose?``."""
+    if not isinstance(value, dict) or set(value) != {"grant_id", "after"}:
         raise NodeInputError("a.disclose?: malformed")
-    return _id(value["grant_id"], "a.disclose? grant_id")
+    return _id(value["grant_id"], "a.disclose? grant_id"), _position(value["after"], "a.disclose?", minimum=0)
 
 
 def disclose_answer(
-    grant_id: bytes, disclosures: list[Disclosure], *, truncated: bool = False, error: str = ""
+    grant_id: bytes, after: int, disclosures: list[Disclosure], *, next_after: int = -1, error: str = ""
 ) -> dict[str, Any]:
-    """The canonical value sent on ``a.disclose``."""
+    """The canonical value sent on ``a.disclose``; ``next_after`` -1: no page follows."""
+    if len(disclosures) > MAX_DISCLOSED_RECORDS:
+        raise NodeUsageError(f"a page holds at most {MAX_DISCLOSED_RECORDS} records")
     return {
         "grant_id": grant_id,
+        "after": after,
         "items": [
             [d.record_id, [[name, salt, value] for name, (salt, value) in sorted(d.fields.items())]]
-            for d in disclosures[:MAX_DISCLOSED_RECORDS]
+            for d in disclosures
         ],
-        "truncated": truncated or len(disclosures) > MAX_DISCLOSED_RECORDS,
+        "next": next_after,
         "error": error[:MAX_ERROR_CHARS],
     }
+
+
+@dataclass(frozen=True)
+class DisclosurePage:
+    """One ``a.disclose`` answer, checked."""
+
+    grant_id: bytes
+    after: int
+    disclosures: list[Disclosure]
+    next_after: int  # -1: the last page
+    error: str
 
 
 def _detail_value(value: Any) -> bool:
@@ -170,21 +204,19 @@ def _disclosure(item: Any) -> Disclosure:
     return Disclosure(record_id, fields)
 
 
-def decode_disclose_answer(value: Any) -> tuple[bytes, list[Disclosure], bool, str]:
-    """``(grant id, disclosures, truncated, error)`` of an ``a.disclose``."""
-    if not isinstance(value, dict) or set(value) != {"grant_id", "items", "truncated", "error"}:
+def decode_disclose_answer(value: Any) -> DisclosurePage:
+    """The page an ``a.disclose`` carries; a page that does not move forward is malformed."""
+    if not isinstance(value, dict) or set(value) != {"grant_id", "after", "items", "next", "error"}:
         raise NodeInputError("a.disclose: malformed")
     items = value["items"]
     if not isinstance(items, list) or len(items) > MAX_DISCLOSED_RECORDS:
         raise NodeInputError("a.disclose: items must be a bounded list")
-    if not isinstance(value["truncated"], bool):
-        raise NodeInputError("a.disclose: bad truncated flag")
+    after = _position(value["after"], "a.disclose after", minimum=0)
+    next_after = _position(value["next"], "a.disclose next", minimum=-1)
+    if next_after != -1 and next_after <= after:
+        raise NodeInputError("a.disclose: the next page must start after this one")
     disclosures = [_disclosure(item) for item in items]
     if len({d.record_id for d in disclosures}) != len(disclosures):
         raise NodeInputError("a.disclose: a record is disclosed twice")
-    return (
-        _id(value["grant_id"], "a.disclose grant_id"),
-        disclosures,
-        value["truncated"],
-        _error_text(value["error"], "a.disclose"),
-    )
+    grant_id = _id(value["grant_id"], "a.disclose grant_id")
+    return DisclosurePage(grant_id, after, disclosures, next_after, _error_text(value["error"], "a.disclose"))

@@ -7,20 +7,25 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.pseudonyms import (
+    AuditStore,
     CounterpartyMismatchError,
     KeyErasedError,
+    PseudonymUsageError,
     Role,
     SlotFill,
     attribute,
     commit_details,
+    epoch_of,
 )
 from mftp.ledger.records import Record, RecordType
+from mftp.node import audit_service
 from mftp.node.audit_service import AuditService, parse_day_ms, parse_month, patient_party, user_party
 from mftp.node.audit_vault import AuditVault, VaultCorrupt
 from mftp.node.audit_wire import (
@@ -97,16 +102,23 @@ def test_names_and_dates() -> None:
         (decode_slot_answer, slot_answer(b"r" * 16, {Role.SENDER_USER: SlotFill(b"t" * 16, b"b" * 176)})),
         (decode_slot_answer, {**slot_answer(b"r" * 16, {}), "fills": [[3, b"t" * 16, b"short"]]}),
         (decode_slot_answer, {**slot_answer(b"r" * 16, {}), "error": "x" * 500}),
-        (decode_disclose_request, {"grant_id": "nope"}),
+        (decode_disclose_request, {"grant_id": "nope", "after": 0}),
+        (decode_disclose_request, {"grant_id": b"g" * 16}),
+        (decode_disclose_request, {"grant_id": b"g" * 16, "after": -1}),
+        (decode_disclose_request, {"grant_id": b"g" * 16, "after": True}),
         (
             decode_disclose_answer,
-            {**disclose_answer(b"g" * 16, []), "items": [[b"r" * 16, [["n", b"s", 1]]]]},
+            {**disclose_answer(b"g" * 16, 0, []), "items": [[b"r" * 16, [["n", b"s", 1]]]]},
         ),
         (
             decode_disclose_answer,
-            {**disclose_answer(b"g" * 16, []), "items": [[b"r" * 16, [["n", b"s" * 32, 1.5]]]]},
+            {**disclose_answer(b"g" * 16, 0, []), "items": [[b"r" * 16, [["n", b"s" * 32, 1.5]]]]},
         ),
-        (decode_disclose_answer, {**disclose_answer(b"g" * 16, []), "truncated": "no"}),
+        (decode_disclose_answer, {**disclose_answer(b"g" * 16, 0, []), "next": "no"}),
+        (decode_disclose_answer, {**disclose_answer(b"g" * 16, 0, []), "next": -2}),
+        (decode_disclose_answer, disclose_answer(b"g" * 16, 5, [], next_after=5)),  # no progress: a loop
+        (decode_disclose_answer, disclose_answer(b"g" * 16, 5, [], next_after=3)),
+        (decode_disclose_answer, {**disclose_answer(b"g" * 16, 0, []), "truncated": False}),
         (decode_disclose_answer, [1]),
     ],
 )
@@ -141,7 +153,12 @@ class FakeHost:
 
     def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
         self.sent.append((channel, value))
-        handler = {"a.slots?": "on_slot_request", "a.slots": "on_slot_answer"}[channel]
+        handler = {
+            "a.slots?": "on_slot_request",
+            "a.slots": "on_slot_answer",
+            "a.disclose?": "on_disclose_request",
+            "a.disclose": "on_disclose_answer",
+        }[channel]
         me = self.identity.public.sign_key
         asyncio.get_running_loop().call_soon(getattr(self.peers[sign_key], handler), me, value)
 
@@ -250,3 +267,116 @@ async def test_rotation_and_erasure_are_records_and_erasure_unlinks(tmp_path: Pa
     assert Role.SENDER_USER not in attribute(reopened.keyring, earlier)  # crypto-shredded
     with pytest.raises(NodeUsageError):
         await a.rotate("user:alice", "scheduled")
+
+
+# --- disclosure in pages, with a chain that is a dict --------------------------------------------
+
+
+class FakeStore:
+    """What disclosure reads of the block store: records by id."""
+
+    def __init__(self) -> None:
+        self.records: dict[bytes, Any] = {}
+
+    def record(self, record_id: bytes) -> Any:
+        return self.records.get(record_id)
+
+    def put(self, record: Record) -> None:
+        self.records[record.record_id] = SimpleNamespace(record=record, ledger_index=len(self.records))
+
+
+def test_detail_positions_never_shift() -> None:
+    details = AuditStore()
+    ids = [bytes([i]) * 16 for i in range(5)]
+    for record_id in ids:
+        details.add(record_id, {})
+    assert details.positioned_ids(0, 2) == ([(0, ids[0]), (1, ids[1])], 2)
+    details.erase(ids[1])
+    details.erase(ids[2])
+    assert details.positioned_ids(2, 2) == ([(3, ids[3])], 4)  # erased ones keep their places
+    assert details.positioned_ids(4, 10) == ([(4, ids[4])], -1)
+    assert details.positioned_ids(9, 1) == ([], -1)
+    with pytest.raises(PseudonymUsageError):
+        details.positioned_ids(-1, 1)
+
+
+async def _granted_history(
+    tmp_path: Path, users: list[str]
+) -> tuple[AuditService, AuditService, Record, set[bytes]]:
+    """Institution ``a`` with a record per user on a fake chain, and its grant of alice to auditor ``r``."""
+    a, r = pair(tmp_path)
+    store = FakeStore()
+    cast(FakeHost, a.host).ledger = SimpleNamespace(store=store)
+    a.vault.party("user:alice", "user")
+    a.vault.party("user:bob", "user")
+    alice: set[bytes] = set()
+    for user in users:
+        record_id, time_ms = os.urandom(16), int(time.time() * 1000)
+        fills = a.fills(record_id, time_ms, {Role.SENDER_USER: user, Role.SENDER_INSTITUTION: a.institution})
+        body = {
+            "transfer_id": os.urandom(16),
+            "recipient": os.urandom(32),
+            "purpose": "TREAT",
+            "mode": "pseudonymised",
+            "size_bucket": 20,
+            "study_commitment": os.urandom(32),
+        }
+        record = a.author(
+            RecordType.TRANSFER_OFFERED,
+            body,
+            fills=fills,
+            details={"user": user},
+            record_id=record_id,
+            time_ms=time_ms,
+        )
+        store.put(record)
+        if user == "user:alice":
+            alice.add(record_id)
+    epoch = epoch_of(int(time.time() * 1000))
+    grant = await a.grant(
+        subject="user:alice",
+        auditor=cast(FakeHost, r.host).identity.public.sign_key,
+        legal_basis="GDPR Art. 58(1)(b)",
+        purpose="HCOMPL",
+        epoch_from=epoch - 1,
+        epoch_to=epoch + 1,
+        expires_ms=int(time.time() * 1000) + 3_600_000,
+        notify_after_ms=int(time.time() * 1000) + 3_600_000,
+    )
+    store.put(grant)
+    return a, r, grant, alice
+
+
+async def test_details_are_disclosed_in_pages_and_completely(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(audit_service, "MAX_DISCLOSED_RECORDS", 3)  # a full page ends a page...
+    monkeypatch.setattr(audit_service, "MAX_DISCLOSURE_WALK", 4)  # ...and so does a long walk
+    users = ["user:alice"] * 5 + ["user:bob", "user:bob", "user:alice"] * 3
+    a, r, grant, alice = await _granted_history(tmp_path, users)
+    a_key = cast(FakeHost, a.host).identity.public.sign_key
+    found, note = await r.request_disclosures(a_key, grant.record_id)
+    assert note == "" and {d.record_id for d in found} == alice and len(found) == len(alice) == 8
+    assert all(d.fields["user"][1] == "user:alice" for d in found)
+    asked = [value["after"] for channel, value in cast(FakeHost, r.host).sent if channel == "a.disclose?"]
+    # Alice's records sit at 0-4, 7, 10 and 13: the first page fills up after three records,
+    # the next ones stop after walking four places; the last one ends at the grant (14).
+    assert asked == [0, 3, 7, 11]
+
+
+async def test_an_institution_that_stops_answering_is_noted_with_what_it_disclosed(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(audit_service, "MAX_DISCLOSED_RECORDS", 3)
+    monkeypatch.setattr(audit_service, "DISCLOSE_WAIT_S", 0.2)
+    a, r, grant, alice = await _granted_history(tmp_path, ["user:alice", "user:bob"] * 5)
+    answer = a.on_disclose_request
+
+    def first_page_only(sender: bytes, value: Any) -> None:
+        if value["after"] == 0:
+            answer(sender, value)
+
+    monkeypatch.setattr(a, "on_disclose_request", first_page_only)
+    found, note = await r.request_disclosures(
+        cast(FakeHost, a.host).identity.public.sign_key, grant.record_id
+    )
+    assert len(found) == 3 and {d.record_id for d in found} < alice
+    assert note.startswith("the institution did not answer after disclosing the details of 3 records")
