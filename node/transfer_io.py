@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -52,7 +52,7 @@ from mftp.transfer.deid import Policy, deidentify_bytes
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
 from mftp.transfer.package import Packager, PackageResult, iter_object_entries
-from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
+from mftp.transfer.study import DeliveryReport, FileKind, FileReport, ImportReport
 
 from .blobstore import BlobStore
 from .errors import NodeError, NodeUsageError
@@ -337,35 +337,119 @@ class PreparePool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
+Dropped = Callable[[str, str], None]
+"""``dropped(source name, reason)``: a file of the study that does not travel."""
+
+MAX_WORKER_DEATHS: Final = 3
+"""Files whose preparing process died that a study survives (each costs a fresh pool)."""
+WORKER_DIED: Final = "its preparing process died (a codec crash or out of memory)"
+
+_Job = tuple[str, str, str]  # (path, entry name, source name)
+
+
 def _prepared(
-    files: list[LocalFile], policy: Policy, secret: bytes, pool: PreparePool, prefer_speed: bool
+    files: list[LocalFile],
+    policy: Policy,
+    secret: bytes,
+    pool: PreparePool,
+    prefer_speed: bool,
+    dropped: Dropped,
 ) -> Iterator[tuple[EntryMeta, bytes]]:
-    """Each file prepared, in order; by the pool's processes for a big enough study."""
-    jobs = [(str(item.path), f"{index:05d}.dcm") for index, item in enumerate(files)]
+    """Each file prepared, in order; by the pool's processes for a big enough study.
+
+    A file refused as input (:class:`TransferInputError`: not de-identifiable, malformed)
+    is reported to ``dropped`` by its source name and the study goes on.  So is a file
+    whose worker process dies, found by retrying the files that were in flight one at a
+    time in fresh workers; past :data:`MAX_WORKER_DEATHS` such files the study fails.
+    """
+    jobs = [(str(item.path), f"{index:05d}.dcm", item.info.name) for index, item in enumerate(files)]
     executor = pool.executor() if len(jobs) >= PARALLEL_MIN_FILES else None
     if executor is None:
-        for path, name in jobs:
-            yield prepare_file(path, name, policy, secret, prefer_speed)
+        for job in jobs:
+            result = _prepare_here(job, policy, secret, prefer_speed, dropped)
+            if result is not None:
+                yield result
         return
-    pending = iter(jobs)
-    window: deque[Future[tuple[EntryMeta, bytes]]] = deque()
+    yield from _prepared_by_pool(jobs, policy, secret, pool, prefer_speed, dropped)
+
+
+def _prepare_here(
+    job: _Job, policy: Policy, secret: bytes, prefer_speed: bool, dropped: Dropped
+) -> tuple[EntryMeta, bytes] | None:
+    path, name, source = job
     try:
-        for path, name in pending:
-            window.append(executor.submit(prepare_file, path, name, policy, secret, prefer_speed))
-            if len(window) >= 2 * pool.workers:
-                break
-        while window:
-            result = window.popleft().result()
-            following = next(pending, None)
-            if following is not None:
-                window.append(executor.submit(prepare_file, *following, policy, secret, prefer_speed))
-            yield result
-    except BrokenProcessPool:
-        pool.discard(executor)
-        raise NodeError("a worker process preparing the study died; send it again") from None
+        return prepare_file(path, name, policy, secret, prefer_speed)
+    except TransferInputError as exc:
+        dropped(source, _reason(exc, name))
+        return None
+
+
+def _reason(exc: TransferInputError, name: str) -> str:
+    return str(exc).removeprefix(f"{name}: ")
+
+
+_Submit = Callable[[ProcessPoolExecutor, _Job], "Future[tuple[EntryMeta, bytes]]"]
+
+
+def _prepared_by_pool(
+    jobs: list[_Job], policy: Policy, secret: bytes, pool: PreparePool, prefer_speed: bool, dropped: Dropped
+) -> Iterator[tuple[EntryMeta, bytes]]:
+    pending = iter(jobs)
+    window: deque[tuple[_Job, Future[tuple[EntryMeta, bytes]]]] = deque()
+    deaths = 0
+
+    def submit(executor: ProcessPoolExecutor, job: _Job) -> Future[tuple[EntryMeta, bytes]]:
+        try:
+            return executor.submit(prepare_file, job[0], job[1], policy, secret, prefer_speed)
+        except BrokenProcessPool as exc:  # it died before this job: handled with the ones in flight
+            failed: Future[tuple[EntryMeta, bytes]] = Future()
+            failed.set_exception(exc)
+            return failed
+
+    try:
+        while True:
+            executor = pool.executor()
+            assert executor is not None
+            while len(window) < 2 * pool.workers and (job := next(pending, None)) is not None:
+                window.append((job, submit(executor, job)))
+            if not window:
+                return
+            job, future = window.popleft()
+            try:
+                yield future.result()
+            except TransferInputError as exc:
+                dropped(job[2], _reason(exc, job[1]))
+            except BrokenProcessPool:
+                pool.discard(executor)
+                suspects = [job] + [queued for queued, _ in window]
+                window.clear()
+                deaths += yield from _one_by_one(suspects, submit, pool, dropped, MAX_WORKER_DEATHS - deaths)
     finally:
-        for future in window:  # abandoned (failed or cancelled send): leave the pool to others
-            future.cancel()
+        for _, queued in window:  # abandoned (failed or cancelled send): leave the pool to others
+            queued.cancel()
+
+
+def _one_by_one(
+    suspects: list[_Job], submit: _Submit, pool: PreparePool, dropped: Dropped, deaths_allowed: int
+) -> Generator[tuple[EntryMeta, bytes], None, int]:
+    """Prepare the files that were in flight when a worker died one at a time, in fresh workers:
+    a file that kills its worker again is left out.  Returns how many did."""
+    deaths = 0
+    for job in suspects:
+        executor = pool.executor()
+        assert executor is not None
+        try:
+            yield submit(executor, job).result()
+        except TransferInputError as exc:
+            dropped(job[2], _reason(exc, job[1]))
+        except BrokenProcessPool:
+            pool.discard(executor)
+            deaths += 1
+            if deaths > deaths_allowed:
+                too_many = MAX_WORKER_DEATHS + 1
+                raise NodeError(f"worker processes died on {too_many} files: the study is not sent") from None
+            dropped(job[2], WORKER_DIED)
+    return deaths
 
 
 def package_study(
@@ -379,27 +463,41 @@ def package_study(
     pool: PreparePool | None = None,
     publish: Callable[[Manifest], None] | None = None,
     prefer_speed: bool = False,
+    report: FileReport | None = None,
 ) -> PackageResult:
     """De-identify, compress and encrypt each file into ``store`` (blocking).
 
     ``progress(files_done, study_bytes)`` after each file; ``publish(partial manifest)`` when
     new objects are sealed, at most every :data:`PUBLISH_INTERVAL_S`, so the recipient can fetch
-    while the rest is prepared.  On failure the objects already written are deleted, so nothing
-    of an abandoned study stays on disk.
+    while the rest is prepared.  A file that cannot be prepared is added to ``report`` (by its
+    source name, with the reason) and left out; the study fails only if no file is left.  On
+    failure the objects already written are deleted, so nothing of an abandoned study stays on disk.
     """
     study_bytes, published, published_s = 0, 0, 0.0
+    added = left_out = 0
+
+    def dropped(name: str, reason: str) -> None:
+        nonlocal left_out
+        left_out += 1
+        if report is not None:
+            report.add_failure(name, reason)
+        progress(added + left_out, study_bytes)  # the file is done with, if not sent
+
     try:
-        prepared = _prepared(files, policy, secret, pool or PreparePool(1), prefer_speed)
-        for done, (meta, compressed) in enumerate(prepared, start=1):
+        prepared = _prepared(files, policy, secret, pool or PreparePool(1), prefer_speed, dropped)
+        for meta, compressed in prepared:
             packager.add(meta, compressed)
             study_bytes += meta.size
-            progress(done, study_bytes)
-            if publish is not None and time.monotonic() - published_s >= publish_interval_s(done):
+            added += 1
+            progress(added + left_out, study_bytes)
+            if publish is not None and time.monotonic() - published_s >= publish_interval_s(added):
                 sealed = packager.sealed_count
                 snapshot = packager.snapshot() if sealed > published else None
                 if snapshot is not None:
                     publish(snapshot)
                     published, published_s = sealed, time.monotonic()
+        if files and not added:
+            raise NodeError(f"none of the study's {len(files)} files could be prepared")
         return packager.finish()
     except BaseException:
         for object_id in packager.committed:

@@ -74,6 +74,7 @@ from mftp.transfer.manifest import (
     seal_manifest,
 )
 from mftp.transfer.package import Packager, recipient_object_key, seal_local_record, storage_key_for
+from mftp.transfer.study import FileReport
 
 from .audit_service import AuditService, patient_party, user_party
 from .blobstore import BlobStore
@@ -325,7 +326,15 @@ class TransferService:
             # An empty partial manifest first, so the recipient's first request finds the transfer.
             await asyncio.to_thread(self._publish, self._empty_manifest(state, peer))
             self._offer(state)
-            manifest = await asyncio.to_thread(self._package, state, peer, files)
+            not_sent = report.failed_count
+            manifest = await asyncio.to_thread(self._package, state, peer, files, report)
+            if report.failed_count > not_sent:  # files that could not be prepared: named, not sent
+                state.detail = not_sent_summary(report)
+                left_out = report.failed_count - not_sent
+                log.warning(
+                    "files of a study left out while preparing",
+                    extra={"fields": {"transfer": state.transfer_id, "files": left_out}},
+                )
             sealed = await asyncio.to_thread(seal_manifest, manifest, self.host.identity)
             await self.submit(record)
             self.store.put_record(f"offer-{state.transfer_id}", sealed)
@@ -396,7 +405,9 @@ class TransferService:
             time_ms=time_ms,
         )
 
-    def _package(self, state: TransferState, peer: Peer, files: list[LocalFile]) -> Manifest:
+    def _package(
+        self, state: TransferState, peer: Peer, files: list[LocalFile], report: FileReport
+    ) -> Manifest:
         """De-identify, compress and encrypt the study into the blob store (blocking)."""
         mode = Mode(state.mode)
         salt = secrets.token_bytes(16) if mode is Mode.ANONYMOUS else None  # ANONYMOUS: unlinkable sends
@@ -427,6 +438,7 @@ class TransferService:
             pool=self.pool,
             publish=self._publish,
             prefer_speed=prefers_speed(self.host.config.get("transfer", "compression")),
+            report=report,
         )
         self.store.put_record(
             f"local-{state.transfer_id}", seal_local_record(result, storage_key_for(self.host.identity))

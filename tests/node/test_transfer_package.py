@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import functools
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any, cast
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
 from mftp.crypto.signing import SigningIdentity
+from mftp.node import transfer_io
 from mftp.node.blobstore import BlobStore
 from mftp.node.errors import NodeError, NodeUsageError
 from mftp.node.pacs import FolderSource, LocalFile
 from mftp.node.transfer_io import (
+    MAX_WORKER_DEATHS,
     PARALLEL_MIN_FILES,
+    WORKER_DIED,
     PreparePool,
     _process_alive,
     one_study,
@@ -23,6 +29,7 @@ from mftp.node.transfer_io import (
     verify_all,
 )
 from mftp.transfer.deid import Mode, Policy
+from mftp.transfer.errors import TransferInputError
 from mftp.transfer.package import Packager, recipient_object_key, storage_key_for
 from mftp.transfer.study import ImportReport
 
@@ -110,12 +117,121 @@ def test_the_pool_is_reused_and_replaced_when_a_worker_dies(tmp_path: Path) -> N
         os.kill(victim, signal.SIGKILL)
         files, store, packager = _study_to_package(tmp_path, b"u" * 16)
         policy = Policy.for_mode(Mode.PSEUDONYMISED)
-        with pytest.raises(NodeError, match="worker process"):
-            package_study(files, packager, store, policy, SECRET, lambda n, _: None, pool=pool)
-        assert not any(store.has(object_id) for object_id in packager.committed)  # nothing left behind
-        assert pool.executor() is not executor  # the next send gets fresh workers
+        report = ImportReport()
+        result = package_study(
+            files, packager, store, policy, SECRET, lambda n, _: None, pool=pool, report=report
+        )
+        # The files it had in flight were prepared again in fresh workers: none was to blame.
+        assert len(result.manifest.entries) == len(files) and report.failed_count == 0
+        assert pool.executor() is not executor  # the next send gets fresh workers too
     finally:
         pool.shutdown()
+
+
+class _CrashingExecutor:
+    """A pool whose worker dies on the files named ``crash`` (runs the others here, at once)."""
+
+    def __init__(self, crash: set[str]) -> None:
+        self.crash, self.broken = crash, False
+
+    def submit(self, fn: Any, path: str, *args: Any) -> Future[Any]:
+        if self.broken:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        future: Future[Any] = Future()
+        if Path(path).name in self.crash:
+            self.broken = True
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        else:
+            try:
+                future.set_result(fn(path, *args))
+            except Exception as exc:
+                future.set_exception(exc)
+        return future
+
+
+class _CrashingPool:
+    workers = 2
+
+    def __init__(self, crash: set[str]) -> None:
+        self.crash, self.started = crash, 0
+        self._executor: _CrashingExecutor | None = None
+
+    def executor(self) -> _CrashingExecutor:
+        if self._executor is None:
+            self._executor, self.started = _CrashingExecutor(self.crash), self.started + 1
+        return self._executor
+
+    def discard(self, broken: _CrashingExecutor) -> None:
+        if self._executor is broken:
+            self._executor = None
+
+
+def test_a_file_that_kills_its_worker_is_reported_and_the_rest_goes_on(tmp_path: Path) -> None:
+    files, store, packager = _study_to_package(tmp_path, b"k" * 16)
+    pool = _CrashingPool({"003.dcm"})
+    report, seen = ImportReport(), []
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    result = package_study(
+        files,
+        packager,
+        store,
+        policy,
+        SECRET,
+        lambda n, _: seen.append(n),
+        pool=cast(Any, pool),
+        report=report,
+    )
+    names = [e.name for e in result.manifest.entries]
+    assert names == [f"{i:05d}.dcm" for i in range(len(files)) if i != 3]
+    assert [(f.name, f.reason) for f in report.failures] == [("003.dcm", WORKER_DIED)]
+    assert seen[-1] == len(files)  # the left-out file counts as done with
+    assert pool.started == 3  # the first pool, one to try the suspect alone, one after it
+
+
+def test_a_study_whose_files_keep_killing_workers_is_not_sent(tmp_path: Path) -> None:
+    files, store, packager = _study_to_package(tmp_path, b"m" * 16)
+    crash = {f"{i:03d}.dcm" for i in range(MAX_WORKER_DEATHS + 1)}
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    with pytest.raises(NodeError, match="worker processes died on"):
+        package_study(
+            files, packager, store, policy, SECRET, lambda n, _: None, pool=cast(Any, _CrashingPool(crash))
+        )
+    assert not any(store.has(object_id) for object_id in packager.committed)  # nothing left behind
+
+
+def test_a_file_refused_while_preparing_is_reported_and_the_rest_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, store, packager = _study_to_package(tmp_path, b"r" * 16)
+    prepare = transfer_io.prepare_file
+
+    def refusing(path: str, name: str, *args: Any) -> Any:
+        if Path(path).name == "005.dcm":
+            raise TransferInputError("Burned In Annotation is YES: the pixels may show identity", name=name)
+        return prepare(path, name, *args)
+
+    monkeypatch.setattr(transfer_io, "prepare_file", refusing)
+    report = ImportReport()
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    result = package_study(files, packager, store, policy, SECRET, lambda n, _: None, report=report)
+    assert len(result.manifest.entries) == len(files) - 1
+    assert [(f.name, f.reason) for f in report.failures] == [
+        ("005.dcm", "Burned In Annotation is YES: the pixels may show identity")
+    ]
+
+
+def test_a_study_with_no_file_left_is_not_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files, store, packager = _study_to_package(tmp_path, b"n" * 16)
+
+    def refusing(path: str, name: str, *args: Any) -> Any:
+        raise TransferInputError("not de-identifiable", name=name)
+
+    monkeypatch.setattr(transfer_io, "prepare_file", refusing)
+    report = ImportReport()
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    with pytest.raises(NodeError, match=f"none of the study's {len(files)} files"):
+        package_study(files, packager, store, policy, SECRET, lambda n, _: None, report=report)
+    assert report.failed_count == len(files)
 
 
 def test_workers_end_when_their_node_is_killed(tmp_path: Path) -> None:
