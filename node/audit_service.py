@@ -75,6 +75,7 @@ from .audit_wire import (
 )
 from .config import Config
 from .errors import NodeInputError, NodeUsageError
+from .ratelimit import PeerRate
 
 log = logging.getLogger("mftp.node.audit")
 
@@ -83,6 +84,8 @@ MAX_CLOCK_SKEW_MS: Final = 10 * 60 * 1000
 SLOT_RETRY_S: Final = 5.0
 SLOT_WAIT_S: Final = 24 * 3600.0
 """As long as a capability lives: a prepared study waits that long for a recipient that is down."""
+SLOT_REQUESTS_PER_S: Final = 20.0  # per member: one per study it sends us
+SLOT_REQUEST_BURST: Final = 200  # a PACS pushing a batch of studies at once
 DISCLOSE_WAIT_S: Final = 15.0  # per page
 MAX_DISCLOSURE_PAGES: Final = 500  # one scan asks for at most 500 pages (2.5 million places walked)
 MAX_PENDING: Final = 256
@@ -158,6 +161,8 @@ class AuditService:
         # (grant id, page start) -> (institution, its answer)
         self._disclose_waiters: dict[tuple[bytes, int], tuple[bytes, asyncio.Future[DisclosurePage]]] = {}
         self.refused_counterparty = 0
+        self._slot_rate = PeerRate(SLOT_REQUESTS_PER_S, SLOT_REQUEST_BURST)
+        self.refused_slot_requests = 0
 
     @property
     def institution(self) -> str:
@@ -278,7 +283,10 @@ class AuditService:
             raise NodeInputError("a.slots?: record time too far from our clock")
         parties = {Role.RECEIVER_INSTITUTION: self.institution}
         error = ""
-        if request.user:
+        if not self._slot_rate.allow(sender):  # each answer costs key work, and would probe user names
+            self.refused_slot_requests += 1
+            error = "too many slot requests from your node; send again shortly"
+        elif request.user:
             if self.vault.has_party(request.user):
                 parties[Role.RECEIVER_USER] = request.user
             else:

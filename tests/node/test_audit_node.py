@@ -37,6 +37,7 @@ from mftp.node.audit_wire import (
     slot_answer,
 )
 from mftp.node.errors import NodeInputError, NodeUsageError
+from mftp.node.ratelimit import PeerRate
 
 
 def test_the_vault_survives_a_restart_encrypted_and_private(tmp_path: Path) -> None:
@@ -251,6 +252,29 @@ async def test_slot_requests_are_bounded(tmp_path: Path) -> None:
     with pytest.raises(NodeUsageError, match="unknown recipient user"):
         await offer_with_their_slots(a, b, "user:dr.nobody")  # b never makes keys on a sender's word
     assert not b.vault.has_party("user:dr.nobody")
+
+
+def test_peer_rate_allows_bursts_then_the_rate() -> None:
+    now = [0.0]
+    rate = PeerRate(2.0, 3, clock=lambda: now[0])
+    assert [rate.allow(b"a") for _ in range(4)] == [True, True, True, False]
+    assert rate.allow(b"b")  # each peer has its own bucket
+    now[0] = 0.5  # one token back at 2 per second
+    assert [rate.allow(b"a") for _ in range(2)] == [True, False]
+    now[0] = 100.0  # never more than the burst
+    assert [rate.allow(b"a") for _ in range(4)] == [True, True, True, False]
+    with pytest.raises(ValueError):
+        PeerRate(0, 1)
+
+
+async def test_a_member_flooding_slot_requests_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    a, b = pair(tmp_path)
+    monkeypatch.setattr(b, "_slot_rate", PeerRate(0.001, 2))
+    await offer_with_their_slots(a, b)
+    await offer_with_their_slots(a, b)
+    with pytest.raises(NodeUsageError, match="too many slot requests"):
+        await offer_with_their_slots(a, b)
+    assert b.refused_slot_requests == 1
 
 
 async def test_rotation_and_erasure_are_records_and_erasure_unlinks(tmp_path: Path) -> None:
