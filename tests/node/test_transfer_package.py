@@ -234,6 +234,40 @@ def test_a_study_with_no_file_left_is_not_sent(tmp_path: Path, monkeypatch: pyte
     assert report.failed_count == len(files)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_send_stopped_while_preparing_leaves_nothing_behind(tmp_path: Path, workers: int) -> None:
+    """The recipient refuses (or the operator cancels) mid-way: progress raises, as the node's does."""
+    files, store, _ = _study_to_package(tmp_path, b"c" * 16)
+    packager = Packager(
+        sender=SENDER.public,
+        recipient=RECIPIENT.public,
+        transfer_id=b"c" * 16,
+        created_ms=1,
+        storage_key=storage_key_for(SENDER),
+        sink_factory=store.object_writer,
+        bucket_target_bytes=1,  # every file sealed at once: objects are on disk when it stops
+        large_object_bytes=1,
+    )
+
+    def progress(files_done: int, _bytes: int) -> None:
+        if files_done == 5:
+            raise NodeUsageError("transfer is refused; not preparing it")
+
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    pool = PreparePool(workers)
+    try:
+        with pytest.raises(NodeUsageError, match="refused"):
+            package_study(files, packager, store, policy, SECRET, progress, pool=pool)
+        assert packager.committed and not any(store.has(object_id) for object_id in packager.committed)
+        # The pool is left to the next send, not broken by the abandoned jobs.
+        (tmp_path / "next").mkdir()
+        files2, store2, packager2 = _study_to_package(tmp_path / "next", b"d" * 16)
+        result = package_study(files2, packager2, store2, policy, SECRET, lambda n, _: None, pool=pool)
+        assert len(result.manifest.entries) == len(files2)
+    finally:
+        pool.shutdown()
+
+
 def test_workers_end_when_their_node_is_killed(tmp_path: Path) -> None:
     import json
     import signal
