@@ -160,6 +160,7 @@ class AuditService:
         self._slot_waiters: dict[bytes, tuple[bytes, asyncio.Future[dict[Role, SlotFill]]]] = {}
         # (grant id, page start) -> (institution, its answer)
         self._disclose_waiters: dict[tuple[bytes, int], tuple[bytes, asyncio.Future[DisclosurePage]]] = {}
+        self._disclosing = asyncio.Lock()
         self.refused_counterparty = 0
         self._slot_rate = PeerRate(SLOT_REQUESTS_PER_S, SLOT_REQUEST_BURST)
         self.refused_slot_requests = 0
@@ -453,6 +454,10 @@ class AuditService:
         A refusal, or an institution that stops answering, becomes the note, with what
         it disclosed before that (the note says how much).
         """
+        async with self._disclosing:  # two scans of one grant would wait for the same pages
+            return await self._all_pages(institution, grant_id)
+
+    async def _all_pages(self, institution: bytes, grant_id: bytes) -> tuple[list[Disclosure], str]:
         found: dict[bytes, Disclosure] = {}  # a record re-added at a later position counts once
         after = 0
         for _ in range(MAX_DISCLOSURE_PAGES):

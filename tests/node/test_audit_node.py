@@ -386,6 +386,17 @@ async def test_details_are_disclosed_in_pages_and_completely(tmp_path: Path, mon
     assert asked == [0, 3, 7, 11]
 
 
+async def test_two_scans_of_one_grant_at_once_both_get_every_page(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(audit_service, "MAX_DISCLOSED_RECORDS", 2)
+    a, r, grant, alice = await _granted_history(tmp_path, ["user:alice", "user:bob"] * 4)
+    a_key = cast(FakeHost, a.host).identity.public.sign_key
+    first, second = await asyncio.gather(
+        r.request_disclosures(a_key, grant.record_id), r.request_disclosures(a_key, grant.record_id)
+    )
+    for found, note in (first, second):
+        assert note == "" and {d.record_id for d in found} == alice
+
+
 async def test_an_institution_that_stops_answering_is_noted_with_what_it_disclosed(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
