@@ -19,8 +19,9 @@ each PDF, STL, OBJ or MTL becomes an encapsulated-document instance of the study
 (:func:`~.pacs_common.wrap_attachments`).  In the de-identifying modes the PS3.15 profile
 replaces Encapsulated Document (0042,0011) with a dummy, so the document would arrive empty:
 each attachment, and each encapsulated-document instance a PACS sent, is reported by name as not
-sent (:data:`NOT_DEIDENTIFIABLE`) and the rest of the study goes on.  :func:`not_sent_summary`
-turns a report's files that will not travel into one line for the operator.
+sent (:data:`NOT_DEIDENTIFIABLE`) and the rest of the study goes on.  So is an image whose
+Burned In Annotation (0028,0301) is YES (:data:`BURNED_IN`): de-identification would refuse it.
+:func:`not_sent_summary` turns a report's files that will not travel into one line for the operator.
 
 File names and UIDs go into reports and return values shown to the operator, never into logs
 (folder names often carry patient names).
@@ -45,6 +46,7 @@ from .pacs_common import is_safe_uid, wrap_attachments
 
 DIMSE_PREFIX: Final = "dimse:"
 NOT_DEIDENTIFIABLE: Final = "its content cannot be de-identified; send it in identified mode"
+BURNED_IN: Final = "Burned In Annotation is YES: the pixels may show identity; send it in identified mode"
 ENCAPSULATED_DOCUMENT_CLASSES: Final = "1.2.840.10008.5.1.4.1.1.104."
 """Prefix of the Encapsulated PDF, CDA, STL, OBJ and MTL Storage SOP Class UIDs (PS3.4 B.5)."""
 ATTACHMENTS_DIR: Final = "attachments"
@@ -192,6 +194,9 @@ async def travelling_files(
         elif item.info.kind is FileKind.ATTACHMENT or _is_encapsulated_document(item.info):
             _drop_ok(report, item.info.name, item.info.size_bytes)
             report.add_failure(item.info.name, NOT_DEIDENTIFIABLE)
+        elif item.info.burned_in:  # de-identification would refuse it: say so now, before the offer
+            _drop_ok(report, item.info.name, item.info.size_bytes)
+            report.add_failure(item.info.name, BURNED_IN)
         elif item.info.kind is FileKind.DICOM:
             kept.append(item)
     return kept

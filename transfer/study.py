@@ -85,6 +85,8 @@ class SourceFile:
     media_type: str = ""
     has_pixel_data: bool = False
     notes: tuple[str, ...] = ()
+    burned_in: bool = False
+    """Burned In Annotation is YES: only an identified send may carry it (de-identification refuses it)."""
 
 
 def dicom_file(name: str, size_bytes: int, sha256: str, probe: DicomProbe) -> SourceFile:
@@ -118,6 +120,7 @@ def dicom_file(name: str, size_bytes: int, sha256: str, probe: DicomProbe) -> So
         modality=probe.modality,
         has_pixel_data=probe.has_pixel_data,
         notes=probe.notes,
+        burned_in=probe.burned_in_annotation.strip().upper() == "YES",
     )
 
 

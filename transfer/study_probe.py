@@ -82,6 +82,7 @@ _WANTED = {
     0x0020000D: "study_instance_uid",
     0x0020000E: "series_instance_uid",
     0x00080060: "modality",
+    0x00280301: "burned_in_annotation",
 }
 _META_WANTED = {0x00020002: "sop_class_uid", 0x00020003: "sop_instance_uid", 0x00020010: "ts"}
 _MAX_WANTED_BYTES = 256
@@ -118,6 +119,8 @@ class DicomProbe:
     has_meta_group: bool
     """True when File Meta Information (group 0002) is present, with or without the preamble."""
     notes: tuple[str, ...] = ()
+    burned_in_annotation: str = ""
+    """Burned In Annotation (0028,0301) as written: "YES" means the pixels may show identity."""
 
 
 class _Broken(Exception):
@@ -468,6 +471,7 @@ def _finish(
         has_part10_header=part10,
         has_meta_group=meta_group,
         notes=tuple(notes),
+        burned_in_annotation=found.get("burned_in_annotation", ""),
     )
 
 

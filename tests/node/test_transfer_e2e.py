@@ -3,8 +3,8 @@
 One devnet of three validators and an audit node; hospital-c lives in another country.
 Through the CLI (which calls each node's API): a send to hospital-c is refused for data
 residency and nothing is sent; hospital-a sends a study of real pydicom-data images to
-hospital-b in pseudonymised mode (one more image, with burned-in annotation, is left out while
-preparing and named in the sender's transfer), with hospital-b offline when the offer is made (the offer
+hospital-b in pseudonymised mode (one more image, with burned-in annotation, is left out and
+named in the sender's transfer), with hospital-b offline when the offer is made (the offer
 arrives when it is back); hospital-b fetches and verifies it, its inbox shows it complete, and
 an export to a folder gives valid DICOM files with new ``2.25.`` UIDs, a pseudonymous patient,
 and the original pixel data.  The three records (offered by A, received and accessed by B) are
@@ -47,8 +47,8 @@ def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
 def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Path) -> None:
     a, b, _, auditor = (p.member for p in devnet)
     originals = make_study(tmp_path / "study")
-    # An image whose pixels may show identity passes the import, but no pseudonymised send may
-    # carry it: it is left out while preparing, named in the sender's transfer, and the rest goes.
+    # An image whose pixels may show identity: no pseudonymised send may carry it.  It is left
+    # out (at import) and named in the sender's transfer, and the rest of the study goes.
     burned = pydicom.dcmread(sorted((tmp_path / "study").iterdir())[0])
     burned.SOPInstanceUID = pydicom.uid.generate_uid()
     burned.BurnedInAnnotation = "YES"

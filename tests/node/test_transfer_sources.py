@@ -24,6 +24,7 @@ from mftp.node.pacs import DimsePeer, PacsError
 from mftp.node.transfer_io import Allowed, check_destination, deliver, import_study, parse_source
 from mftp.node.transfer_sources import (
     ATTACHMENTS_DIR,
+    BURNED_IN,
     NOT_DEIDENTIFIABLE,
     DimseStudy,
     not_sent_summary,
@@ -221,6 +222,13 @@ async def test_deidentifying_modes_report_attachments_by_name(tmp_path: Path) ->
     identified, _ = await import_study(tmp_path / "case", spill, attachments=True)
     (pdf,) = [f for f in identified if f.info.sop_class_uid == PDF_CLASS]
     (tmp_path / "case" / "report.dcm").write_bytes(pdf.path.read_bytes())
+    # An image whose pixels may show identity: only an identified send carries it.
+    burned = pydicom.dcmread(next(f.path for f in identified if str(f.info.sop_instance_uid) in pixels))
+    burned.SOPInstanceUID = pydicom.uid.generate_uid()
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(tmp_path / "case" / "burned.dcm")
+    again, _ = await import_study(tmp_path / "case", spill, attachments=True)
+    assert "burned.dcm" in {f.info.name for f in again}
 
     files, report = await import_study(tmp_path / "case", tmp_path / "spill", attachments=False)
     assert sorted(str(pydicom.dcmread(f.path).SOPInstanceUID) for f in files) == sorted(pixels)
@@ -229,6 +237,7 @@ async def test_deidentifying_modes_report_attachments_by_name(tmp_path: Path) ->
         "plan.pdf": NOT_DEIDENTIFIABLE,
         "design/guide.stl": NOT_DEIDENTIFIABLE,
         "report.dcm": NOT_DEIDENTIFIABLE,
+        "burned.dcm": BURNED_IN,
         "notes.txt": "attachment of type text/plain: no DICOM form, a PACS cannot store it",
     }
     assert len(report.ok) == len(pixels) and not set(reasons) & set(report.ok)

@@ -64,6 +64,15 @@ def test_whole_real_files_are_recognised_with_their_uids(name: str) -> None:
     assert found.series_instance_uid == ds.SeriesInstanceUID
     assert found.has_pixel_data == ("PixelData" in ds)
     assert ("no pixel data" in found.notes) == ("PixelData" not in ds)
+    assert found.burned_in_annotation == str(ds.get("BurnedInAnnotation", ""))
+
+
+def test_burned_in_annotation_is_read() -> None:
+    ds = pydicom_read(sample("CT_small.dcm"))
+    ds.BurnedInAnnotation = "YES"
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert probe(out.getvalue()).burned_in_annotation == "YES"
 
 
 @pytest.mark.parametrize(
