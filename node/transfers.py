@@ -293,6 +293,7 @@ class TransferService:
         (the recipient is told by ``410``) and leaves no offer on the ledger.
         """
         spill = self.host.data_dir / "spill" / state.transfer_id
+        manifest: Manifest | None = None
         try:
             spill.mkdir(mode=0o700, parents=True, exist_ok=True)
             files, report = await import_study(
@@ -351,8 +352,15 @@ class TransferService:
         except (NodeError, TransferError, OSError) as exc:
             self.fail(state, str(exc))
             self.server.abandon_transfer(bytes.fromhex(state.transfer_id))
+            if manifest is not None:  # prepared, then the offer failed: nobody will fetch or read it
+                self._delete_prepared(state, manifest)
         finally:
             shutil.rmtree(spill, ignore_errors=True)
+
+    def _delete_prepared(self, state: TransferState, manifest: Manifest) -> None:
+        for obj in manifest.objects:
+            self.store.delete(obj.object_id)
+        self.store.delete_record(f"local-{state.transfer_id}")
 
     def _offer_body(
         self, state: TransferState, peer: Peer, study_uid: str, study_bytes: int
