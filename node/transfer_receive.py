@@ -11,6 +11,8 @@ files of the objects it holds (decrypt, decompress, SHA-256 against the manifest
 is still prepared and fetched; then the *final* manifest, which it keeps.  A failed fetch is
 retried with backoff until the capability expires; a restarted node resumes every unfinished
 fetch, fetching only missing chunks (files verified early are verified again after a restart).
+A fetch given up for good (the sender's data cannot be used, or a day has passed) deletes the
+objects it had fetched, complete or partial: nothing will ever read them.
 The ``TRANSFER_RECEIVED`` record is signed once every file of the final manifest verified
 (outcome ``complete``), or as ``refused`` if one does not.  The study stays encrypted at rest.
 """
@@ -227,13 +229,14 @@ class Receiver:
 
         totals: Counter[str] = Counter()  # over the rounds of a streamed study, logged once
         wake = self._wake.setdefault(state.transfer_id, asyncio.Event())
+        known: Manifest | None = None  # the latest manifest: what a failed fetch leaves on disk
         try:
             while True:
                 # Re-read each round: a re-sent offer may have renewed it (``_renew``).
                 capability = decode_capability(base64.b64decode(state.capability))
                 polled_at = time.monotonic()
                 try:
-                    manifest = await self._manifest(state, capability)
+                    manifest = known = await self._manifest(state, capability)
                     state.files = len(manifest.entries)
                     state.study_bytes = manifest.total_original_bytes
                     state.fetch_bytes = manifest.total_ciphertext_bytes
@@ -252,18 +255,18 @@ class Receiver:
                     raise
                 except CapabilityRefused as exc:
                     if not (exc.reason == "expired" and self._may_wait_for_renewal(state)):
-                        self.service.fail(state, f"the sender's data cannot be used: {exc}")
+                        self._give_up(state, f"the sender's data cannot be used: {exc}", known)
                         self._answer(state)
                         return
                     state.detail = "waiting for the sender to renew the capability"
                     await asyncio.sleep(RETRY_MAX_S)
                 except (PeerKeyMismatch, TransferInputError, OfferRefused) as exc:
-                    self.service.fail(state, f"the sender's data cannot be used: {exc}")
+                    self._give_up(state, f"the sender's data cannot be used: {exc}", known)
                     self._answer(state)
                     return
                 except (FetchFailed, NodeInputError, OSError) as exc:
                     if not self._may_wait_for_renewal(state):
-                        self.service.fail(state, f"the study was not fetched within a day: {exc}")
+                        self._give_up(state, f"the study was not fetched within a day: {exc}", known)
                         return
                     state.detail = f"retrying in {delay_s:.0f} s: {exc}"
                     log.info(
@@ -280,6 +283,14 @@ class Receiver:
         finally:
             checker.cancel()
             self._wake.pop(state.transfer_id, None)
+
+    def _give_up(self, state: TransferState, reason: str, manifest: Manifest | None) -> None:
+        """Fail the transfer for good and delete what was fetched of it: nothing will read it."""
+        self.service.fail(state, reason)
+        if manifest is not None:
+            for obj in manifest.objects:
+                self.store.delete(obj.object_id)
+            self.store.discard_transfer(manifest)
 
     @staticmethod
     def _may_wait_for_renewal(state: TransferState) -> bool:

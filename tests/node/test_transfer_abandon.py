@@ -1,11 +1,14 @@
-"""A study prepared whose offer then fails leaves nothing behind on the sender's disk.
+"""A transfer that fails for good leaves nothing behind: the sender's prepared study whose offer
+failed, the recipient's fetched objects when it gives up.
 
 In process: hospital-a's node from a devnet configuration, its transfer service with a real blob
-store and data plane (not listening), the recipient's tags and the mempool replaced.
+store and data plane (not listening); the network steps are replaced (the recipient's tags and the
+mempool for the sender, the manifest and the fetch for the recipient).
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +18,24 @@ from unittest import mock
 import pytest
 
 from mftp.crypto.keyfile import load_identity
+from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.genesis import Genesis
 from mftp.node.blobstore import BlobStore
 from mftp.node.config import load_config
 from mftp.node.dataplane import DataPlaneServer
 from mftp.node.devnet import create_devnet
 from mftp.node.errors import NodeError
+from mftp.node.pacs import FolderSource
 from mftp.node.runtime import Node
-from mftp.node.transfer_io import Allowed, parse_source
-from mftp.node.transfer_state import OUT, TransferState
+from mftp.node.transfer_io import Allowed, package_study, parse_source
+from mftp.node.transfer_state import IN, OUT, TransferState
 from mftp.node.transfers import TransferService, now_ms
+from mftp.transfer.capability import issue_capability
+from mftp.transfer.deid import Mode, Policy
+from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Manifest
+from mftp.transfer.package import Packager, storage_key_for
+from mftp.transfer.study import ImportReport
 from tests.node.devnet_helpers import make_study
 
 
@@ -76,3 +86,55 @@ async def test_a_prepared_study_whose_offer_fails_is_deleted(node: Node, tmp_pat
     assert manifest.objects and not any(store.has(o.object_id) for o in manifest.objects)
     assert store.get_record(f"local-{state.transfer_id}") is None
     assert not [f for f in (tmp_path / "blobs" / "blobs").rglob("*") if f.is_file()]  # nor anything else
+
+
+async def test_a_fetch_given_up_deletes_what_it_fetched(node: Node, tmp_path: Path) -> None:
+    """The sender's data cannot be used (here: a chunk that does not decrypt): the transfer fails
+    for good, and the objects already fetched (complete or partial) are deleted."""
+    store = BlobStore(tmp_path / "blobs")
+    service = TransferService(node, store, DataPlaneServer(store, node.identity, port=0), node.audit)
+    sender = SigningIdentity.generate()
+    transfer_id = secrets.token_bytes(16)
+    # What a first round fetched: every object of the study, complete, in our store.
+    make_study(tmp_path / "study")
+    report = ImportReport()
+    files = list(FolderSource(tmp_path / "study").scan(tmp_path, report))
+    packager = Packager(
+        sender=sender.public,
+        recipient=node.identity.public,
+        transfer_id=transfer_id,
+        created_ms=now_ms(),
+        storage_key=storage_key_for(node.identity),
+        sink_factory=store.object_writer,
+    )
+    policy = Policy.for_mode(Mode.PSEUDONYMISED)
+    manifest = package_study(files, packager, store, policy, b"s" * 32, lambda n, _: None).manifest
+    assert all(store.has(o.object_id) for o in manifest.objects)
+    capability = issue_capability(
+        sender,
+        recipient=node.identity.public.sign_key,
+        transfer_id=transfer_id,
+        manifest_sha256=manifest.sha256,
+        now_ms=now_ms(),
+    )
+    state = TransferState(
+        transfer_id=transfer_id.hex(),
+        direction=IN,
+        peer="hospital-b",
+        peer_key=sender.public.sign_key.hex(),
+        purpose="TREAT",
+        mode="pseudonymised",
+        state="fetching",
+        created_ms=now_ms(),
+        data_url="https://127.0.0.1:1",
+        capability=base64.b64encode(capability.token).decode(),
+    )
+    receiver = service.receiver
+    with (
+        mock.patch.object(receiver, "_manifest", mock.AsyncMock(return_value=manifest)),
+        mock.patch.object(receiver, "_fetch", mock.AsyncMock(side_effect=TransferInputError("a bad chunk"))),
+        mock.patch.object(receiver, "_answer"),  # no network: the refusal is not sent
+    ):
+        await receiver.receive(state)
+    assert state.state == "failed" and "cannot be used" in state.detail
+    assert not any(store.has(o.object_id) for o in manifest.objects)
