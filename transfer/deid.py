@@ -284,10 +284,15 @@ def _check_secret(secret: bytes, patient_offset_days: int | None) -> None:
         raise TransferUsageError("patient_offset_days out of range")
 
 
+def burned_in(value: object) -> bool:
+    """Whether a Burned In Annotation (0028,0301) value says the pixels may show identity."""
+    return str(value).strip().upper() == "YES"
+
+
 def _deidentify_in_place(
     ds: Dataset, policy: Policy, secret: bytes, offset_days: int | None, name: str
 ) -> None:
-    if not policy.allow_burned_in and str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+    if not policy.allow_burned_in and burned_in(ds.get("BurnedInAnnotation", "")):
         raise TransferInputError("Burned In Annotation is YES: the pixels may show identity", name=name)
     original = _Originals.of(ds)
     if offset_days is None:

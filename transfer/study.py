@@ -19,6 +19,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .deid import burned_in
 from .errors import TransferInputError
 from .study_probe import DicomProbe
 
@@ -120,7 +121,7 @@ def dicom_file(name: str, size_bytes: int, sha256: str, probe: DicomProbe) -> So
         modality=probe.modality,
         has_pixel_data=probe.has_pixel_data,
         notes=probe.notes,
-        burned_in=probe.burned_in_annotation.strip().upper() == "YES",
+        burned_in=burned_in(probe.burned_in_annotation),
     )
 
 
