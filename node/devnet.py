@@ -230,7 +230,14 @@ class NodeProcess:
     def start(self) -> None:
         """Start the process; its logs go to ``node.log`` in the member's directory."""
         log = (self.member.directory / "node.log").open("ab")
-        command = [sys.executable, "-m", "mftp.node.cli", "run", "--config", str(self.member.config_path)]
+        command = [
+            sys.executable,
+            "-m",
+            "mftp.node.cli.main",
+            "run",
+            "--config",
+            str(self.member.config_path),
+        ]
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from mftp.crypto.signing import SigningIdentity
-from mftp.node.p2p import P2PLimits, PeerNetwork
+from mftp.node.p2p.network import P2PLimits, PeerNetwork
 
 
 def _percentile(samples: list[float], fraction: float) -> float:

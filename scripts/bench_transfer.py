@@ -48,7 +48,7 @@ from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mftp.node.devnet import Member, create_devnet, free_ports, start_all, stop_all, wait_for_height
-from mftp.node.transfer_io import prefers_speed
+from mftp.node.transfers.preparing import prefers_speed
 from scripts.throttle_proxy import ThreadedProxy, ThrottleProxy
 from tests.node.devnet_helpers import TEST_CONSENSUS, api
 

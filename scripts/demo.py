@@ -107,7 +107,7 @@ def main() -> int:
 
 def mftp_node(member: Member, *args: str) -> int:
     """Run ``mftp-node`` against ``member``'s node, its output shown as is."""
-    command = [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
+    command = [sys.executable, "-m", "mftp.node.cli.main", *args, "--config", str(member.config_path)]
     return subprocess.run(command, check=False).returncode
 
 
@@ -172,7 +172,7 @@ def audit(a: Member, b: Member, regulator: Member) -> bool:
     expires = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 90 * 86400))
     say(f"\n$ mftp-node audit grant --subject user:alice --auditor {regulator.name} ...   (at {a.name})")
     grant = subprocess.run(
-        [sys.executable, "-m", "mftp.node.cli", "audit", "grant", "--subject", "user:alice",
+        [sys.executable, "-m", "mftp.node.cli.main", "audit", "grant", "--subject", "user:alice",
          "--auditor", regulator.name, "--legal-basis", "GDPR Art. 58(1)(b); inspection 2026-17",
          "--from", today, "--to", today, "--expires", expires, "--config", str(a.config_path)],
         capture_output=True, text=True, check=False,

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mftp.node.blobstore import BlobStore
+from mftp.node.dataplane.blobstore import BlobStore
 from mftp.transfer.capability import Capability, issue_capability
 from mftp.transfer.manifest import EntryMeta, Manifest
 from mftp.transfer.package import Packager, storage_key_for

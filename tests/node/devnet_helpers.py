@@ -154,7 +154,7 @@ def environment_without_passphrase() -> dict[str, str]:
 
 def cli_command(member: Member, *args: str) -> list[str]:
     """The command line of ``mftp-node *args`` against ``member``'s node."""
-    return [sys.executable, "-m", "mftp.node.cli", *args, "--config", str(member.config_path)]
+    return [sys.executable, "-m", "mftp.node.cli.main", *args, "--config", str(member.config_path)]
 
 
 def cli(member: Member, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

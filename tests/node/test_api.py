@@ -22,10 +22,10 @@ from mftp.ledger.proofs import InclusionProof, verify_record_in_ledger
 from mftp.ledger.records import Record
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.ledger.store_leveldb import LevelDBStore
-from mftp.node.api import Api
-from mftp.node.audit_api import AuditApi
+from mftp.node.api.openapi import openapi_document
+from mftp.node.api.server import Api
+from mftp.node.audit.routes import AuditApi
 from mftp.node.errors import NodeUsageError, ResidencyRefused
-from mftp.node.openapi import openapi_document
 
 TOKEN = "s3cret-token"
 

@@ -25,10 +25,8 @@ from mftp.ledger.pseudonyms import (
     epoch_of,
 )
 from mftp.ledger.records import Record, RecordType
-from mftp.node import audit_service
-from mftp.node.audit_service import AuditService, parse_day_ms, parse_month, patient_party, user_party
-from mftp.node.audit_vault import AuditVault, VaultCorrupt
-from mftp.node.audit_wire import (
+from mftp.node.audit import service as audit_service
+from mftp.node.audit.messages import (
     decode_disclose_answer,
     decode_disclose_request,
     decode_slot_answer,
@@ -36,6 +34,8 @@ from mftp.node.audit_wire import (
     disclose_answer,
     slot_answer,
 )
+from mftp.node.audit.service import AuditService, parse_day_ms, parse_month, patient_party, user_party
+from mftp.node.audit.vault import AuditVault, VaultCorrupt
 from mftp.node.errors import NodeInputError, NodeUsageError
 from mftp.node.ratelimit import PeerRate
 

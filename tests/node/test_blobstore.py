@@ -1,4 +1,4 @@
-"""The blob store (mftp.node.blobstore): atomic objects, resumable partials, records, entries."""
+"""The blob store (mftp.node.dataplane.blobstore): atomic objects, resumable partials, records, entries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mftp.node.blobstore import BlobStore
+from mftp.node.dataplane.blobstore import BlobStore
 from mftp.node.errors import NodeInputError, NodeUsageError
 from mftp.transfer.fetchplan import chunk_ref
 from mftp.transfer.manifest import Manifest

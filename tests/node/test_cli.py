@@ -12,7 +12,7 @@ import pytest
 
 from mftp.crypto.keyfile import load_identity
 from mftp.ledger.genesis import Genesis
-from mftp.node.cli import EXIT_CONFIG, build_parser, main
+from mftp.node.cli.main import EXIT_CONFIG, build_parser, main
 from mftp.node.config import load_config
 
 
@@ -75,7 +75,7 @@ def test_every_command_has_help() -> None:
     assert {"init", "genesis", "token"} <= set(names)
     for name in names:
         result = subprocess.run(
-            [sys.executable, "-m", "mftp.node.cli", name, "--help"],
+            [sys.executable, "-m", "mftp.node.cli.main", name, "--help"],
             capture_output=True,
             text=True,
             check=False,

@@ -13,7 +13,13 @@ from mftp.consensus.messages import ProposalMessage, sign_proposal
 from mftp.crypto import canonical
 from mftp.ledger.records import Record
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
-from mftp.node.compact import ANSWER_INTERVAL_MS, KEPT_PROPOSALS, OwnProposals, compact_value, rebuild
+from mftp.node.chain.compact_proposals import (
+    ANSWER_INTERVAL_MS,
+    KEPT_PROPOSALS,
+    OwnProposals,
+    compact_value,
+    rebuild,
+)
 
 SIGNERS = identities(4)
 GENESIS = sample_genesis(SIGNERS)

@@ -1,4 +1,4 @@
-"""The HTTPS data plane (mftp.node.dataplane): a real transfer on loopback, HTTP semantics, refusals."""
+"""The HTTPS data plane (node.dataplane.server): a real transfer on loopback, HTTP semantics, refusals."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from mftp.node.blobstore import BlobStore
-from mftp.node.dataplane import (
+from mftp.node.dataplane.blobstore import BlobStore
+from mftp.node.dataplane.server import (
     CapabilityRefused,
     DataPlaneServer,
     FetchFailed,
@@ -21,7 +21,7 @@ from mftp.node.dataplane import (
     fetch_transfer,
     parse_range,
 )
-from mftp.node.tls import KeyPin
+from mftp.node.dataplane.tls import KeyPin
 from mftp.transfer.capability import STREAMING_MANIFEST, Capability, authorization_header, issue_capability
 from mftp.transfer.manifest import ObjectInfo, seal_manifest
 from tests.node.dataplane_helpers import MIB, Transfer, check_received, make_transfer, now_ms, verified_chunks

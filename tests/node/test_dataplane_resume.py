@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mftp.node.blobstore import BlobStore
-from mftp.node.dataplane import DataPlaneServer, FetchFailed, fetch_transfer
+from mftp.node.dataplane.blobstore import BlobStore
+from mftp.node.dataplane.server import DataPlaneServer, FetchFailed, fetch_transfer
 from mftp.transfer.fetchplan import chunk_ref
 from scripts.throttle_proxy import ThrottleProxy
 from tests.node.dataplane_helpers import MIB, all_chunks, check_received, make_transfer, verified_chunks

@@ -1,4 +1,4 @@
-"""TLS of the data plane (mftp.node.tls): Ed25519 self-signed certificates, key pinning."""
+"""TLS of the data plane (mftp.node.dataplane.tls): Ed25519 self-signed certificates, key pinning."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mftp.node.dataplane import DataPlaneServer, fetch_transfer
+from mftp.node.dataplane.server import DataPlaneServer, fetch_transfer
+from mftp.node.dataplane.tls import KeyPin, PeerKeyMismatch, certificate_sign_key, make_certificate
 from mftp.node.errors import NodeInputError
-from mftp.node.tls import KeyPin, PeerKeyMismatch, certificate_sign_key, make_certificate
 from tests.node.dataplane_helpers import make_transfer
 from tests.transfer.package_helpers import RECIPIENT, SENDER, STRANGER
 

@@ -22,7 +22,7 @@ from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import VoteType, sign_vote
 from mftp.node.devnet import NodeProcess, wait_for_height
-from mftp.node.p2p import PeerNetwork
+from mftp.node.p2p.network import PeerNetwork
 from tests.node.devnet_helpers import (
     block_hashes,
     get_json,

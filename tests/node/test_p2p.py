@@ -1,4 +1,4 @@
-"""The peer network on real libp2p hosts over loopback (mftp.node.p2p).
+"""The peer network on real libp2p hosts over loopback (mftp.node.p2p.network).
 
 Every test starts real ``PeerNetwork`` instances (each with its own trio
 thread) on 127.0.0.1 with free ports, so they run in one process and mostly
@@ -33,14 +33,14 @@ from multiaddr import Multiaddr
 from mftp.crypto import canonical
 from mftp.crypto.signing import SigningIdentity
 from mftp.node.errors import NodeUsageError
-from mftp.node.p2p import (
+from mftp.node.p2p.network import (
     PROTOCOL_ID,
     P2PLimits,
     PeerNetwork,
     dial_multiaddr,
     peer_id_from_sign_key,
 )
-from mftp.node.p2p_trio import Engine
+from mftp.node.p2p.trio_host import Engine
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""The peer network's wire format and thread plumbing, without any network (mftp.node.p2p_wire)."""
+"""The peer network's wire format and thread plumbing, without any network (mftp.node.p2p.frames)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from mftp.crypto import canonical
 from mftp.crypto.errors import EncodeError
 from mftp.crypto.signing import SigningIdentity
 from mftp.node.errors import NodeInputError, NodeUsageError
-from mftp.node.p2p import PeerNetwork, dial_multiaddr, peer_id_from_sign_key, sign_key_from_peer_id
-from mftp.node.p2p_wire import (
+from mftp.node.p2p.frames import (
     Backoff,
     FrameReader,
     InboundCredit,
@@ -23,6 +22,7 @@ from mftp.node.p2p_wire import (
     decode_envelope,
     encode_frame,
 )
+from mftp.node.p2p.network import PeerNetwork, dial_multiaddr, peer_id_from_sign_key, sign_key_from_peer_id
 
 LIMIT = 1024
 

@@ -16,8 +16,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from mftp.node import pacs_folder
 from mftp.node.pacs import FolderSink, FolderSource, LocalFile, describe_path
+from mftp.node.pacs import folder as pacs_folder
 from mftp.transfer.study import FileKind, ImportReport, group_studies
 from tests.samples import sample
 

@@ -33,7 +33,6 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from mftp.node import pacs_dimse
 from mftp.node.pacs import (
     DEFAULT_TRANSFER_SYNTAXES,
     DicomWebLimits,
@@ -48,6 +47,7 @@ from mftp.node.pacs import (
     PacsError,
     PacsUnavailableError,
 )
+from mftp.node.pacs import dimse as pacs_dimse
 from mftp.transfer.study import FileKind, ImportReport
 from tests.orthanc_server import OrthancServer, free_port, orthanc_available, run_orthanc
 from tests.samples import sample

@@ -18,10 +18,10 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import VoteType, sign_vote
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
-from mftp.node.compact import compact_value
+from mftp.node.chain.compact_proposals import compact_value
 from mftp.node.config import load_config
 from mftp.node.devnet import create_devnet
-from mftp.node.runtime import COMPACT_RETRY_MS, Node
+from mftp.node.process import COMPACT_RETRY_MS, Node
 
 
 @pytest.fixture

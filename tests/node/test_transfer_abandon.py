@@ -20,16 +20,16 @@ import pytest
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.genesis import Genesis
-from mftp.node.blobstore import BlobStore
 from mftp.node.config import load_config
-from mftp.node.dataplane import DataPlaneServer
+from mftp.node.dataplane.blobstore import BlobStore
+from mftp.node.dataplane.server import DataPlaneServer
 from mftp.node.devnet import create_devnet
 from mftp.node.errors import NodeError
 from mftp.node.pacs import FolderSource
-from mftp.node.runtime import Node
-from mftp.node.transfer_io import Allowed, package_study, parse_source
-from mftp.node.transfer_state import IN, OUT, TransferState
-from mftp.node.transfers import TransferService, now_ms
+from mftp.node.process import Node
+from mftp.node.transfers.preparing import Allowed, package_study, parse_source
+from mftp.node.transfers.service import TransferService, now_ms
+from mftp.node.transfers.state import IN, OUT, TransferState
 from mftp.transfer.capability import issue_capability
 from mftp.transfer.deid import Mode, Policy
 from mftp.transfer.errors import TransferInputError

@@ -13,11 +13,11 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from mftp.crypto.signing import SigningIdentity
-from mftp.node import transfer_io
-from mftp.node.blobstore import BlobStore
+from mftp.node.dataplane.blobstore import BlobStore
 from mftp.node.errors import NodeError, NodeUsageError
 from mftp.node.pacs import FolderSource, LocalFile
-from mftp.node.transfer_io import (
+from mftp.node.transfers import preparing as transfer_io
+from mftp.node.transfers.preparing import (
     MAX_WORKER_DEATHS,
     PARALLEL_MIN_FILES,
     WORKER_DIED,
@@ -277,7 +277,7 @@ def test_workers_end_when_their_node_is_killed(tmp_path: Path) -> None:
 
     script = (
         "import json, os, signal\n"
-        "from mftp.node.transfer_io import PreparePool\n"
+        "from mftp.node.transfers.preparing import PreparePool\n"
         "if __name__ == '__main__':\n"
         "    pool = PreparePool(2)\n"
         "    pool.warm()\n"

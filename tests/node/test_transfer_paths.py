@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mftp.node.errors import NodeUsageError
-from mftp.node.transfer_io import Allowed, DicomWebStudy, check_destination, parse_source
+from mftp.node.transfers.preparing import Allowed, DicomWebStudy, check_destination, parse_source
 
 
 def allowed(tmp_path: Path) -> Allowed:
@@ -75,7 +75,7 @@ def test_nothing_is_allowed_by_default(tmp_path: Path) -> None:
 
 
 def test_compression_prefers_speed_on_small_hosts_unless_told() -> None:
-    from mftp.node.transfer_io import prefers_speed
+    from mftp.node.transfers.preparing import prefers_speed
 
     assert prefers_speed("auto", cpus=2) and prefers_speed("auto", cpus=4)
     assert not prefers_speed("auto", cpus=16)

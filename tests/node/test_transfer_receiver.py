@@ -10,10 +10,10 @@ from typing import Any
 
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.records import TAG_BYTES, TAG_SLOTS, Record, RecordType, make_record
-from mftp.node.blobstore import BlobStore
-from mftp.node.transfer_receive import Receiver
-from mftp.node.transfer_state import IN, TransferState, TransferStates
-from mftp.node.transfers import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferService, now_ms
+from mftp.node.dataplane.blobstore import BlobStore
+from mftp.node.transfers.receiver import Receiver
+from mftp.node.transfers.service import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferService, now_ms
+from mftp.node.transfers.state import IN, TransferState, TransferStates
 from mftp.transfer.capability import STREAMING_MANIFEST, Capability, issue_capability
 
 

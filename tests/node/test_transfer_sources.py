@@ -21,14 +21,14 @@ from mftp.node.config import parse_config, split_dimse_peer
 from mftp.node.devnet import Member, NodeProcess
 from mftp.node.errors import ConfigError, NodeUsageError
 from mftp.node.pacs import DimsePeer, PacsError
-from mftp.node.transfer_io import Allowed, check_destination, deliver, import_study, parse_source
-from mftp.node.transfer_sources import (
+from mftp.node.transfers.dimse_and_attachments import (
     ATTACHMENTS_DIR,
     BURNED_IN,
     NOT_DEIDENTIFIABLE,
     DimseStudy,
     not_sent_summary,
 )
+from mftp.node.transfers.preparing import Allowed, check_destination, deliver, import_study, parse_source
 from mftp.transfer.deid import Mode, Policy, deidentify_bytes
 from mftp.transfer.study import FileKind, ImportReport
 from tests.node.devnet_helpers import api, cli, make_study, running_devnet

@@ -23,11 +23,11 @@ from typing import Any, cast
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mftp.node.api import Api, NodeView, TransferView
+from mftp.node.api.server import Api, NodeView, TransferView
 from mftp.node.devnet import Member, NodeProcess
 from mftp.node.errors import NodeUsageError
-from mftp.node.transfer_access import OpenViews, StudyAccess
-from mftp.node.transfer_state import IN, TransferState
+from mftp.node.transfers.access import OpenViews, StudyAccess
+from mftp.node.transfers.state import IN, TransferState
 from mftp.transfer.manifest import Manifest
 from tests.node.devnet_helpers import api, cli, committed, make_study, running_devnet, wait_until
 

@@ -10,10 +10,10 @@ import pytest
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.records import Record, RecordType, make_record
 from mftp.node.errors import NodeInputError, NodeUsageError
-from mftp.node.transfer_io import Allowed, DicomWebStudy, check_destination, parse_source
-from mftp.node.transfer_state import TransferState, TransferStates, check_transfer_id
-from mftp.node.transfer_wire import NO_RECORD, Offer, decode_offer, decode_receipt, receipt_value
-from mftp.node.transfers import size_bucket
+from mftp.node.transfers.messages import NO_RECORD, Offer, decode_offer, decode_receipt, receipt_value
+from mftp.node.transfers.preparing import Allowed, DicomWebStudy, check_destination, parse_source
+from mftp.node.transfers.service import size_bucket
+from mftp.node.transfers.state import TransferState, TransferStates, check_transfer_id
 from mftp.transfer.capability import issue_capability
 
 SENDER, RECIPIENT, STRANGER = (SigningIdentity.generate() for _ in range(3))

@@ -1,0 +1,445 @@
+"""The node's HTTP API (aiohttp), described by the OpenAPI document in :mod:`.openapi`.
+
+Reads need no token: the ledger is replicated to every member anyway, and the
+API listens on loopback unless the operator configures otherwise.  Every call
+that changes anything requires ``Authorization: Bearer <token>`` where the
+SHA-256 of the token is listed in ``api.token_sha256``; tokens are compared by
+hash in constant time and never logged.  Transfers (``/transfers...``, see
+:mod:`.transfers`) are private to the institution, so reading them needs the token too;
+so do views of a received study (``/transfers/{id}/views...``, :mod:`.transfer_access`),
+whose instances are patient data: they are served with ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mftp.ledger.errors import LedgerError, LedgerUsageError
+from mftp.ledger.ledger import Ledger
+from mftp.ledger.proofs import prove_extension, prove_record
+from mftp.ledger.records import Record
+
+from ..errors import NodeInputError, NodeUsageError, ResidencyRefused
+from .ledger_json import block_view, certificate_view, header_view, stored_record_view, validators_view
+from .openapi import openapi_document
+
+log = logging.getLogger("mftp.node.api.server")
+
+MAX_RANGE_BLOCKS: Final = 100
+MAX_WAIT_MS: Final = 30_000
+"""The longest ``GET /blocks?wait_ms=`` waits for a block."""
+MAX_WAITING_REQUESTS: Final = 64
+"""Requests waiting for a block at once; beyond this they are answered at once (a client re-asks)."""
+MAX_SUBMIT_RECORDS: Final = 1000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NodeView(Protocol):
+    """What the API needs from a running node."""
+
+    ledger: Ledger
+    registry: CollectorRegistry
+
+    def status(self) -> dict[str, Any]:
+        """Height, round, peers, role, sync state."""
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Connected and configured peers."""
+
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        """Offer signed records to the mempool; returns each admission result."""
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        """Return once block ``height`` is stored, or after ``timeout_s``."""
+
+
+class StudyViews(Protocol):
+    """Views of received studies (:class:`~.transfer_access.StudyAccess`)."""
+
+    async def open_view(self, transfer_id: str, user: str, purpose: str | None = None) -> dict[str, Any]:
+        """Open a received study for ``user`` (records the access); the view and its instances."""
+
+    async def read_instance(self, transfer_id: str, view_id: str, name: str) -> bytes:
+        """One instance of an open view, restored and checked."""
+
+
+class TransferView(Protocol):
+    """What the transfer routes need (:class:`~.transfers.TransferService`)."""
+
+    @property
+    def access(self) -> StudyViews:
+        """Exports and views of received studies."""
+
+    async def send(
+        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+    ) -> str:
+        """Start sending a study for ``user``; returns the transfer id."""
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every transfer, sent and received."""
+
+    def get(self, transfer_id: str) -> dict[str, Any] | None:
+        """One transfer."""
+
+    async def export(
+        self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
+    ) -> dict[str, Any]:
+        """Deliver a received study into a folder for ``user``."""
+
+
+class RouteProvider(Protocol):
+    """More routes (the audit ones, :mod:`.audit_api`), registered behind the token check."""
+
+    def add_routes(self, router: web.UrlDispatcher, authenticated: Callable[[Handler], Handler]) -> None:
+        """Add routes to ``router``, wrapping each handler in ``authenticated``."""
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _int_arg(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.match_info.get(name) or request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise web.HTTPBadRequest(text=f"missing {name}")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+    if value < 0:
+        raise web.HTTPBadRequest(text=f"{name} must not be negative")
+    return value
+
+
+def _hex_arg(request: web.Request, name: str, size: int) -> bytes:
+    raw = request.match_info.get(name, "")
+    try:
+        value = bytes.fromhex(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be hex") from None
+    if len(value) != size:
+        raise web.HTTPBadRequest(text=f"{name} must be {size} bytes")
+    return value
+
+
+class Api:
+    """Routes of the node API over a :class:`NodeView`."""
+
+    def __init__(
+        self,
+        node: NodeView,
+        token_hashes: Iterable[str],
+        *,
+        max_request_bytes: int = 1 << 20,
+        transfers: TransferView | None = None,
+        audit: RouteProvider | None = None,
+    ) -> None:
+        self.node = node
+        self.transfers = transfers
+        self.audit = audit
+        self._token_hashes = [bytes.fromhex(h) for h in token_hashes]
+        self.max_request_bytes = max_request_bytes
+        self._waiting = 0
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=self.max_request_bytes, middlewares=[self._errors])
+        get = [
+            ("/openapi.json", self.openapi),
+            ("/status", self.status),
+            ("/metrics", self.metrics),
+            ("/validators", self.validators),
+            ("/peers", self.peers),
+            ("/blocks", self.blocks),
+            ("/blocks/{height}", self.block),
+            ("/blocks/{height}/records", self.block_records),
+            ("/records/{record_id}", self.record),
+            ("/proofs/inclusion/{record_id}", self.inclusion_proof),
+            ("/proofs/consistency", self.consistency_proof),
+        ]
+        for path, handler in get:
+            app.router.add_get(path, handler)
+        app.router.add_post("/records", self._authenticated(self.submit))
+        app.router.add_post("/transfers", self._authenticated(self.send))
+        app.router.add_get("/transfers", self._authenticated(self.list_transfers))
+        app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
+        app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
+        app.router.add_post("/transfers/{transfer_id}/views", self._authenticated(self.open_view))
+        # Entry names are relative paths ("series-1/0001.dcm"): the last segment may hold "/".
+        app.router.add_get(
+            "/transfers/{transfer_id}/views/{view_id}/instances/{name:.+}",
+            self._authenticated(self.view_instance),
+        )
+        if self.audit is not None:
+            self.audit.add_routes(app.router, self._authenticated)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json":
+                return _error(exc.status, exc.text or exc.reason)
+            raise
+        except NodeUsageError as exc:  # the caller's request cannot be done (residency: 403)
+            return _error(403 if isinstance(exc, ResidencyRefused) else 400, str(exc))
+        except NodeInputError as exc:  # a peer, a file or the PACS misbehaved
+            return _error(502, str(exc))
+        except LedgerUsageError as exc:  # asked for something the store does not have
+            return _error(404, str(exc))
+        except LedgerError as exc:
+            return _error(400, str(exc))
+
+    def _authenticated(self, handler: Handler) -> Handler:
+        async def check(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            digest = hashlib.sha256(token.strip().encode()).digest()
+            allowed = scheme.lower() == "bearer" and any(
+                hmac.compare_digest(digest, h) for h in self._token_hashes
+            )
+            if not allowed:
+                log.warning(
+                    "api call refused", extra={"fields": {"path": request.path, "reason": "bad token"}}
+                )
+                return _error(401, "a valid API token is required (Authorization: Bearer <token>)")
+            return await handler(request)
+
+        return check
+
+    # ------------------------------------------------------------------ reads
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI 3 document of this API."""
+        return web.json_response(openapi_document())
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Node status."""
+        return web.json_response(self.node.status())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics."""
+        body = generate_latest(self.node.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def validators(self, request: web.Request) -> web.Response:
+        """The validator set that votes on the next block, and the audit nodes."""
+        state = self.node.ledger.state
+        return web.json_response(
+            {
+                "height": state.height + 1,
+                "validators": validators_view(state.validators),
+                "audit_nodes": [{"name": a.name, "sign_key": a.sign_key.hex()} for a in state.auditors],
+            }
+        )
+
+    async def peers(self, request: web.Request) -> web.Response:
+        """Peers of this node."""
+        return web.json_response({"peers": self.node.peers()})
+
+    async def blocks(self, request: web.Request) -> web.Response:
+        """Blocks in a range of heights (at most 100); ``wait_ms`` waits for ``from`` to be committed.
+
+        The wait lets a client follow the chain as it grows without polling:
+        asking for ``from = head + 1`` answers the moment that block is stored.
+        """
+        store = self.node.ledger.store
+        wait_ms = min(_int_arg(request, "wait_ms", 0), MAX_WAIT_MS)
+        start = _int_arg(request, "from", max(1, store.head_height - 9))
+        if wait_ms and start > store.head_height and self._waiting < MAX_WAITING_REQUESTS:
+            self._waiting += 1
+            try:
+                await self.node.wait_for_height(start, wait_ms / 1000)
+            finally:
+                self._waiting -= 1
+        head = store.head_height
+        end = min(_int_arg(request, "to", head), head, start + MAX_RANGE_BLOCKS - 1)
+        blocks = [block_view(store.block(h), store.certificate(h)) for h in range(max(start, 1), end + 1)]
+        return web.json_response({"head": head, "blocks": blocks})
+
+    async def block(self, request: web.Request) -> web.Response:
+        """One block with its certificate."""
+        store = self.node.ledger.store
+        height = _int_arg(request, "height")
+        if not 1 <= height <= store.head_height:
+            return _error(404, f"no block at height {height} (head is {store.head_height})")
+        return web.json_response(
+            block_view(store.block(height), store.certificate(height), with_records=True)
+        )
+
+    async def block_records(self, request: web.Request) -> web.Response:
+        """The records of one block."""
+        store = self.node.ledger.store
+        height = _int_arg(request, "height")
+        if not 1 <= height <= store.head_height:
+            return _error(404, f"no block at height {height}")
+        block = store.block(height)
+        views = []
+        for record in block.records:
+            found = store.record(record.record_id)
+            if found is not None:
+                views.append(stored_record_view(found))
+        return web.json_response({"height": height, "records": views})
+
+    async def record(self, request: web.Request) -> web.Response:
+        """One record by id, with where it is in the chain."""
+        found = self.node.ledger.store.record(_hex_arg(request, "record_id", 16))
+        if found is None:
+            return _error(404, "no such record")
+        return web.json_response(stored_record_view(found))
+
+    async def inclusion_proof(self, request: web.Request) -> web.Response:
+        """An inclusion proof of a record in the ledger at a height, with the certified header."""
+        store = self.node.ledger.store
+        record_id = _hex_arg(request, "record_id", 16)
+        height = _int_arg(request, "height", store.head_height)
+        if store.record(record_id) is None:
+            return _error(404, "no such record")
+        stored, proof = prove_record(store, record_id, height)
+        return web.json_response(
+            {
+                "record": stored_record_view(stored),
+                "record_bytes": base64.b64encode(stored.record.to_bytes()).decode(),
+                "ledger_index": proof.ledger_index,
+                "ledger_size": proof.ledger_size,
+                "path": [p.hex() for p in proof.path],
+                "header": header_view(store.header(height)),
+                "certificate": certificate_view(store.certificate(height)),
+            }
+        )
+
+    async def consistency_proof(self, request: web.Request) -> web.Response:
+        """A consistency proof between the ledgers of two heights."""
+        store = self.node.ledger.store
+        old = _int_arg(request, "from")
+        new = _int_arg(request, "to", store.head_height)
+        if not 1 <= old <= new <= store.head_height:
+            return _error(404, f"need 1 <= from <= to <= {store.head_height}")
+        proof = prove_extension(store, old, new)
+        return web.json_response(
+            {
+                "old_size": proof.old_size,
+                "new_size": proof.new_size,
+                "path": [p.hex() for p in proof.path],
+                "old_header": header_view(store.header(old)),
+                "new_header": header_view(store.header(new)),
+                "new_certificate": certificate_view(store.certificate(new)),
+            }
+        )
+
+    # ----------------------------------------------------------------- writes
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """Submit signed records: ``{"record": b64}`` or ``{"records": [b64, ...]}`` (canonical bytes)."""
+        try:
+            body = await request.json()
+            items = [body["record"]] if "record" in body else list(body["records"])
+            if not 1 <= len(items) <= MAX_SUBMIT_RECORDS:
+                raise ValueError("count")
+            blobs = [base64.b64decode(item, validate=True) for item in items]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return _error(
+                400,
+                'expected JSON {"record": b64} or {"records": [b64, ...]} with 1 to '
+                f"{MAX_SUBMIT_RECORDS} canonical record encodings",
+            )
+        records = [Record.decode(blob) for blob in blobs]
+        results = await self.node.submit_records(records)
+        accepted = all(r in ("accepted", "duplicate") for r in results)
+        payload: dict[str, Any]
+        if "record" in body:
+            payload = {"id": records[0].record_id.hex(), "result": results[0]}
+        else:
+            payload = {
+                "results": [
+                    {"id": r.record_id.hex(), "result": x} for r, x in zip(records, results, strict=True)
+                ]
+            }
+        return web.json_response(payload, status=202 if accepted else 422)
+
+    # ----------------------------------------------------------------- transfers
+
+    def _transfer_service(self) -> TransferView:
+        if self.transfers is None:
+            raise web.HTTPServiceUnavailable(text="this node does not run transfers")
+        return self.transfers
+
+    async def send(self, request: web.Request) -> web.Response:
+        """Send a study: ``{"source", "to", "purpose", "mode", "user", "to_user"?}``; 202 with its id."""
+        body = await json_object(
+            request, required=("source", "to", "purpose", "mode", "user"), optional=("to_user",)
+        )
+        transfer_id = await self._transfer_service().send(
+            body["source"], body["to"], body["purpose"], body["mode"], body["user"], body.get("to_user", "")
+        )
+        return web.json_response({"transfer_id": transfer_id}, status=202)
+
+    async def list_transfers(self, request: web.Request) -> web.Response:
+        """Every transfer of this node, sent (outbox) and received (inbox), newest first."""
+        return web.json_response({"transfers": self._transfer_service().list()})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        """One transfer and its state."""
+        found = self._transfer_service().get(request.match_info["transfer_id"])
+        if found is None:
+            return _error(404, "no such transfer")
+        return web.json_response(found)
+
+    async def export(self, request: web.Request) -> web.Response:
+        """Deliver a received study into a folder: ``{"destination", "user", "purpose"?}``."""
+        body = await json_object(request, required=("destination", "user"), optional=("purpose",))
+        result = await self._transfer_service().export(
+            request.match_info["transfer_id"], body["destination"], body.get("purpose"), body["user"]
+        )
+        return web.json_response(result)
+
+    async def open_view(self, request: web.Request) -> web.Response:
+        """Open a received study in a viewer: ``{"user", "purpose"?}``; 201 with the view."""
+        body = await json_object(request, required=("user",), optional=("purpose",))
+        view = await self._transfer_service().access.open_view(
+            request.match_info["transfer_id"], body["user"], body.get("purpose")
+        )
+        return web.json_response(view, status=201)
+
+    async def view_instance(self, request: web.Request) -> web.Response:
+        """One instance of an open view, as ``application/dicom``."""
+        data = await self._transfer_service().access.read_instance(
+            request.match_info["transfer_id"], request.match_info["view_id"], request.match_info["name"]
+        )
+        # Patient data: no browser or proxy may keep a copy.
+        return web.Response(
+            body=data, content_type="application/dicom", headers={"Cache-Control": "no-store"}
+        )
+
+
+async def json_object(
+    request: web.Request, *, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The request's JSON object of string fields; 400 naming what is wrong."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="expected a JSON object") from None
+    allowed = set(required) | set(optional)
+    if (
+        not isinstance(body, dict)
+        or not set(required) <= body.keys() <= allowed
+        or not all(isinstance(v, str) for v in body.values())
+    ):
+        raise web.HTTPBadRequest(
+            text=f"expected a JSON object of strings with {', '.join(required)}"
+            + (f" and optionally {', '.join(optional)}" if optional else "")
+        )
+    return body

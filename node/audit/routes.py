@@ -1,0 +1,98 @@
+"""HTTP routes of auditing (all need the API token: they name parties or hand out keys).
+
+* ``POST /audit/users`` ``{"user"}``: register a user of this institution, so senders
+  elsewhere may name it as a transfer's recipient user.
+* ``POST /audit/grants`` ``{"subject", "auditor", "legal_basis", "purpose", "from", "to",
+  "expires", "notify_after"?}``: sign an ``AUDIT_GRANT`` for one of our parties (months as
+  ``YYYY-MM``, dates as ``YYYY-MM-DD``); 202 with its record id.
+* ``POST /audit/scans`` ``{"grant_id", "format"?}``: scan the chain for a grant addressed to
+  this node; ``format`` ``json`` (default), ``fhir`` (a Bundle of AuditEvent) or ``dicom``.
+* ``POST /audit/reports`` ``{"grant_id"}``: scan, then sign and submit the ``AUDIT_REPORT``.
+* ``POST /audit/rotations`` ``{"party", "reason"}``: rotate a party's master key from next month
+  (reason ``scheduled`` or ``compromise``), or destroy its keys (``erasure``); publishes the
+  ``KEY_ROTATION`` record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..api.server import json_object
+from ..errors import NodeUsageError
+from .scan import Auditor, export
+from .service import AuditService, parse_day_ms, parse_month, user_party
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _grant_id(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 16:
+        raise NodeUsageError("grant_id is 32 hex digits (the grant's record id)")
+    return value
+
+
+class AuditApi:
+    """The ``/audit/...`` routes over a node's :class:`AuditService` and :class:`Auditor`."""
+
+    def __init__(self, service: AuditService, auditor: Auditor) -> None:
+        self.service = service
+        self.auditor = auditor
+
+    def add_routes(self, router: web.UrlDispatcher, authenticated: Callable[[Handler], Handler]) -> None:
+        """Register the routes, each behind ``authenticated``."""
+        router.add_post("/audit/users", authenticated(self.add_user))
+        router.add_post("/audit/grants", authenticated(self.grant))
+        router.add_post("/audit/scans", authenticated(self.scan))
+        router.add_post("/audit/reports", authenticated(self.report))
+        router.add_post("/audit/rotations", authenticated(self.rotate))
+
+    async def add_user(self, request: web.Request) -> web.Response:
+        """Register a user of this institution (idempotent)."""
+        body = await json_object(request, required=("user",))
+        user = user_party(body["user"])
+        self.service.vault.party(user, "user")
+        return web.json_response({"user": user})
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        """Rotate a party's master key (or erase the party); 202 with the KEY_ROTATION record id."""
+        body = await json_object(request, required=("party", "reason"))
+        record = await self.service.rotate(body["party"], body["reason"])
+        return web.json_response({"record": record.record_id.hex()}, status=202)
+
+    async def grant(self, request: web.Request) -> web.Response:
+        """Sign an audit grant for one of our parties."""
+        body = await json_object(
+            request,
+            required=("subject", "auditor", "legal_basis", "purpose", "from", "to", "expires"),
+            optional=("notify_after",),
+        )
+        auditor = self.service.member_key(body["auditor"])
+        expires_ms = parse_day_ms(body["expires"])
+        record = await self.service.grant(
+            subject=body["subject"],
+            auditor=auditor,
+            legal_basis=body["legal_basis"],
+            purpose=body["purpose"],
+            epoch_from=parse_month(body["from"]),
+            epoch_to=parse_month(body["to"]),
+            expires_ms=expires_ms,
+            notify_after_ms=parse_day_ms(body["notify_after"]) if "notify_after" in body else expires_ms,
+        )
+        return web.json_response({"grant_id": record.record_id.hex()}, status=202)
+
+    async def scan(self, request: web.Request) -> web.Response:
+        """Scan the chain for a grant's subject."""
+        body = await json_object(request, required=("grant_id",), optional=("format",))
+        view = await self.auditor.scan(_grant_id(body["grant_id"]))
+        return web.json_response(export(view, body.get("format", "json")))
+
+    async def report(self, request: web.Request) -> web.Response:
+        """Scan, then post the audit report record."""
+        body = await json_object(request, required=("grant_id",))
+        return web.json_response(await self.auditor.report(_grant_id(body["grant_id"])), status=202)

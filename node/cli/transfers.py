@@ -1,0 +1,256 @@
+"""``mftp-node send``, ``inbox`` and ``export``: transfers through a running node's API.
+
+These commands never touch the node's keys or data: they call the authenticated HTTP API
+(``api.listen`` of ``--config``, token from ``keys/api.token`` beside it or ``--token-file``),
+so the study is read and written by the node process, on the node's host.  ``send`` shows a
+progress bar (rich) by polling ``GET /transfers/{id}``: files prepared, then the recipient's
+acknowledgement and verified receipt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import http.client
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Final
+
+from ..config import load_config
+from ..errors import NodeError, NodeUsageError
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_REFUSED: Final = 5
+"""The node refused the request (data residency, bad source): not retryable as is."""
+POLL_S: Final = 0.3
+DONE_OUT: Final = frozenset({"delivered", "refused", "failed"})
+
+
+class ApiClient:
+    """A node's API, with its token (read from a 0600 file, never printed)."""
+
+    def __init__(self, config_path: str, token_file: str | None, timeout_s: float = 30.0) -> None:
+        config = load_config(config_path)
+        self.base = "http://" + config.get("api", "listen")
+        path = Path(token_file) if token_file else config.path.parent / "keys" / "api.token"
+        try:
+            self.token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise NodeUsageError(f"cannot read the API token {path}: {exc.strerror}") from None
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """``(status, decoded JSON)``; :class:`NodeError` if the node does not answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        answer = self.open(method, path, data)
+        if isinstance(answer, tuple):
+            return answer
+        with answer as response:
+            try:
+                return response.status, json.loads(response.read())
+            except (OSError, ValueError) as exc:
+                raise NodeError(f"the node's API at {self.base} does not answer: {exc}") from None
+
+    def open(
+        self, method: str, path: str, data: bytes | None = None
+    ) -> http.client.HTTPResponse | tuple[int, Any]:
+        """The open response of a successful call (to read or stream), else ``(status, error body)``."""
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read())
+            except ValueError:
+                return exc.code, {"error": exc.reason}
+        except (OSError, ValueError) as exc:
+            raise NodeError(f"the node's API at {self.base} does not answer: {exc}") from None
+        return response
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.config, args.token_file)
+
+
+def _refused(command: str, status: int, answer: Any) -> int:
+    message = answer.get("error", answer) if isinstance(answer, dict) else answer
+    print(f"mftp-node {command}: the node refused ({status}): {message}", file=sys.stderr)
+    return EXIT_REFUSED if status in (400, 403, 404, 409) else EXIT_FAILURE
+
+
+# ---------------------------------------------------------------------------------- send
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """Send a study and follow it until the recipient has verified it (or ``--no-wait``)."""
+    client = _client(args)
+    source = args.source  # dicomweb: and dimse: sources are spelled for the node, not paths here
+    if not source.startswith(("dicomweb:", "dimse:")):
+        source = str(Path(source).resolve())
+    body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode, "user": args.user}
+    if args.to_user:
+        body["to_user"] = args.to_user
+    status, answer = client.call("POST", "/transfers", body)
+    if status != 202:
+        return _refused("send", status, answer)
+    transfer_id = answer["transfer_id"]
+    print(f"transfer {transfer_id} to {args.to} started")
+    if args.no_wait:
+        return EXIT_OK
+    final = _follow(client, transfer_id, args.timeout)
+    print(f"transfer {transfer_id}: {final['state']} {final.get('detail', '')}".rstrip())
+    if final.get("offer_record"):
+        print(f"  offered record   {final['offer_record']}")
+    if final.get("received_record"):
+        print(f"  received record  {final['received_record']}")
+    return EXIT_OK if final["state"] == "delivered" else EXIT_FAILURE
+
+
+def _follow(client: ApiClient, transfer_id: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the transfer with a progress bar until it is done (or ``timeout_s`` passes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout_s
+    view: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("preparing", total=None)
+        while time.monotonic() < deadline:
+            status, view = client.call("GET", f"/transfers/{transfer_id}")
+            if status != 200:
+                raise NodeError(f"the node lost transfer {transfer_id}: {view}")
+            state = view["state"]
+            bar.update(
+                task,
+                description={
+                    "preparing": "preparing files",
+                    "offered": "offered, waiting",
+                    "accepted": "recipient fetching",
+                }.get(state, state),
+                completed=view["files_done"],
+                total=view["files"] or None,
+            )
+            if state in DONE_OUT:
+                return view
+            time.sleep(POLL_S)
+    view["state"], view["detail"] = view.get("state", "unknown"), "still running (timed out waiting)"
+    return view
+
+
+def add_send_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``send``."""
+    parser.add_argument(
+        "source",
+        help=(
+            "one study: a folder or file on the node's host, dicomweb:<base URL>#<Study UID> "
+            "or dimse:<AET>@<host>:<port>#<Study UID> (servers listed in the node's [transfer])"
+        ),
+    )
+    parser.add_argument("--to", required=True, help="recipient member's name")
+    parser.add_argument(
+        "--to-user", help="recipient user at the recipient institution (registered there: audit add-user)"
+    )
+    parser.add_argument("--purpose", default="TREAT", help="HL7 PurposeOfUse code (default TREAT)")
+    parser.add_argument(
+        "--mode",
+        default="pseudonymised",
+        choices=["identified", "pseudonymised", "deidentified", "anonymous"],
+        help="de-identification mode (default pseudonymised)",
+    )
+    parser.add_argument("--no-wait", action="store_true", help="return once the node accepted the request")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow the transfer")
+    _common(parser)
+
+
+def default_user() -> str:
+    """Who acts: ``$MFTP_USER``, else the login name of this shell."""
+    return os.environ.get("MFTP_USER") or getpass.getuser()
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--user",
+        default=default_user(),
+        help="who does this, recorded pseudonymously on the ledger (default $MFTP_USER or your login)",
+    )
+    parser.add_argument("--config", required=True, help="the node's node.toml (API address)")
+    parser.add_argument("--token-file", help="API token file (default keys/api.token beside node.toml)")
+
+
+# --------------------------------------------------------------------------------- inbox
+
+
+def run_inbox(args: argparse.Namespace) -> int:
+    """List received (and with ``--all`` sent) transfers and their states."""
+    status, answer = _client(args).call("GET", "/transfers")
+    if status != 200:
+        return _refused("inbox", status, answer)
+    rows = [t for t in answer["transfers"] if args.all or t["direction"] == "in"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no transfers")
+    for t in rows:
+        arrow = "from" if t["direction"] == "in" else "to"
+        progress = ""
+        if t["state"] == "fetching" and t["fetch_bytes"]:
+            progress = f" {t['fetched_bytes']}/{t['fetch_bytes']} bytes"
+        print(
+            f"{t['transfer_id']}  {arrow} {t['peer']:<14} {t['purpose']:<7} {t['mode']:<13} "
+            f"{t['files']:>5} files  {t['state']}{progress} {t['detail']}".rstrip()
+        )
+    return EXIT_OK
+
+
+def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``inbox``."""
+    parser.add_argument("--all", action="store_true", help="also list transfers this node sent")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    _common(parser)
+
+
+# -------------------------------------------------------------------------------- export
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Deliver a received study into a folder on the node's host."""
+    destination = args.destination
+    if not destination.startswith(("http://", "https://", "dimse:")):
+        destination = str(Path(destination).resolve())
+    body = {"destination": destination, "user": args.user}
+    if args.purpose:
+        body["purpose"] = args.purpose
+    status, answer = _client(args).call("POST", f"/transfers/{args.transfer_id}/export", body)
+    if status != 200:
+        return _refused("export", status, answer)
+    print(f"exported {answer['files']} files to {body['destination']}; accessed record {answer['record']}")
+    return EXIT_OK
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``export``."""
+    parser.add_argument("transfer_id", help="id of a complete received transfer (see inbox)")
+    parser.add_argument(
+        "destination",
+        help=(
+            "a folder on the node's host, a DICOMweb base URL (STOW-RS) or dimse:<AET>@<host>:<port> "
+            "(C-STORE; listed in the node's [transfer])"
+        ),
+    )
+    parser.add_argument("--purpose", help="HL7 PurposeOfUse code of this access (default: the offer's)")
+    _common(parser)

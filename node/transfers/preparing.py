@@ -1,0 +1,595 @@
+"""Where a transferred study comes from and goes to: sources, packaging, restoring, delivery.
+
+Used by :mod:`.transfers`.  A *source* (``mftp-node send``) is either
+
+* an absolute path of a folder or file on the node's host (:class:`~.pacs.FolderSource`), or
+* ``dicomweb:<base URL>#<Study Instance UID>``: the study fetched by WADO-RS
+  (:class:`~.pacs.DicomWebSource`) into a private spill folder first, or
+* ``dimse:<CALLED_AET>@<host>:<port>#<Study Instance UID>``: the study fetched by C-FIND and
+  C-GET (:mod:`.transfer_sources`) into the spill folder.
+
+A *destination* (``mftp-node export``) is an absolute folder path (:class:`~.pacs.FolderSink`),
+a DICOMweb base URL ``http(s)://...`` (STOW-RS, :class:`~.pacs.DicomWebSink`), or
+``dimse:<CALLED_AET>@<host>:<port>`` (C-STORE, :mod:`.transfer_sources`).
+
+DICOM instances travel; attachments of the case (PDF, STL...) only in identified mode, wrapped
+as encapsulated-document instances of the study (in the other modes their content cannot be
+de-identified: they are reported as not sent, see :mod:`.transfer_sources`).  Files are packaged
+as ``00000.dcm``, ``00001.dcm``...: names never carry patient data.  Everything here blocks or
+streams; callers run it in a worker thread or await it.
+
+De-identifying and compressing is CPU work (pydicom is pure Python): a study of at least
+:data:`PARALLEL_MIN_FILES` files is prepared by ``transfer.prepare_workers`` processes
+(``forkserver``, so no thread of the node is forked; a :class:`PreparePool` started with the
+node and shared by its sends), at most two files per worker in flight,
+and packaged in order in the calling thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Generator, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import pydicom
+import pydicom.errors
+
+from mftp.transfer.codec import compress, decompress, describe
+from mftp.transfer.deid import Policy, deidentify_bytes
+from mftp.transfer.errors import TransferInputError
+from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
+from mftp.transfer.package import Packager, PackageResult, iter_object_entries
+from mftp.transfer.study import DeliveryReport, FileKind, FileReport, ImportReport
+
+from ..dataplane.blobstore import BlobStore
+from ..errors import NodeError, NodeUsageError
+from ..pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile, describe_path
+from .dimse_and_attachments import (
+    DimseStudy,
+    check_dimse_destination,
+    deliver_dimse,
+    fetch_dimse_study,
+    is_dimse,
+    parse_dimse_source,
+    travelling_files,
+)
+
+DICOMWEB_PREFIX: Final = "dicomweb:"
+ENTRY_CODEC: Final = "mftp-dcm"
+PARALLEL_MIN_FILES: Final = 16
+AUTO_SPEED_MAX_CPUS: Final = 4
+WORKER_WATCH_S: Final = 2.0
+WORKER_NICENESS: Final = 5
+VERIFY_THREADS: Final = 2
+PUBLISH_INTERVAL_S: Final = 0.25
+PUBLISH_S_PER_ENTRY: Final = 0.001
+
+
+def publish_interval_s(entries: int) -> float:
+    """How long between two partial manifests of a study prepared so far up to ``entries`` files.
+
+    Each partial manifest lists everything sealed so far, and building, signing and opening
+    one costs about 45 us per entry on both sides: an interval growing with the entries keeps
+    that under ~5 % of the preparing time, and the recipient at most ~1 ms per file behind.
+    """
+    return max(PUBLISH_INTERVAL_S, PUBLISH_S_PER_ENTRY * entries)
+
+
+@dataclass(frozen=True)
+class DicomWebStudy:
+    """A study on a DICOMweb server."""
+
+    base_url: str
+    study_uid: str
+
+
+Source = Path | DicomWebStudy | DimseStudy
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """Where the operator lets sends read and exports write (``[transfer]`` allow-lists)."""
+
+    source_dirs: tuple[Path, ...]
+    export_dirs: tuple[Path, ...]
+    dicomweb_urls: tuple[str, ...]
+    dimse_peers: tuple[str, ...] = ()  # "AET@host:port", matched exactly
+    dimse_aet: str = "MFTP"  # our calling AE title
+
+    def check_path(self, path: Path, dirs: tuple[Path, ...], key: str) -> Path:
+        """``path`` resolved (links included); :class:`NodeUsageError` unless inside one of ``dirs``."""
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(d) for d in dirs):
+            raise NodeUsageError(f"{path} is not inside a folder listed in transfer.{key}")
+        return resolved
+
+    def check_url(self, url: str) -> str:
+        """``url``; :class:`NodeUsageError` unless it is under an allowed server.
+
+        Scheme and host must match exactly, and the port too unless the allowed entry names
+        none (then any port of that host); the path must lie under the allowed path on a
+        ``/`` boundary.  A plain string prefix would let ``https://pacs.h.org`` admit
+        ``https://pacs.h.org.evil.net`` or ``https://pacs.h.org@evil.net``.
+        """
+        if not any(_url_within(url, allowed) for allowed in self.dicomweb_urls):
+            raise NodeUsageError(f"{url} is not a DICOMweb server listed in transfer.dicomweb_urls")
+        return url
+
+
+def _url_within(url: str, allowed: str) -> bool:
+    try:
+        given, rule = urlsplit(url), urlsplit(allowed)
+        same_server = (given.scheme, given.hostname) == (rule.scheme, rule.hostname) and (
+            rule.port is None or given.port == rule.port
+        )
+    except ValueError:  # a malformed port
+        return False
+    if not same_server or given.username or given.password or rule.hostname is None:
+        return False
+    base = rule.path.rstrip("/")
+    return given.path == base or given.path.startswith(base + "/") or not base
+
+
+def parse_source(text: str, allowed: Allowed) -> Source:
+    """A source from its spelling (see the module docstring); :class:`NodeUsageError` if wrong."""
+    if is_dimse(text):
+        return parse_dimse_source(text, allowed.dimse_peers, allowed.dimse_aet)
+    if text.startswith(DICOMWEB_PREFIX):
+        url, _, study_uid = text.removeprefix(DICOMWEB_PREFIX).partition("#")
+        if not url.startswith(("http://", "https://")) or not study_uid:
+            raise NodeUsageError("a DICOMweb source is dicomweb:<http(s) base URL>#<Study Instance UID>")
+        return DicomWebStudy(allowed.check_url(url), study_uid)
+    path = Path(text)
+    if not path.is_absolute() or not path.exists():
+        raise NodeUsageError(f"source must be an existing absolute path on the node's host: {text}")
+    return allowed.check_path(path, allowed.source_dirs, "source_dirs")
+
+
+async def import_study(
+    source: Source, spill: Path, *, attachments: bool = False, max_instances: int | None = None
+) -> tuple[list[LocalFile], ImportReport]:
+    """The files of ``source`` that travel (spilled into ``spill`` when they must be copied).
+
+    ``attachments`` (identified mode only): attachments travel as encapsulated-document
+    instances; otherwise they, and encapsulated documents, are reported as not sent
+    (:func:`~.transfer_sources.travelling_files`).  ``max_instances`` bounds a DIMSE retrieval.
+    """
+    report = ImportReport()
+    if isinstance(source, Path):
+        files = await asyncio.to_thread(lambda: list(FolderSource(source).scan(spill, report)))
+    elif isinstance(source, DimseStudy):
+        files = await fetch_dimse_study(source, spill, report, max_instances=max_instances)
+    else:
+        async with aiohttp.ClientSession() as session:
+            reader = DicomWebSource(source.base_url, session)
+            files = [f async for f in reader.fetch_study(source.study_uid, spill, report)]
+    return await travelling_files(files, report, spill, attachments=attachments), report
+
+
+def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:
+    """The Study Instance UID the files share; :class:`NodeUsageError` unless exactly one."""
+    if not files:
+        reasons = "; ".join(f.reason for f in report.failures[:3]) or "no files"
+        raise NodeUsageError(f"the source holds no DICOM instance that can travel ({reasons})")
+    studies = {f.info.study_instance_uid for f in files}
+    if len(studies) != 1:
+        raise NodeUsageError(f"the source holds {len(studies)} studies; send one study at a time")
+    if len(files) > max_instances:
+        raise NodeUsageError(f"{len(files)} instances exceed transfer.max_instances = {max_instances}")
+    return studies.pop()
+
+
+def study_parties(files: list[LocalFile]) -> tuple[str, str, str]:
+    """``(Patient ID, Issuer of Patient ID, description)`` of a study, for its ledger record.
+
+    Read from the first instance that has a Patient ID (the original, before de-identification:
+    the patient's tags are made by its home institution, which knows it by this id).  The
+    description names the modalities and the instance count, never a patient attribute.
+    """
+    patient, issuer = "", ""
+    for item in files:
+        if item.info.kind is not FileKind.DICOM:
+            continue
+        try:
+            ds = pydicom.dcmread(item.path, stop_before_pixels=True, specific_tags=[0x00100020, 0x00100021])
+        except (OSError, pydicom.errors.InvalidDicomError, ValueError):
+            continue
+        patient = str(ds.get("PatientID", "") or "").strip()
+        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+        if patient:
+            break
+    modalities = sorted({f.info.modality for f in files if f.info.modality})
+    description = f"{'/'.join(modalities) or 'imaging'} study, {len(files)} instance(s)"
+    return patient[:64], issuer[:64], description
+
+
+def prefers_speed(compression: str, cpus: int | None = None) -> bool:
+    """Whether ``transfer.compression`` asks for the faster image codec on this host."""
+    if compression == "auto":
+        return (cpus or os.cpu_count() or 1) <= AUTO_SPEED_MAX_CPUS
+    return compression == "speed"
+
+
+def prepare_file(
+    path: str, name: str, policy: Policy, secret: bytes, prefer_speed: bool = False
+) -> tuple[EntryMeta, bytes]:
+    """De-identify and compress one file (a module function, so a worker process can run it)."""
+    data = deidentify_bytes(Path(path).read_bytes(), policy, secret, name=name)
+    blob = compress(data, name=name, prefer_speed=prefer_speed)
+    # The blob records the SHA-256 of ``data`` (compress hashed it): no second pass over the file.
+    digest = bytes.fromhex(describe(blob, name=name).sha256)
+    return EntryMeta(name, "instance", len(data), digest, ENTRY_CODEC), blob
+
+
+def _warm() -> None:
+    """Nothing: run once in each worker so it is started (and has imported us) before a send."""
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the pid was reused by another user's process
+            return False
+        return True
+
+
+def _exit_with(node_pid: int) -> None:
+    """Worker initializer: end this worker when the node that started it is gone.
+
+    A pool worker holds both ends of its own call queue, so a node killed outright (SIGKILL,
+    the OOM killer) would leave it, and the forkserver it keeps alive, waiting forever.
+    """
+
+    def watch() -> None:
+        while _process_alive(node_pid):
+            time.sleep(WORKER_WATCH_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-node", daemon=True).start()
+    # Preparing a study is batch work: the node's consensus votes and API answers, which
+    # others wait for, must win the CPU when a big study is being prepared beside them.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
+
+
+_TRACKER_WARNING: Final = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker() -> None:
+    """Keep the node's log JSON when it was killed outright.
+
+    multiprocessing's resource tracker (a process of its own, started with the pool) then
+    cleans the pool's semaphores and says so with a plain-text warning on the node's stderr,
+    the log.  It starts with the node's ``-W`` options, so one placed here silences it.
+    """
+    if _TRACKER_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_WARNING)
+
+
+class PreparePool:
+    """The worker processes that de-identify and compress, started once and kept by the node.
+
+    Starting ``forkserver`` workers that import pydicom and the codecs takes a second or two;
+    paid once per node instead of once per study.  The forkserver preloads this module, so a
+    worker that dies is replaced by a cheap fork.  Thread-safe: concurrent sends share it.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The running executor (started on first use), or ``None`` with fewer than 2 workers."""
+        if self.workers <= 1:
+            return None
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])
+                _quiet_resource_tracker()
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+                )
+            return self._executor
+
+    def warm(self) -> None:
+        """Start every worker now (blocking), so the first study does not wait for them."""
+        executor = self.executor()
+        if executor is not None:
+            for future in [executor.submit(_warm) for _ in range(self.workers)]:
+                future.result()
+
+    def discard(self, broken: ProcessPoolExecutor) -> None:
+        """Forget an executor whose worker died; the next study starts a new one."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        """Stop the workers (blocking)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+Dropped = Callable[[str, str], None]
+"""``dropped(source name, reason)``: a file of the study that does not travel."""
+
+MAX_WORKER_DEATHS: Final = 3
+"""Files whose preparing process died that a study survives (each costs a fresh pool)."""
+WORKER_DIED: Final = "its preparing process died (a codec crash or out of memory)"
+
+_Job = tuple[str, str, str]  # (path, entry name, source name)
+
+
+def _prepared(
+    files: list[LocalFile],
+    policy: Policy,
+    secret: bytes,
+    pool: PreparePool,
+    prefer_speed: bool,
+    dropped: Dropped,
+) -> Iterator[tuple[EntryMeta, bytes]]:
+    """Each file prepared, in order; by the pool's processes for a big enough study.
+
+    A file refused as input (:class:`TransferInputError`: not de-identifiable, malformed)
+    is reported to ``dropped`` by its source name and the study goes on.  So is a file
+    whose worker process dies, found by retrying the files that were in flight one at a
+    time in fresh workers; past :data:`MAX_WORKER_DEATHS` such files the study fails.
+    """
+    jobs = [(str(item.path), f"{index:05d}.dcm", item.info.name) for index, item in enumerate(files)]
+    executor = pool.executor() if len(jobs) >= PARALLEL_MIN_FILES else None
+    if executor is None:
+        for job in jobs:
+            result = _prepare_here(job, policy, secret, prefer_speed, dropped)
+            if result is not None:
+                yield result
+        return
+    yield from _prepared_by_pool(jobs, policy, secret, pool, prefer_speed, dropped)
+
+
+def _prepare_here(
+    job: _Job, policy: Policy, secret: bytes, prefer_speed: bool, dropped: Dropped
+) -> tuple[EntryMeta, bytes] | None:
+    path, name, source = job
+    try:
+        return prepare_file(path, name, policy, secret, prefer_speed)
+    except TransferInputError as exc:
+        dropped(source, _reason(exc, name))
+        return None
+
+
+def _reason(exc: TransferInputError, name: str) -> str:
+    return str(exc).removeprefix(f"{name}: ")
+
+
+_Submit = Callable[[ProcessPoolExecutor, _Job], "Future[tuple[EntryMeta, bytes]]"]
+
+
+def _prepared_by_pool(
+    jobs: list[_Job], policy: Policy, secret: bytes, pool: PreparePool, prefer_speed: bool, dropped: Dropped
+) -> Iterator[tuple[EntryMeta, bytes]]:
+    pending = iter(jobs)
+    window: deque[tuple[_Job, Future[tuple[EntryMeta, bytes]]]] = deque()
+    deaths = 0
+
+    def submit(executor: ProcessPoolExecutor, job: _Job) -> Future[tuple[EntryMeta, bytes]]:
+        try:
+            return executor.submit(prepare_file, job[0], job[1], policy, secret, prefer_speed)
+        except BrokenProcessPool as exc:  # it died before this job: handled with the ones in flight
+            failed: Future[tuple[EntryMeta, bytes]] = Future()
+            failed.set_exception(exc)
+            return failed
+
+    try:
+        while True:
+            executor = pool.executor()
+            assert executor is not None
+            while len(window) < 2 * pool.workers and (job := next(pending, None)) is not None:
+                window.append((job, submit(executor, job)))
+            if not window:
+                return
+            job, future = window.popleft()
+            try:
+                yield future.result()
+            except TransferInputError as exc:
+                dropped(job[2], _reason(exc, job[1]))
+            except BrokenProcessPool:
+                pool.discard(executor)
+                suspects = [job] + [queued for queued, _ in window]
+                window.clear()
+                deaths += yield from _one_by_one(suspects, submit, pool, dropped, MAX_WORKER_DEATHS - deaths)
+    finally:
+        for _, queued in window:  # abandoned (failed or cancelled send): leave the pool to others
+            queued.cancel()
+
+
+def _one_by_one(
+    suspects: list[_Job], submit: _Submit, pool: PreparePool, dropped: Dropped, deaths_allowed: int
+) -> Generator[tuple[EntryMeta, bytes], None, int]:
+    """Prepare the files that were in flight when a worker died one at a time, in fresh workers:
+    a file that kills its worker again is left out.  Returns how many did."""
+    deaths = 0
+    for job in suspects:
+        executor = pool.executor()
+        assert executor is not None
+        try:
+            yield submit(executor, job).result()
+        except TransferInputError as exc:
+            dropped(job[2], _reason(exc, job[1]))
+        except BrokenProcessPool:
+            pool.discard(executor)
+            deaths += 1
+            if deaths > deaths_allowed:
+                too_many = MAX_WORKER_DEATHS + 1
+                raise NodeError(f"worker processes died on {too_many} files: the study is not sent") from None
+            dropped(job[2], WORKER_DIED)
+    return deaths
+
+
+def package_study(
+    files: list[LocalFile],
+    packager: Packager,
+    store: BlobStore,
+    policy: Policy,
+    secret: bytes,
+    progress: Callable[[int, int], None],
+    *,
+    pool: PreparePool | None = None,
+    publish: Callable[[Manifest], None] | None = None,
+    prefer_speed: bool = False,
+    report: FileReport | None = None,
+) -> PackageResult:
+    """De-identify, compress and encrypt each file into ``store`` (blocking).
+
+    ``progress(files_done, study_bytes)`` after each file; ``publish(partial manifest)`` when
+    new objects are sealed, at most every :data:`PUBLISH_INTERVAL_S`, so the recipient can fetch
+    while the rest is prepared.  A file that cannot be prepared is added to ``report`` (by its
+    source name, with the reason) and left out; the study fails only if no file is left.  On
+    failure the objects already written are deleted, so nothing of an abandoned study stays on disk.
+    """
+    study_bytes, published, published_s = 0, 0, 0.0
+    added = left_out = 0
+
+    def dropped(name: str, reason: str) -> None:
+        nonlocal left_out
+        left_out += 1
+        if report is not None:
+            report.add_failure(name, reason)
+        progress(added + left_out, study_bytes)  # the file is done with, if not sent
+
+    try:
+        prepared = _prepared(files, policy, secret, pool or PreparePool(1), prefer_speed, dropped)
+        for meta, compressed in prepared:
+            packager.add(meta, compressed)
+            study_bytes += meta.size
+            added += 1
+            progress(added + left_out, study_bytes)
+            if publish is not None and time.monotonic() - published_s >= publish_interval_s(added):
+                sealed = packager.sealed_count
+                snapshot = packager.snapshot() if sealed > published else None
+                if snapshot is not None:
+                    publish(snapshot)
+                    published, published_s = sealed, time.monotonic()
+        if files and not added:
+            raise NodeError(f"none of the study's {len(files)} files could be prepared")
+        return packager.finish()
+    except BaseException:
+        for object_id in packager.committed:
+            store.delete(object_id)
+        raise
+
+
+def verify_all(store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectInfo], bytes]) -> None:
+    """Decrypt, decompress and check every file against the manifest, writing nothing (blocking)."""
+    verify_entries(store, manifest, key_for)
+
+
+def _check_entry(entry: Entry, compressed: bytes) -> Entry:
+    # The blob carries the SHA-256 of its original and decompress checks the restored bytes
+    # against it; requiring it to be the manifest's saves hashing every file twice.
+    restored = decompress(
+        compressed, max_output_bytes=entry.size, name=entry.name, expect_sha256=entry.sha256
+    )
+    if len(restored) != entry.size:
+        raise TransferInputError("restored file differs from the manifest", name=entry.name)
+    return entry
+
+
+def verify_entries(
+    store: BlobStore,
+    manifest: Manifest,
+    key_for: Callable[[ObjectInfo], bytes],
+    *,
+    skip: Collection[Entry] = (),
+    threads: int = VERIFY_THREADS,
+) -> list[Entry]:
+    """Check each entry of ``manifest`` not in ``skip``, writing nothing (blocking); returns them.
+
+    Objects are decrypted in this thread; the files are decompressed and hashed by ``threads``
+    threads (the codecs and SHA-256 release the GIL), at most two files per thread in flight.
+    Raises :class:`~mftp.transfer.errors.TransferInputError` at the first file that does not
+    restore to its manifest hash.
+    """
+    by_object: dict[bytes, list[Entry]] = {}
+    for entry in manifest.entries:
+        if entry not in skip:
+            by_object.setdefault(entry.object_id, []).append(entry)
+    checked: list[Entry] = []
+    window: deque[Future[Entry]] = deque()
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="verify") as pool:
+        for object_id, entries in by_object.items():
+            obj = manifest.object(object_id)
+            with store.reader(object_id) as read_at:
+                for entry, compressed in iter_object_entries(read_at, obj, key_for(obj), entries):
+                    window.append(pool.submit(_check_entry, entry, compressed))
+                    while len(window) > 2 * threads:
+                        checked.append(window.popleft().result())
+        checked.extend(future.result() for future in window)
+    return checked
+
+
+def restore_files(
+    store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectInfo], bytes], spill: Path
+) -> list[LocalFile]:
+    """Decrypt, decompress and verify each file into ``spill`` (mode 0600; blocking)."""
+    files = []
+    for entry, compressed in store.iter_entries(manifest, key_for):
+        original = decompress(compressed, max_output_bytes=entry.size, name=entry.name)
+        check_restored(entry, original)
+        path = spill / entry.name.replace("/", "_")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(original)
+        info, _ = describe_path(path, entry.name)
+        files.append(LocalFile(path, info))
+    return files
+
+
+def check_destination(text: str, allowed: Allowed) -> str:
+    """``text`` checked against the allow-lists: an absolute folder path, a DICOMweb URL or a DIMSE peer."""
+    if is_dimse(text):
+        return check_dimse_destination(text, allowed.dimse_peers, allowed.dimse_aet)
+    if text.startswith(("http://", "https://")):
+        return allowed.check_url(text)
+    if not Path(text).is_absolute():
+        raise NodeUsageError(
+            "the destination is an absolute folder path on the node's host, a DICOMweb URL or "
+            "dimse:<called AE title>@<host>:<port>"
+        )
+    return str(allowed.check_path(Path(text), allowed.export_dirs, "export_dirs"))
+
+
+async def deliver(files: list[LocalFile], destination: str) -> DeliveryReport:
+    """Deliver ``files`` to a folder, by STOW-RS to a DICOMweb server, or by C-STORE to a DIMSE peer."""
+    if is_dimse(destination):
+        return await deliver_dimse(files, destination)
+    if destination.startswith(("http://", "https://")):
+        async with aiohttp.ClientSession() as session:
+            return await DicomWebSink(destination, session).deliver(files)
+    return await FolderSink(Path(destination)).deliver(files)
