@@ -1,4 +1,4 @@
-"""The MFTP node: the shell that wires the pure cores (ledger, consensus, transfer) to network, disk and clock.
+"""The MFTP node: the shell wiring the pure cores (ledger, consensus, transfer) to network, disk, clock.
 
 Rooms (each subpackage's ``__init__`` has its own map):
 

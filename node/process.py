@@ -1,69 +1,27 @@
-"""A running node: ledger, consensus replica, peer network and API, wired to disk, network and clock.
+"""A running node: the process that assembles ledger, consensus reactor, peer network, services and API.
 
-This is the shell around the pure consensus core (:class:`mftp.consensus.replica.Replica`).
-It carries out the core's actions in order, which is what makes the write-ahead
-rule hold: a validator's own vote is synced to its WAL (inside the replica)
-before the :class:`Broadcast` that sends it is returned to us.
+:class:`Node` builds the parts, starts and stops them in order, and dispatches each peer message
+to the service that registered its channel (:meth:`Node.register_channels`): the consensus
+reactor (:mod:`.chain.reactor`: ``c.*`` and ``records``), transfers (``t.*``) and audit
+(``a.*``).  It reads time only through the one :class:`~.clock.Clock` it is given, and hands
+that clock to every service.
 
-Channels on the peer network (values are canonical maps, decoded with limits):
-
-``c.proposal``, ``c.vote``, ``c.block``: consensus messages (see :mod:`.consensus_wire`)
-``c.proposal_ids`` a proposal with its records as ids, to validators (see :mod:`.compact`)
-``c.proposal?`` ``{"h": height, "r": round}``: ask the proposer for a whole proposal
-``c.fetch``     ``{"from": height}``: ask a peer for committed blocks
-``records``     ``[record bytes, ...]``: records for the mempools (sent to the validators)
-``t.offer``     a transfer offer to its recipient, ``t.receipt`` the recipient's answer
-                (see :mod:`.transfers`)
-
-Anything malformed is dropped and counted against its sender; the core itself
-refuses invalid proposals, votes and blocks (and never accepts a synced block
-without a valid certificate).  An audit node runs the core as an observer: it
-follows, verifies and stores every block but never proposes or votes.
+Anything malformed is dropped and counted against its sender.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import random
-import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
-from mftp.consensus.catchup import height_shown_by_a_third
-from mftp.consensus.config import ConsensusConfig
-from mftp.consensus.core import Consensus
 from mftp.consensus.errors import ConsensusInputError
-from mftp.consensus.events import (
-    Action,
-    BlockSynced,
-    Broadcast,
-    Commit,
-    Event,
-    Evidence,
-    FetchBlocks,
-    Log,
-    ProposalReceived,
-    RecordsSubmitted,
-    ScheduleTimeout,
-    SendBlocks,
-    Tick,
-    TimeoutFired,
-    VoteReceived,
-)
-from mftp.consensus.messages import (
-    Message,
-    ProposalMessage,
-    SyncedBlock,
-)
-from mftp.consensus.replica import Replica
-from mftp.consensus.wal import FileWal, NoWal
+from mftp.consensus.events import Tick
 from mftp.crypto.signing import SigningIdentity
-from mftp.ledger.block import Vote, VoteType
 from mftp.ledger.errors import LedgerError
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.ledger import Ledger
@@ -75,12 +33,12 @@ from .api.server import Api
 from .audit.routes import AuditApi
 from .audit.scan import Auditor
 from .audit.service import AuditService
-from .chain.codec import decode_event, encode_message
-from .chain.compact_proposals import OwnProposals, compact_value, rebuild
+from .chain.reactor import ChainReactor
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .dataplane.blobstore import BlobStore
 from .dataplane.server import DataPlaneServer
-from .errors import NodeError, NodeInputError
+from .errors import NodeError, NodeInputError, NodeUsageError
 from .metrics import NodeMetrics
 from .p2p.network import P2PLimits, PeerNetwork
 from .transfers.service import TransferService
@@ -88,56 +46,20 @@ from .transfers.service import TransferService
 log = logging.getLogger("mftp.node")
 
 TICK_MS: Final = 500
-MAX_SYNC_BLOCKS: Final = 50
-# A lagging node asks again this soon after its last fetch made progress: at 50 blocks
-# a request it catches up at up to 250 blocks/s, well above what the chain produces.
-SYNC_INTERVAL_MS: Final = 200
-MAX_RECORDS_PER_MESSAGE: Final = 1000
-RECORD_FLUSH_MS: Final = 10
-COMPACT_RETRY_MS: Final = 15
-"""How long a proposal by ids waits for missing records to arrive by gossip before it is fetched whole."""
-FETCH_ANSWER_INTERVAL_MS: Final = 100
-MAX_TRACKED_SUBMISSIONS: Final = 100_000
 
-
-def now_ms() -> int:
-    """Wall-clock milliseconds (the only clock the node reads)."""
-    return int(time.time() * 1000)
-
-
-def consensus_config(config: Config) -> ConsensusConfig:
-    """The core's parameters from the ``[consensus]`` section."""
-    section = config.values["consensus"]
-    return ConsensusConfig(
-        timeout_propose_ms=section["timeout_propose_ms"],
-        timeout_propose_delta_ms=section["timeout_propose_delta_ms"],
-        timeout_prevote_ms=section["timeout_prevote_ms"],
-        timeout_prevote_delta_ms=section["timeout_prevote_delta_ms"],
-        timeout_precommit_ms=section["timeout_precommit_ms"],
-        timeout_precommit_delta_ms=section["timeout_precommit_delta_ms"],
-        timeout_commit_ms=section["timeout_commit_ms"],
-        empty_block_interval_ms=section["empty_block_interval_ms"],
-        batch_records=section["max_block_records"],
-        mempool_max_records=section["mempool_max_records"],
-        sync_interval_ms=SYNC_INTERVAL_MS,
-    )
-
-
-AUDIT_CHANNELS: Final = {
-    "a.slots?": "on_slot_request",
-    "a.slots": "on_slot_answer",
-    "a.disclose?": "on_disclose_request",
-    "a.disclose": "on_disclose_answer",
-}
+ChannelHandler = Callable[[bytes, Any], None]
 
 
 class Node:
-    """One institution's node process."""
+    """One institution's node process: builds the parts, runs them, routes peer messages."""
 
-    def __init__(self, config: Config, identity: SigningIdentity, genesis: Genesis) -> None:
+    def __init__(
+        self, config: Config, identity: SigningIdentity, genesis: Genesis, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.config = config
         self.identity = identity
         self.genesis = genesis
+        self.clock = clock
         self.name: str = config.get("node", "name")
         self.role = config.role
         self.metrics = NodeMetrics()
@@ -146,31 +68,42 @@ class Node:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.ledger = Ledger(LevelDBStore(data_dir / "ledger"), genesis)
-        # An audit node never signs, so it keeps no WAL (see NoWal); a restart catches up from peers.
-        self.wal: FileWal | NoWal = NoWal()
-        if self.role == "validator":
-            self.wal = FileWal(data_dir / "consensus.wal")
-        self.replica: Replica | None = None
+        self.chain = ChainReactor(config, identity, self.ledger, self.metrics, clock)
         self.network: PeerNetwork | None = None
-        self.dataplane: DataPlaneServer | None = None
-        self.transfers: TransferService | None = None
         self.audit = AuditService(self)
         self.auditor = Auditor(self.audit)
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._outbox: list[bytes] = []
-        self._flush_scheduled = False
-        self._submitted: dict[bytes, float] = {}
-        self._heights_shown: dict[bytes, int] = {}  # member -> highest height of its own messages
-        self._fetch_answered: dict[bytes, int] = {}
-        self._own_proposals = OwnProposals()
-        self._last_commit_s: float | None = None
-        self._stored = asyncio.Event()  # set (and replaced) each time a block is stored
+        host, _, port = config.get("transfer", "data_listen").rpartition(":")
+        self.dataplane = DataPlaneServer(
+            BlobStore(data_dir / "blobs"),
+            identity,
+            host=host.strip("[]"),
+            port=int(port),
+            clock_ms=clock.now_ms,
+        )
+        self.transfers = TransferService(self, self.dataplane.store, self.dataplane, self.audit)
+        self._channels: dict[str, ChannelHandler] = {}
         self._runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
-        self._rng = random.Random()
         self.stopped = asyncio.Event()
-        self.failure: BaseException | None = None
-        self.failed = asyncio.Event()
+        for service in (self.chain, self.transfers, self.audit):
+            self.register_channels(service.channels())
+
+    @property
+    def failed(self) -> asyncio.Event:
+        """Set when the node stopped itself (see :meth:`ChainReactor._fail_stop`)."""
+        return self.chain.failed
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the node stopped itself, if it did."""
+        return self.chain.failure
+
+    def register_channels(self, handlers: dict[str, ChannelHandler]) -> None:
+        """Route the peer messages of these channels to their handlers (each channel has one)."""
+        taken = set(handlers) & set(self._channels)
+        if taken:
+            raise NodeUsageError(f"peer channels registered twice: {sorted(taken)}")
+        self._channels.update(handlers)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,7 +115,7 @@ class Node:
         self.network = PeerNetwork(
             self.identity,
             self.config.get("p2p", "listen"),
-            self._member_names(),
+            self.chain.member_names(),
             on_message=self._on_message,
             limits=P2PLimits(max_message_bytes=self.config.get("p2p", "max_message_bytes")),
             logger=logging.getLogger("mftp.node.p2p"),
@@ -191,10 +124,10 @@ class Node:
             for address in peer.address:
                 self.network.add_peer_address(peer.sign_key, address)
         await self.network.start()
-        replica, actions = Replica.recover(self._make_core, self.wal, on_commit=self._store, now_ms=now_ms())
-        self.replica = replica
-        self._carry_out(actions)
-        await self._start_transfers()
+        self.chain.start(self.network)
+        # The data plane serves the node's objects to recipients; then unfinished transfers resume.
+        await self.dataplane.start()
+        self.transfers.start()
         await self._start_api()
         self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="mftp-tick")
         log.info(
@@ -206,57 +139,18 @@ class Node:
 
     async def stop(self) -> None:
         """Stop cleanly: timers, API, network, WAL and ledger."""
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
         if self._tick_task is not None:
             self._tick_task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.transfers is not None:
-            await self.transfers.stop()
-        if self.dataplane is not None:
-            await self.dataplane.stop()
+        await self.transfers.stop()
+        await self.dataplane.stop()
         if self.network is not None:
             await self.network.stop()
-        self.wal.close()
+        self.chain.stop()
         self.ledger.close()
         self.stopped.set()
         log.info("node stopped", extra={"fields": {"height": self.ledger.height}})
-
-    def _make_core(self) -> Consensus:
-        store = self.ledger.store
-        last = store.certificate(store.head_height) if store.head_height else None
-        voter = self.identity if self.role == "validator" else None
-        return Consensus(
-            consensus_config(self.config),
-            state=self.ledger.state,
-            last_commit=last,
-            record_exists=store.has_record,
-            identity=voter,
-        )
-
-    async def _start_transfers(self) -> None:
-        """Serve the HTTPS data plane with the node's key and resume unfinished transfers."""
-        store = BlobStore(self.data_dir / "blobs")
-        host, _, port = self.config.get("transfer", "data_listen").rpartition(":")
-        self.dataplane = DataPlaneServer(store, self.identity, host=host.strip("[]"), port=int(port))
-        await self.dataplane.start()
-        self.transfers = TransferService(self, store, self.dataplane, self.audit)
-        self.transfers.start()
-
-    def is_member(self, sign_key: bytes) -> bool:
-        """Whether ``sign_key`` is a member now (validator or audit node)."""
-        return self.ledger.state.is_member(sign_key)
-
-    def member_name(self, sign_key: bytes) -> str:
-        """A member's name from the chain's membership, else the start of its key in hex."""
-        return self._member_names().get(sign_key) or sign_key.hex()[:16]
-
-    def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
-        """Queue a message to one member on the peer network."""
-        assert self.network is not None
-        self.network.send(sign_key, channel, value)
 
     async def _start_api(self) -> None:
         api = Api(
@@ -274,346 +168,54 @@ class Node:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_MS / 1000)
-            self._input(Tick())
+            self.chain.tick(Tick())
             self._refresh_gauges()
 
-    # ------------------------------------------------------------------ the core
+    # ------------------------------------------------------------------ what services ask of the node
 
-    def _input(self, event: Event) -> None:
-        if self.replica is None:
-            return
-        self._carry_out(self.replica.handle(event, now_ms()))
+    def is_member(self, sign_key: bytes) -> bool:
+        """Whether ``sign_key`` is a member now (validator or audit node)."""
+        return self.ledger.state.is_member(sign_key)
 
-    def _carry_out(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Broadcast) and isinstance(action.message, ProposalMessage):
-                self._broadcast_proposal(action.message)
-            elif isinstance(action, Broadcast):
-                channel, value = encode_message(action.message)
-                assert self.network is not None
-                self.network.broadcast(channel, value, to=self._recipients(action.message))
-            elif isinstance(action, ScheduleTimeout):
-                self._schedule(action)
-            elif isinstance(action, Commit):
-                try:
-                    self._store(action)
-                except Exception as exc:  # disk full, a store error, a gap: never vote on without it
-                    self._fail_stop(f"cannot store committed block {action.block.height}", exc)
-                    return
-                if self.replica is not None:  # the WAL may be emptied only once the block is stored
-                    self.replica.committed(action.block.height)
-            elif isinstance(action, SendBlocks):
-                self._send_blocks(action.peer, action.from_height)
-            elif isinstance(action, FetchBlocks):
-                self._fetch(action)
-            elif isinstance(action, Evidence):
-                log.warning(
-                    "equivocation detected", extra={"fields": {"offender": action.offender.hex()[:16]}}
-                )
-            elif isinstance(action, Log):
-                log.log(logging.getLevelName(action.level.upper()), action.message)
+    def member_name(self, sign_key: bytes) -> str:
+        """A member's name from the chain's membership, else the start of its key in hex."""
+        return self.chain.member_names().get(sign_key) or sign_key.hex()[:16]
 
-    def _fail_stop(self, reason: str, exc: BaseException) -> None:
-        """Stop taking part: a validator that cannot store what it decided must not vote on.
-
-        Its core has moved on to the next height, and emptying the WAL or checking replays
-        against a store that lacks blocks would be unsafe; a crash-stop is what BFT assumes.
-        """
-        log.critical("node stopping", extra={"fields": {"reason": reason, "error": repr(exc)}})
-        self.failure = exc
-        self.replica = None  # no further input reaches the core
-        self.failed.set()
-
-    def _schedule(self, action: ScheduleTimeout) -> None:
-        loop = asyncio.get_running_loop()
-        delay_s = max(0.0, (action.at_ms - now_ms()) / 1000)
-        event = TimeoutFired(action.height, action.round, action.step)
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            self._input(event)
-
-        handle = loop.call_later(delay_s, fire)
-        self._timers.add(handle)
-
-    def _store(self, commit: Commit) -> None:
-        block = commit.block
-        if block.height <= self.ledger.height:
-            return  # stored before a crash; the WAL replay decided it again
-        if block.height != self.ledger.height + 1:
-            raise NodeError(f"decided block {block.height} but the store ends at {self.ledger.height}")
-        before = (self.ledger.state.validators, self.ledger.state.auditors)
-        self.ledger.append(block, commit.certificate, state_after=commit.state)
-        now_s = time.monotonic()
-        if self._last_commit_s is not None:
-            self.metrics.block_interval.observe(now_s - self._last_commit_s)
-        self._last_commit_s = now_s
-        stored, self._stored = self._stored, asyncio.Event()
-        stored.set()
-        self.metrics.records_committed.inc(len(block.records))
-        for record in block.records:
-            submitted = self._submitted.pop(record.record_id, None)
-            if submitted is not None:
-                self.metrics.commit_latency.observe(now_s - submitted)
-        if (self.ledger.state.validators, self.ledger.state.auditors) != before and self.network is not None:
-            self.network.set_members(self._member_names())
-        self._refresh_gauges()
-
-    def _member_names(self) -> dict[bytes, str]:
-        state = self.ledger.state
-        names = {v.sign_key: v.name for v in state.validators.validators}
-        names.update({a.sign_key: a.name for a in state.auditors})
-        if state.last_validators is not None:  # members leaving stay reachable for one more height
-            names.update(
-                {v.sign_key: v.name for v in state.last_validators.validators if v.sign_key not in names}
-            )
-        return names
-
-    # ------------------------------------------------------------------ catch-up
-
-    def _send_blocks(self, peer: bytes, from_height: int) -> None:
-        store = self.ledger.store
+    def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
+        """Queue a message to one member on the peer network."""
         assert self.network is not None
-        last = min(store.head_height, from_height + MAX_SYNC_BLOCKS - 1)
-        for height in range(max(1, from_height), last + 1):
-            message = SyncedBlock(store.block(height), store.certificate(height))
-            self.network.send(peer, *encode_message(message))
+        self.network.send(sign_key, channel, value)
 
-    def _fetch(self, action: FetchBlocks) -> None:
-        connected = [p for p in action.peers if self.network is not None and p in self.network.peers()]
-        if connected and self.network is not None:
-            self.network.send(self._rng.choice(connected), "c.fetch", {"from": action.from_height})
+    async def submit_records(self, records: list[Record]) -> list[str]:
+        """Offer records to the mempool and gossip the admitted ones (see :class:`ChainReactor`)."""
+        return await self.chain.submit_records(records)
 
-    def _answer_fetch(self, peer: bytes, value: Any) -> None:
-        if not isinstance(value, dict) or set(value) != {"from"} or not isinstance(value["from"], int):
-            raise ConsensusInputError("malformed fetch request")
-        now = now_ms()
-        if now - self._fetch_answered.get(peer, -(10**12)) < FETCH_ANSWER_INTERVAL_MS:
-            return  # rate limit: a peer cannot make us read the whole chain in a loop
-        self._fetch_answered[peer] = now
-        self._send_blocks(peer, value["from"])
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        """Return once block ``height`` is stored, or after ``timeout_s`` (``GET /blocks?wait_ms``)."""
+        await self.chain.wait_for_height(height, timeout_s)
 
     # ------------------------------------------------------------------ peers
 
     def _on_message(self, sender: bytes, channel: str, value: Any) -> None:
+        handler = self._channels.get(channel)
         try:
-            if channel == "records":
-                self._on_records(value)
-            elif channel == "c.fetch":
-                self._answer_fetch(sender, value)
-            elif channel == "c.proposal_ids":
-                self._on_compact_proposal(sender, value)
-            elif channel == "c.proposal?":
-                self._answer_proposal(sender, value)
-            elif channel in ("t.offer", "t.receipt") and self.transfers is not None:
-                if channel == "t.offer":
-                    self.transfers.on_offer(sender, value)
-                else:
-                    self.transfers.on_receipt(sender, value)
-            elif channel in AUDIT_CHANNELS:
-                getattr(self.audit, AUDIT_CHANNELS[channel])(sender, value)
-            else:
-                event = decode_event(channel, value)
-                self._note_height(sender, event)
-                self._input(event)
+            if handler is None:
+                raise NodeInputError(f"unknown channel {channel!r}")
+            handler(sender, value)
         except (ConsensusInputError, LedgerError, NodeInputError) as exc:
-            self._reject(sender, channel, exc)
-
-    def _reject(self, sender: bytes, channel: str, exc: Exception) -> None:
-        """Count and log a peer's message that was malformed or invalid."""
-        assert self.network is not None
-        name = self.network.members().get(sender, sender.hex()[:16])
-        self.metrics.rejected_messages.labels(peer=name).inc()
-        log.info(
-            "peer message dropped",
-            extra={"fields": {"peer": name, "channel": channel, "reason": str(exc)}},
-        )
-
-    def _on_records(self, value: Any) -> None:
-        if not isinstance(value, list) or len(value) > MAX_RECORDS_PER_MESSAGE:
-            raise ConsensusInputError("records: expected a bounded list")
-        records = tuple(Record.decode(item) for item in value if isinstance(item, bytes))
-        if len(records) != len(value):
-            raise ConsensusInputError("records: every item must be record bytes")
-        # Every input is logged to the WAL before the core sees it, so what the mempool would
-        # refuse anyway (known, already stored, or by a non-member) is dropped here: a member
-        # re-sending or flooding cannot grow the WAL with it.
-        if self.replica is None:
-            return
-        pooled, store, state = self.replica.core.mempool, self.ledger.store, self.ledger.state
-        fresh = tuple(
-            r
-            for r in records
-            if r.record_id not in pooled and state.is_member(r.author) and not store.has_record(r.record_id)
-        )
-        if fresh:
-            self._input(RecordsSubmitted(fresh))
-
-    def _note_height(self, sender: bytes, event: Event) -> None:
-        """Remember the height a member's message shows (unverified: see :meth:`status`)."""
-        shown = 0
-        if isinstance(event, VoteReceived):
-            shown = event.vote.height
-        elif isinstance(event, ProposalReceived):
-            shown = event.proposal.height
-        elif isinstance(event, BlockSynced):
-            self.metrics.blocks_synced.inc()
-        if shown > self._heights_shown.get(sender, 0):
-            self._heights_shown[sender] = shown  # one entry per member: bounded
+            self.chain.reject(sender, channel, exc)
 
     # ------------------------------------------------------------------ API view
 
-    async def wait_for_height(self, height: int, timeout_s: float) -> None:
-        """Return once block ``height`` is stored, or after ``timeout_s`` (``GET /blocks?wait_ms``)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.ledger.height < height:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stored.wait(), remaining)
-
-    async def submit_records(self, records: list[Record]) -> list[str]:
-        """Offer records to the mempool (one core step) and the admitted ones to every member's."""
-        assert self.replica is not None
-        core = self.replica.core
-        fresh = [r for r in records if r.record_id not in core.mempool]
-        if fresh:
-            self._input(RecordsSubmitted(tuple(fresh)))
-        offered = {id(r) for r in fresh}  # identity: comparing records field by field is O(n^2) here
-        results = []
-        now_s = time.monotonic()
-        for record in records:
-            if id(record) not in offered:
-                results.append("duplicate")
-            elif record.record_id in core.mempool:
-                results.append("accepted")
-                if len(self._submitted) < MAX_TRACKED_SUBMISSIONS:
-                    self._submitted[record.record_id] = now_s
-                self._outbox.append(record.to_bytes())
-            else:
-                results.append(self._refusal(record))
-        if self._outbox and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(RECORD_FLUSH_MS / 1000, self._flush_records)
-        return results
-
-    def _refusal(self, record: Record) -> str:
-        """Why the mempool refused a record (the same checks, in the mempool's order)."""
-        if self.ledger.store.has_record(record.record_id):
-            return "replay"
-        if not self.ledger.state.is_member(record.author):
-            return "not_member"
-        try:
-            record.verify_signature()
-        except LedgerError:
-            return "bad_signature"
-        return "refused"
-
-    def _flush_records(self) -> None:
-        self._flush_scheduled = False
-        batch, self._outbox = self._outbox, []
-        assert self.network is not None
-        to = self._gossip_targets()
-        for start in range(0, len(batch), MAX_RECORDS_PER_MESSAGE):
-            self.network.broadcast("records", batch[start : start + MAX_RECORDS_PER_MESSAGE], to=to)
-
-    def _broadcast_proposal(self, message: ProposalMessage) -> None:
-        """Our proposal: by record ids to the validators (they pooled the records), whole to the rest."""
-        assert self.network is not None
-        if self._outbox:  # records we pooled but not yet gossiped go first, on the same queues
-            self._flush_records()
-        self._own_proposals.keep(message)
-        validators = self._gossip_targets()
-        if validators:
-            self.network.broadcast("c.proposal_ids", compact_value(message), to=validators)
-        compact = set(validators)
-        others = [key for key in self.network.members() if key not in compact]
-        if others:
-            channel, value = encode_message(message)
-            self.network.broadcast(channel, value, to=others)
-
-    def _on_compact_proposal(self, sender: bytes, value: Any, *, retry: bool = True) -> None:
-        if self.replica is None or self.network is None:
-            return  # fail-stopped: no input reaches the core any more
-        core = self.replica.core
-        rebuilt = rebuild(value, core.mempool.get)
-        if isinstance(rebuilt, ProposalReceived):
-            self.metrics.compact_proposals.labels(result="rebuilt").inc()
-            self._note_height(sender, rebuilt)
-            self._input(rebuilt)
-            return
-        proposal = value["p"]  # rebuild() checked its shape
-        if proposal["height"] < core.height:
-            return  # a re-sent proposal of a decided height: its records have left the mempool
-        if retry:
-            # The missing records are most often still on their way from a third validator's
-            # gossip (another stream than the proposer's): give them a moment before fetching.
-            asyncio.get_running_loop().call_later(
-                COMPACT_RETRY_MS / 1000, self._retry_compact_proposal, sender, value
-            )
-            return
-        self.metrics.compact_proposals.labels(result="fetched").inc()
-        self.network.send(sender, "c.proposal?", {"h": proposal["height"], "r": proposal["round"]})
-
-    def _retry_compact_proposal(self, sender: bytes, value: Any) -> None:
-        try:
-            self._on_compact_proposal(sender, value, retry=False)
-        except (ConsensusInputError, LedgerError) as exc:  # the records now there do not match
-            self._reject(sender, "c.proposal_ids", exc)
-
-    def _answer_proposal(self, sender: bytes, value: Any) -> None:
-        message = self._own_proposals.answer(sender, value, now_ms())
-        if message is not None:
-            assert self.network is not None
-            channel, whole = encode_message(message)
-            self.network.send(sender, channel, whole)
-
-    def _recipients(self, message: Message) -> list[bytes] | None:
-        """Who gets a consensus message: everyone (``None``), but prevotes only the validators.
-
-        An audit node decides on a proposal and 2f+1 precommits for it (line 49)
-        and never votes, so prevotes are of no use to it; each would cost it a
-        message through the network thread (~0.5 ms of CPU), four per height.
-        """
-        if isinstance(message, Vote) and message.type is VoteType.PREVOTE:
-            return self._gossip_targets()
-        return None
-
-    def _gossip_targets(self) -> list[bytes]:
-        """The validators among our network's members (connected now or not; the network queues for
-        the others): records go only where blocks are proposed.
-
-        Audit nodes propose nothing, so a record in their mempool is only a signature
-        checked early; they check it when the proposal carrying it arrives instead,
-        which spares every record one of its eight trips through the network.
-        """
-        assert self.network is not None
-        members = self.network.members()
-        return [v.sign_key for v in self.ledger.state.validators.validators if v.sign_key in members]
-
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` shows."""
-        core = self.replica.core if self.replica is not None else None
-        height = self.ledger.height
-        # Heights shown by validators holding over a third of the power: one lying member
-        # (its messages are not all verified here) cannot make us report "catching_up".
-        highest_seen = height_shown_by_a_third(self._heights_shown, self.ledger.state.validators)
-        behind = max(0, highest_seen - 1 - height)
         return {
             "name": self.name,
             "role": self.role,
             "chain_id": self.genesis.chain_id,
-            "height": height,
-            "round": core.round if core is not None else 0,
-            "ledger_size": self.ledger.state.ledger_size,
-            "head_hash": self.ledger.state.last_hash.hex(),
+            **self.chain.status(),
             "peers": len(self.network.peers()) if self.network is not None else 0,
-            "mempool_records": len(core.mempool) if core is not None else 0,
-            "sync": {"state": "catching_up" if behind > 1 else "synced", "highest_seen": highest_seen},
             "peer_id": self.network.peer_id if self.network is not None else "",
-            "consensus": dict(core.counters) if core is not None else {},
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -628,14 +230,7 @@ class Node:
         ]
 
     def _refresh_gauges(self) -> None:
-        core = self.replica.core if self.replica is not None else None
-        self.metrics.height.set(self.ledger.height)
-        self.metrics.ledger_size.set(self.ledger.state.ledger_size)
-        if core is not None:
-            self.metrics.round.set(core.round)
-            self.metrics.mempool.set(len(core.mempool))
-            for kind, count in core.counters.items():
-                self.metrics.consensus_events.labels(kind=kind).set(count)
+        self.chain.refresh_gauges()
         if self.network is not None:
             self.metrics.peers.set(len(self.network.peers()))
             self.metrics.rejected_handshakes.set(self.network.stats().rejected_handshakes)

@@ -32,7 +32,7 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -164,6 +164,15 @@ class AuditService:
         self.refused_counterparty = 0
         self._slot_rate = PeerRate(SLOT_REQUESTS_PER_S, SLOT_REQUEST_BURST)
         self.refused_slot_requests = 0
+
+    def channels(self) -> dict[str, Callable[[bytes, Any], None]]:
+        """The peer channels this service handles (``a.*``), for the node's dispatcher."""
+        return {
+            "a.slots?": self.on_slot_request,
+            "a.slots": self.on_slot_answer,
+            "a.disclose?": self.on_disclose_request,
+            "a.disclose": self.on_disclose_answer,
+        }
 
     @property
     def institution(self) -> str:

@@ -53,7 +53,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -182,6 +182,10 @@ class TransferService:
         self.access = StudyAccess(self)
         self.pool = PreparePool(config.get("transfer", "prepare_workers") or os.cpu_count() or 1)
         self.receiver = Receiver(self)
+
+    def channels(self) -> dict[str, Callable[[bytes, Any], None]]:
+        """The peer channels this service handles (``t.*``), for the node's dispatcher."""
+        return {"t.offer": self.on_offer, "t.receipt": self.on_receipt}
 
     # ----------------------------------------------------------------- lifecycle
 

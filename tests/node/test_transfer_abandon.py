@@ -45,7 +45,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     identity = load_identity(member.directory / "keys" / "node.key")
     node = Node(load_config(member.config_path), identity, Genesis.load(member.directory / "genesis.json"))
     yield node
-    node.wal.close()
+    node.chain.wal.close()
     node.ledger.close()
 
 

@@ -13,17 +13,18 @@ from mftp.crypto.keyfile import load_identity
 from mftp.ledger.errors import StoreError
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.sample import ChainBuilder
+from mftp.node.chain.reactor import ChainReactor
 from mftp.node.config import load_config
 from mftp.node.devnet import create_devnet
 from mftp.node.process import Node
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+def node(tmp_path: Path) -> Iterator[ChainReactor]:
     member = create_devnet(tmp_path / "devnet", validators=1, audit=0)[0]
     config = load_config(member.config_path)
     identity = load_identity(member.directory / "keys" / "node.key")
-    node = Node(config, identity, Genesis.load(member.directory / "genesis.json"))
+    node = Node(config, identity, Genesis.load(member.directory / "genesis.json")).chain
     node.replica = mock.Mock()
     node.replica.core.round, node.replica.core.mempool, node.replica.core.counters = 0, [], {}
     yield node
@@ -31,8 +32,8 @@ def node(tmp_path: Path) -> Iterator[Node]:
     node.ledger.close()
 
 
-def _commits(node: Node, count: int) -> list[Commit]:
-    builder = ChainBuilder(node.genesis, [node.identity])
+def _commits(node: ChainReactor, count: int) -> list[Commit]:
+    builder = ChainBuilder(node.ledger.genesis, [node.identity])
     out = []
     for _ in range(count):
         block, cert = builder.next_block([])
@@ -40,7 +41,7 @@ def _commits(node: Node, count: int) -> list[Commit]:
     return out
 
 
-def test_a_gap_in_the_store_stops_the_node(node: Node) -> None:
+def test_a_gap_in_the_store_stops_the_node(node: ChainReactor) -> None:
     replica = node.replica
     first, second = _commits(node, 2)
     node._carry_out([second])  # block 2 while the store ends at 0
@@ -50,7 +51,7 @@ def test_a_gap_in_the_store_stops_the_node(node: Node) -> None:
     del first
 
 
-def test_a_store_error_stops_the_node_and_keeps_the_wal(node: Node) -> None:
+def test_a_store_error_stops_the_node_and_keeps_the_wal(node: ChainReactor) -> None:
     replica = node.replica
     (commit,) = _commits(node, 1)
     with mock.patch.object(node.ledger, "append", side_effect=StoreError("disk full")):
@@ -59,7 +60,7 @@ def test_a_store_error_stops_the_node_and_keeps_the_wal(node: Node) -> None:
     replica.committed.assert_not_called()  # type: ignore[union-attr]
 
 
-def test_a_block_stored_before_a_crash_is_skipped(node: Node) -> None:
+def test_a_block_stored_before_a_crash_is_skipped(node: ChainReactor) -> None:
     (commit,) = _commits(node, 1)
     node._carry_out([commit])
     assert node.ledger.height == 1 and not node.failed.is_set()

@@ -19,16 +19,18 @@ from mftp.ledger.block import VoteType, sign_vote
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.node.chain.compact_proposals import compact_value
+from mftp.node.chain.reactor import COMPACT_RETRY_MS, ChainReactor
 from mftp.node.config import load_config
 from mftp.node.devnet import create_devnet
-from mftp.node.process import COMPACT_RETRY_MS, Node
+from mftp.node.process import Node
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+def node(tmp_path: Path) -> Iterator[ChainReactor]:
     member = create_devnet(tmp_path / "devnet", validators=1, audit=0)[0]
     identity = load_identity(member.directory / "keys" / "node.key")
-    node = Node(load_config(member.config_path), identity, Genesis.load(member.directory / "genesis.json"))
+    genesis = Genesis.load(member.directory / "genesis.json")
+    node = Node(load_config(member.config_path), identity, genesis).chain
     node.replica = mock.Mock()
     node.replica.core.mempool = set()
     node.replica.handle.return_value = []
@@ -37,7 +39,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     node.ledger.close()
 
 
-def test_known_and_strangers_records_are_dropped_before_the_wal(node: Node) -> None:
+def test_known_and_strangers_records_are_dropped_before_the_wal(node: ChainReactor) -> None:
     rng = random.Random(5)
     ours = [sample_record(node.identity, rng) for _ in range(3)]
     stranger = sample_record(SigningIdentity.generate(), rng)
@@ -51,14 +53,17 @@ def test_known_and_strangers_records_are_dropped_before_the_wal(node: Node) -> N
     node.replica.handle.assert_not_called()  # type: ignore[union-attr]
 
 
+Trio = tuple[ChainReactor, bytes, bytes]
+
+
 @pytest.fixture
-def trio_node(tmp_path: Path) -> Iterator[tuple[Node, bytes, bytes]]:
+def trio_node(tmp_path: Path) -> Iterator[Trio]:
     """Validator 0 of two, with an audit node; its network is a mock.  Yields it and the
     keys of the other validator and of the audit node."""
     members = create_devnet(tmp_path / "devnet", validators=2, audit=1)
     me, other, audit = members
     identity = load_identity(me.directory / "keys" / "node.key")
-    node = Node(load_config(me.config_path), identity, Genesis.load(me.directory / "genesis.json"))
+    node = Node(load_config(me.config_path), identity, Genesis.load(me.directory / "genesis.json")).chain
     keys = [load_identity(m.directory / "keys" / "node.key").public.sign_key for m in members]
     node.network = mock.Mock()
     node.network.members.return_value = {keys[1]: other.name, keys[2]: audit.name}
@@ -67,7 +72,7 @@ def trio_node(tmp_path: Path) -> Iterator[tuple[Node, bytes, bytes]]:
     node.ledger.close()
 
 
-def test_records_are_gossiped_to_the_validators_only(trio_node: tuple[Node, bytes, bytes]) -> None:
+def test_records_are_gossiped_to_the_validators_only(trio_node: Trio) -> None:
     """Audit nodes propose nothing: they get records in proposals, not in every validator's gossip."""
     node, validator, _audit = trio_node
     blob = sample_record(node.identity, random.Random(6)).to_bytes()
@@ -77,7 +82,7 @@ def test_records_are_gossiped_to_the_validators_only(trio_node: tuple[Node, byte
     assert call.args == ("records", [blob]) and call.kwargs == {"to": [validator]}
 
 
-def test_prevotes_go_to_validators_and_precommits_to_all(trio_node: tuple[Node, bytes, bytes]) -> None:
+def test_prevotes_go_to_validators_and_precommits_to_all(trio_node: Trio) -> None:
     """An audit node decides on precommits alone (line 49), so prevotes are not sent to it."""
     node, validator, _audit = trio_node
     for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
@@ -89,7 +94,7 @@ def test_prevotes_go_to_validators_and_precommits_to_all(trio_node: tuple[Node, 
 
 
 def test_status_reports_catching_up_only_on_heights_a_third_of_the_validators_show(
-    trio_node: tuple[Node, bytes, bytes],
+    trio_node: Trio,
 ) -> None:
     """Votes are noted before the core checks them, so one member (here the audit node,
     with no voting power) claiming a far height must not make the node say it lags."""
@@ -113,12 +118,12 @@ def test_an_audit_node_keeps_no_consensus_wal(tmp_path: Path) -> None:
         for m in (validator, audit)
     ]
     try:
-        assert isinstance(nodes[0].wal, FileWal) and isinstance(nodes[1].wal, NoWal)
+        assert isinstance(nodes[0].chain.wal, FileWal) and isinstance(nodes[1].chain.wal, NoWal)
         assert any(validator.directory.rglob("consensus.wal"))
         assert not any(audit.directory.rglob("consensus.wal"))
     finally:
         for node in nodes:
-            node.wal.close()
+            node.chain.wal.close()
             node.ledger.close()
 
 
@@ -133,7 +138,7 @@ def _proposal(records: int = 3) -> ProposalMessage:
 
 
 def test_proposals_go_by_ids_to_validators_and_whole_to_audit_nodes(
-    trio_node: tuple[Node, bytes, bytes],
+    trio_node: Trio,
 ) -> None:
     node, validator, audit = trio_node
     message = _proposal()
@@ -149,7 +154,7 @@ def test_proposals_go_by_ids_to_validators_and_whole_to_audit_nodes(
     assert sent.args[:2] == (validator, "c.proposal") and sent.args[2]["b"] == message.block.to_bytes()
 
 
-def test_a_proposal_with_records_we_lack_is_fetched_whole(trio_node: tuple[Node, bytes, bytes]) -> None:
+def test_a_proposal_with_records_we_lack_is_fetched_whole(trio_node: Trio) -> None:
     node, validator, _audit = trio_node
     message = _proposal()
     pool = {r.record_id: r for r in message.block.records}
