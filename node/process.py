@@ -85,7 +85,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
-        for service in (self.chain, self.transfers, self.audit):
+        for service in (self.chain, self.audit):
             self.register_channels(service.channels())
 
     @property
@@ -128,6 +128,7 @@ class Node:
         # The data plane serves the node's objects to recipients; then unfinished transfers resume.
         await self.dataplane.start()
         self.transfers.start()
+        self.register_channels(self.transfers.channels())  # until now its messages are dropped
         await self._start_api()
         self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="mftp-tick")
         log.info(
