@@ -58,10 +58,8 @@ from typing import Any
 import aiohttp
 
 from mftp.ledger.records import Record
-from mftp.node.devnet import Member, create_devnet, start_all, stop_all, wait_for_height
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.node.devnet_helpers import make_records
+from mftp.node.devnet.client import make_records
+from mftp.node.devnet.consortium import Member, create_devnet, start_all, stop_all, wait_for_height
 
 CONSENSUS = {
     "timeout_propose_ms": 1000,

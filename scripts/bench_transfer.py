@@ -18,7 +18,7 @@ between hospitals is: the issue's path has no de-identification), timed from
   loopback_pseudonymised_mb_per_s
                      the same, de-identified on the way (pseudonymised): what PS3.15's profile
                      in pure Python (pydicom) costs on top, reported beside it
-  link_s             seconds, to hospital-b fetching through scripts/throttle_proxy.py at --mbit
+  link_s             seconds, to hospital-b fetching through node/devnet/throttle.py at --mbit
                      (100 Mbit/s per direction)
   link_bound_s       the bytes that crossed the link / link rate: the floor of link_s for the
                      compressed, encrypted study
@@ -46,11 +46,17 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mftp.node.devnet import Member, create_devnet, free_ports, start_all, stop_all, wait_for_height
+from mftp.node.devnet.client import TEST_CONSENSUS, api
+from mftp.node.devnet.consortium import (
+    Member,
+    create_devnet,
+    free_ports,
+    start_all,
+    stop_all,
+    wait_for_height,
+)
+from mftp.node.devnet.throttle import ThreadedProxy, ThrottleProxy
 from mftp.node.transfers.preparing import prefers_speed
-from scripts.throttle_proxy import ThreadedProxy, ThrottleProxy
-from tests.node.devnet_helpers import TEST_CONSENSUS, api
 
 ROOT = Path(__file__).resolve().parent.parent / "build" / "bench_transfer"
 CT_SHARE = 0.8  # of the study's bytes; the rest MR

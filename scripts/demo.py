@@ -30,10 +30,7 @@ from pathlib import Path
 from mftp.ledger.block import BlockHeader, CommitCertificate
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.proofs import InclusionProof, verify_record_in_ledger
-from mftp.node.devnet import Member, create_devnet, start_all, stop_all, wait_for_height
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.node.devnet_helpers import (
+from mftp.node.devnet.client import (
     TEST_CONSENSUS,
     api,
     block_hashes,
@@ -44,6 +41,7 @@ from tests.node.devnet_helpers import (
     submit,
     wait_until,
 )
+from mftp.node.devnet.consortium import Member, create_devnet, start_all, stop_all, wait_for_height
 
 ROOT = Path(__file__).resolve().parent.parent / "build" / "demo"
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the node API (served at ``/openapi.json``).
 
-Kept beside the routes in :mod:`.api`; a test validates the document and
+Kept beside the routes in :mod:`.server`; a test validates the document and
 checks that every route of the application is described here and vice versa.
 """
 
@@ -74,7 +74,7 @@ def _token_op(summary: str, ok: dict[str, Any], ok_status: str = "200", **extra:
 
 
 def _transfer_paths() -> dict[str, Any]:
-    """Sending, inbox and outbox, export (see :mod:`.transfers`); every call needs the token."""
+    """Sending, inbox and outbox, export (see :mod:`mftp.node.transfers`); every call needs the token."""
     send = _strings(
         ["source", "to", "purpose", "mode", "user"],
         {
@@ -137,7 +137,7 @@ def _transfer_paths() -> dict[str, Any]:
 
 
 def _view_paths(body: dict[str, Any]) -> dict[str, Any]:
-    """Views of a received study (see :mod:`.transfer_access`); every call needs the token."""
+    """Views of a received study (see :mod:`mftp.node.transfers.access`); every call needs the token."""
     view = _strings(
         ["user"],
         {
@@ -248,7 +248,7 @@ def _transfer_schemas() -> dict[str, Any]:
 
 
 def _audit_paths() -> dict[str, Any]:
-    """Users, grants, scans and reports (see :mod:`.audit_api`); every call needs the token."""
+    """Users, grants, scans and reports (see :mod:`mftp.node.audit.routes`); every call needs the token."""
 
     def body(schema: dict[str, Any]) -> dict[str, Any]:
         return {"required": True, "content": {"application/json": {"schema": schema}}}

@@ -5,8 +5,8 @@ API listens on loopback unless the operator configures otherwise.  Every call
 that changes anything requires ``Authorization: Bearer <token>`` where the
 SHA-256 of the token is listed in ``api.token_sha256``; tokens are compared by
 hash in constant time and never logged.  Transfers (``/transfers...``, see
-:mod:`.transfers`) are private to the institution, so reading them needs the token too;
-so do views of a received study (``/transfers/{id}/views...``, :mod:`.transfer_access`),
+:mod:`mftp.node.transfers`) are private to the institution, so reading them needs the token too;
+so do views of a received study (``/transfers/{id}/views...``, :mod:`mftp.node.transfers.access`),
 whose instances are patient data: they are served with ``Cache-Control: no-store``.
 """
 
@@ -63,7 +63,7 @@ class NodeView(Protocol):
 
 
 class StudyViews(Protocol):
-    """Views of received studies (:class:`~.transfer_access.StudyAccess`)."""
+    """Views of received studies (:class:`~mftp.node.transfers.access.StudyAccess`)."""
 
     async def open_view(self, transfer_id: str, user: str, purpose: str | None = None) -> dict[str, Any]:
         """Open a received study for ``user`` (records the access); the view and its instances."""
@@ -73,7 +73,7 @@ class StudyViews(Protocol):
 
 
 class TransferView(Protocol):
-    """What the transfer routes need (:class:`~.transfers.TransferService`)."""
+    """What the transfer routes need (:class:`~mftp.node.transfers.service.TransferService`)."""
 
     @property
     def access(self) -> StudyViews:
@@ -97,7 +97,7 @@ class TransferView(Protocol):
 
 
 class RouteProvider(Protocol):
-    """More routes (the audit ones, :mod:`.audit_api`), registered behind the token check."""
+    """More routes (the audit ones, :mod:`mftp.node.audit.routes`), registered behind the token check."""
 
     def add_routes(self, router: web.UrlDispatcher, authenticated: Callable[[Handler], Handler]) -> None:
         """Add routes to ``router``, wrapping each handler in ``authenticated``."""

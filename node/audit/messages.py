@@ -1,6 +1,6 @@
 """Peer messages of the audit protocol, as canonical values, each decoded and bounded.
 
-Slot exchange (before a sender signs a ``TRANSFER_OFFERED`` record, see :mod:`.audit_service`)::
+Slot exchange (before a sender signs a ``TRANSFER_OFFERED`` record, see :mod:`.service`)::
 
     a.slots?  {"record_id": 16 bytes, "time_ms": int, "user": "user:..." or ""}
     a.slots   {"record_id": 16 bytes, "fills": [[slot, tag (16), escrow box], ...], "error": str}
@@ -17,7 +17,7 @@ none.  A page holds at most :data:`MAX_DISCLOSED_RECORDS` records, and the insti
 looks at no more than :data:`MAX_DISCLOSURE_WALK` of its records for one page, so
 ``items`` may be empty while ``next`` is not -1.
 
-Anything malformed raises :class:`~.errors.NodeInputError` (the peer's fault, counted).
+Anything malformed raises :class:`~mftp.node.errors.NodeInputError` (the peer's fault, counted).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The node's side of pseudonymous auditing: tags and escrow on our records, grants, scans, reports.
 
-Every node runs an :class:`AuditService` over its :class:`~.audit_vault.AuditVault`.
+Every node runs an :class:`AuditService` over its :class:`~.vault.AuditVault`.
 
 *Authoring.*  :meth:`AuditService.author` signs a record whose tag slots hold the parties of
 our side (tag + escrow box, :func:`~mftp.ledger.pseudonyms.fill_slot`), random decoys in every
@@ -20,7 +20,7 @@ subject's epoch keys sealed to the auditor, and commits to the subject's id in t
 details, so it can later answer the auditor's ``a.disclose?`` with the details of every record
 of its own that carries the subject's tags (nothing else, only while the grant is unexpired).
 
-*Scans and reports* run on the auditor's node: :mod:`.audit_scan`.
+*Scans and reports* run on the auditor's node: :mod:`.scan`.
 
 Party ids are never logged; logs name records and grants by id.
 """

@@ -298,7 +298,7 @@ def run_devnet(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .. import devnet
+    from ..devnet import consortium as devnet
 
     root = Path(args.dir)
     if args.fresh and root.exists():
@@ -339,7 +339,7 @@ def _devnet_args(parser: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------- transfers
 
-# The bodies live in .cli_transfer; registering them here keeps the command order of --help.
+# The bodies live in .transfers; registering them here keeps the command order of --help.
 command("send", "send a study to a member through the running node, with a progress bar")(add_send_arguments)
 command("inbox", "list the studies received (and with --all sent) by the running node")(add_inbox_arguments)
 command("export", "deliver a received study into a folder (records the access)")(add_export_arguments)

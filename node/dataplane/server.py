@@ -32,7 +32,7 @@ Limits: request line and header fields 4 KiB, 32 header fields, at most
 streamed in 1 MiB pieces read in a worker thread, so memory per request is bounded
 whatever the range.
 
-The fetching side is :func:`fetch_manifest` and :func:`fetch_transfer` (:mod:`.dataplane_fetch`).
+The fetching side is :func:`fetch_manifest` and :func:`fetch_transfer` (:mod:`.client`).
 
 How a transfer is wired, in order::
 

@@ -2,7 +2,7 @@
 
 **Export** (:meth:`StudyAccess.export`): each file is decrypted and verified again, written to
 a private spill folder (mode 0700, under data_dir), delivered to a folder or a DICOMweb server
-(:mod:`.transfer_io`), and the spill is removed; then a ``STUDY_ACCESSED`` record (action
+(:mod:`.sources`), and the spill is removed; then a ``STUDY_ACCESSED`` record (action
 ``export``) is signed.  An access has no receiver: slots 0 and 1 of the record hold the acting
 user and our institution.
 
@@ -40,7 +40,8 @@ from mftp.transfer.manifest import Entry, Manifest, ObjectInfo, check_restored, 
 from ..audit.service import user_party
 from ..dataplane.blobstore import BlobStore
 from ..errors import NodeInputError, NodeUsageError
-from .preparing import check_destination, deliver, restore_files
+from .preparing import restore_files
+from .sources import check_destination, deliver
 from .state import IN, TransferState, check_transfer_id
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def restore_entry(
 ) -> bytes:
     """Decrypt, decompress and check one file against the manifest, in memory (blocking).
 
-    The one-entry counterpart of :func:`~.transfer_io.verify_all`: the object is decrypted from
+    The one-entry counterpart of :func:`~.preparing.verify_all`: the object is decrypted from
     its start up to the entry (the stream cipher cannot seek), nothing is written to disk.
     """
     compressed = store.read_entry(manifest, entry, key=key_for(manifest.object(entry.object_id)))
@@ -133,7 +134,7 @@ def restore_entry(
 
 
 class StudyAccess:
-    """Exports and views of the studies a :class:`~.transfers.TransferService` received."""
+    """Exports and views of the studies a :class:`~.service.TransferService` received."""
 
     def __init__(self, service: TransferService) -> None:
         self.service = service

@@ -1,22 +1,22 @@
 """DIMSE sources and destinations of a transfer, and the case attachments that travel with a study.
 
-Used by :mod:`.transfer_io`, which dispatches on the spelling:
+Used by :mod:`.sources` and :mod:`.preparing`, which dispatches on the spelling:
 
 * a source ``dimse:<CALLED_AET>@<host>:<port>#<Study Instance UID>`` is fetched from a DIMSE
-  PACS (:class:`~.pacs.DimseSource`: C-FIND, then C-GET with one presentation context per
+  PACS (:class:`~mftp.node.pacs.DimseSource`: C-FIND, then C-GET with one presentation context per
   transfer syntax) into the transfer's private spill folder;
 * a destination ``dimse:<CALLED_AET>@<host>:<port>`` is stored into by C-STORE
-  (:class:`~.pacs.DimseSink`).
+  (:class:`~mftp.node.pacs.DimseSink`).
 
 Both are allowed only for a peer listed in ``transfer.dimse_peers`` (``AET@host:port``, matched
-exactly, host ignoring case: :func:`~.config.split_dimse_peer`); we call as
+exactly, host ignoring case: :func:`~mftp.node.config.split_dimse_peer`); we call as
 ``transfer.dimse_aet``.  Only C-GET: C-MOVE would need a port of ours that the PACS knows (its
 modality table), so more configuration and a listening port on the node, for no gain here.
 
 **Attachments** (non-DICOM files of the case, such as a surgical design in STL or notes in PDF;
 they come from a folder source) travel only in ``identified`` mode, where the bytes go untouched:
 each PDF, STL, OBJ or MTL becomes an encapsulated-document instance of the study
-(:func:`~.pacs_common.wrap_attachments`).  In the de-identifying modes the PS3.15 profile
+(:func:`~mftp.node.pacs.common.wrap_attachments`).  In the de-identifying modes the PS3.15 profile
 replaces Encapsulated Document (0042,0011) with a dummy, so the document would arrive empty:
 each attachment, and each encapsulated-document instance a PACS sent, is reported by name as not
 sent (:data:`NOT_DEIDENTIFIABLE`) and the rest of the study goes on.  So is an image whose
@@ -125,8 +125,8 @@ async def fetch_dimse_study(
 ) -> list[LocalFile]:
     """Every instance of ``study``, by C-FIND then C-GET, spilled into ``spill``.
 
-    At most ``max_instances`` (default: :class:`~.pacs.DimseLimits`'s) are listed or accepted,
-    so a PACS cannot fill the disk past the study limit.  Raises :class:`~.pacs.PacsError`.
+    At most ``max_instances`` (default: :class:`~mftp.node.pacs.DimseLimits`'s) are listed or accepted,
+    so a PACS cannot fill the disk past the study limit.  Raises :class:`~mftp.node.pacs.PacsError`.
     """
     limits = DimseLimits()
     if max_instances is not None:

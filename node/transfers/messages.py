@@ -17,7 +17,7 @@
      "record": id of the recipient's TRANSFER_RECEIVED record (zeros while accepted)}
 
 Everything from a peer is checked here before the service looks at it; any fault is a
-:class:`~.errors.NodeInputError` (counted against the peer, never a crash).
+:class:`~mftp.node.errors.NodeInputError` (counted against the peer, never a crash).
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""Where a transferred study comes from and goes to: sources, packaging, restoring, delivery.
+"""Preparing a study's objects and checking them: de-identify, compress, encrypt, verify, restore.
 
-Used by :mod:`.transfers`.  A *source* (``mftp-node send``) is either
-
-* an absolute path of a folder or file on the node's host (:class:`~.pacs.FolderSource`), or
-* ``dicomweb:<base URL>#<Study Instance UID>``: the study fetched by WADO-RS
-  (:class:`~.pacs.DicomWebSource`) into a private spill folder first, or
-* ``dimse:<CALLED_AET>@<host>:<port>#<Study Instance UID>``: the study fetched by C-FIND and
-  C-GET (:mod:`.transfer_sources`) into the spill folder.
-
-A *destination* (``mftp-node export``) is an absolute folder path (:class:`~.pacs.FolderSink`),
-a DICOMweb base URL ``http(s)://...`` (STOW-RS, :class:`~.pacs.DicomWebSink`), or
-``dimse:<CALLED_AET>@<host>:<port>`` (C-STORE, :mod:`.transfer_sources`).
-
-DICOM instances travel; attachments of the case (PDF, STL...) only in identified mode, wrapped
-as encapsulated-document instances of the study (in the other modes their content cannot be
-de-identified: they are reported as not sent, see :mod:`.transfer_sources`).  Files are packaged
-as ``00000.dcm``, ``00001.dcm``...: names never carry patient data.  Everything here blocks or
-streams; callers run it in a worker thread or await it.
+Used by :mod:`.service` and :mod:`.receiver`.  DICOM instances travel; attachments of the case
+(PDF, STL...) only in identified mode, wrapped as encapsulated-document instances of the study
+(in the other modes their content cannot be de-identified: they are reported as not sent, see
+:mod:`.dimse_and_attachments`).  Files are packaged as ``00000.dcm``, ``00001.dcm``...: names
+never carry patient data.  Everything here blocks or streams; callers run it in a worker thread
+or await it.
 
 De-identifying and compressing is CPU work (pydicom is pure Python): a study of at least
 :data:`PARALLEL_MIN_FILES` files is prepared by ``transfer.prepare_workers`` processes
@@ -27,7 +16,6 @@ and packaged in order in the calling thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -38,36 +26,20 @@ from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
-
-import aiohttp
-import pydicom
-import pydicom.errors
 
 from mftp.transfer.codec import compress, decompress, describe
 from mftp.transfer.deid import Policy, deidentify_bytes
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
 from mftp.transfer.package import Packager, PackageResult, iter_object_entries
-from mftp.transfer.study import DeliveryReport, FileKind, FileReport, ImportReport
+from mftp.transfer.study import FileReport
 
 from ..dataplane.blobstore import BlobStore
-from ..errors import NodeError, NodeUsageError
-from ..pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile, describe_path
-from .dimse_and_attachments import (
-    DimseStudy,
-    check_dimse_destination,
-    deliver_dimse,
-    fetch_dimse_study,
-    is_dimse,
-    parse_dimse_source,
-    travelling_files,
-)
+from ..errors import NodeError
+from ..pacs import LocalFile, describe_path
 
-DICOMWEB_PREFIX: Final = "dicomweb:"
 ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
 AUTO_SPEED_MAX_CPUS: Final = 4
@@ -86,134 +58,6 @@ def publish_interval_s(entries: int) -> float:
     that under ~5 % of the preparing time, and the recipient at most ~1 ms per file behind.
     """
     return max(PUBLISH_INTERVAL_S, PUBLISH_S_PER_ENTRY * entries)
-
-
-@dataclass(frozen=True)
-class DicomWebStudy:
-    """A study on a DICOMweb server."""
-
-    base_url: str
-    study_uid: str
-
-
-Source = Path | DicomWebStudy | DimseStudy
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """Where the operator lets sends read and exports write (``[transfer]`` allow-lists)."""
-
-    source_dirs: tuple[Path, ...]
-    export_dirs: tuple[Path, ...]
-    dicomweb_urls: tuple[str, ...]
-    dimse_peers: tuple[str, ...] = ()  # "AET@host:port", matched exactly
-    dimse_aet: str = "MFTP"  # our calling AE title
-
-    def check_path(self, path: Path, dirs: tuple[Path, ...], key: str) -> Path:
-        """``path`` resolved (links included); :class:`NodeUsageError` unless inside one of ``dirs``."""
-        resolved = path.resolve()
-        if not any(resolved.is_relative_to(d) for d in dirs):
-            raise NodeUsageError(f"{path} is not inside a folder listed in transfer.{key}")
-        return resolved
-
-    def check_url(self, url: str) -> str:
-        """``url``; :class:`NodeUsageError` unless it is under an allowed server.
-
-        Scheme and host must match exactly, and the port too unless the allowed entry names
-        none (then any port of that host); the path must lie under the allowed path on a
-        ``/`` boundary.  A plain string prefix would let ``https://pacs.h.org`` admit
-        ``https://pacs.h.org.evil.net`` or ``https://pacs.h.org@evil.net``.
-        """
-        if not any(_url_within(url, allowed) for allowed in self.dicomweb_urls):
-            raise NodeUsageError(f"{url} is not a DICOMweb server listed in transfer.dicomweb_urls")
-        return url
-
-
-def _url_within(url: str, allowed: str) -> bool:
-    try:
-        given, rule = urlsplit(url), urlsplit(allowed)
-        same_server = (given.scheme, given.hostname) == (rule.scheme, rule.hostname) and (
-            rule.port is None or given.port == rule.port
-        )
-    except ValueError:  # a malformed port
-        return False
-    if not same_server or given.username or given.password or rule.hostname is None:
-        return False
-    base = rule.path.rstrip("/")
-    return given.path == base or given.path.startswith(base + "/") or not base
-
-
-def parse_source(text: str, allowed: Allowed) -> Source:
-    """A source from its spelling (see the module docstring); :class:`NodeUsageError` if wrong."""
-    if is_dimse(text):
-        return parse_dimse_source(text, allowed.dimse_peers, allowed.dimse_aet)
-    if text.startswith(DICOMWEB_PREFIX):
-        url, _, study_uid = text.removeprefix(DICOMWEB_PREFIX).partition("#")
-        if not url.startswith(("http://", "https://")) or not study_uid:
-            raise NodeUsageError("a DICOMweb source is dicomweb:<http(s) base URL>#<Study Instance UID>")
-        return DicomWebStudy(allowed.check_url(url), study_uid)
-    path = Path(text)
-    if not path.is_absolute() or not path.exists():
-        raise NodeUsageError(f"source must be an existing absolute path on the node's host: {text}")
-    return allowed.check_path(path, allowed.source_dirs, "source_dirs")
-
-
-async def import_study(
-    source: Source, spill: Path, *, attachments: bool = False, max_instances: int | None = None
-) -> tuple[list[LocalFile], ImportReport]:
-    """The files of ``source`` that travel (spilled into ``spill`` when they must be copied).
-
-    ``attachments`` (identified mode only): attachments travel as encapsulated-document
-    instances; otherwise they, and encapsulated documents, are reported as not sent
-    (:func:`~.transfer_sources.travelling_files`).  ``max_instances`` bounds a DIMSE retrieval.
-    """
-    report = ImportReport()
-    if isinstance(source, Path):
-        files = await asyncio.to_thread(lambda: list(FolderSource(source).scan(spill, report)))
-    elif isinstance(source, DimseStudy):
-        files = await fetch_dimse_study(source, spill, report, max_instances=max_instances)
-    else:
-        async with aiohttp.ClientSession() as session:
-            reader = DicomWebSource(source.base_url, session)
-            files = [f async for f in reader.fetch_study(source.study_uid, spill, report)]
-    return await travelling_files(files, report, spill, attachments=attachments), report
-
-
-def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:
-    """The Study Instance UID the files share; :class:`NodeUsageError` unless exactly one."""
-    if not files:
-        reasons = "; ".join(f.reason for f in report.failures[:3]) or "no files"
-        raise NodeUsageError(f"the source holds no DICOM instance that can travel ({reasons})")
-    studies = {f.info.study_instance_uid for f in files}
-    if len(studies) != 1:
-        raise NodeUsageError(f"the source holds {len(studies)} studies; send one study at a time")
-    if len(files) > max_instances:
-        raise NodeUsageError(f"{len(files)} instances exceed transfer.max_instances = {max_instances}")
-    return studies.pop()
-
-
-def study_parties(files: list[LocalFile]) -> tuple[str, str, str]:
-    """``(Patient ID, Issuer of Patient ID, description)`` of a study, for its ledger record.
-
-    Read from the first instance that has a Patient ID (the original, before de-identification:
-    the patient's tags are made by its home institution, which knows it by this id).  The
-    description names the modalities and the instance count, never a patient attribute.
-    """
-    patient, issuer = "", ""
-    for item in files:
-        if item.info.kind is not FileKind.DICOM:
-            continue
-        try:
-            ds = pydicom.dcmread(item.path, stop_before_pixels=True, specific_tags=[0x00100020, 0x00100021])
-        except (OSError, pydicom.errors.InvalidDicomError, ValueError):
-            continue
-        patient = str(ds.get("PatientID", "") or "").strip()
-        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
-        if patient:
-            break
-    modalities = sorted({f.info.modality for f in files if f.info.modality})
-    description = f"{'/'.join(modalities) or 'imaging'} study, {len(files)} instance(s)"
-    return patient[:64], issuer[:64], description
 
 
 def prefers_speed(compression: str, cpus: int | None = None) -> bool:
@@ -569,27 +413,3 @@ def restore_files(
         info, _ = describe_path(path, entry.name)
         files.append(LocalFile(path, info))
     return files
-
-
-def check_destination(text: str, allowed: Allowed) -> str:
-    """``text`` checked against the allow-lists: an absolute folder path, a DICOMweb URL or a DIMSE peer."""
-    if is_dimse(text):
-        return check_dimse_destination(text, allowed.dimse_peers, allowed.dimse_aet)
-    if text.startswith(("http://", "https://")):
-        return allowed.check_url(text)
-    if not Path(text).is_absolute():
-        raise NodeUsageError(
-            "the destination is an absolute folder path on the node's host, a DICOMweb URL or "
-            "dimse:<called AE title>@<host>:<port>"
-        )
-    return str(allowed.check_path(Path(text), allowed.export_dirs, "export_dirs"))
-
-
-async def deliver(files: list[LocalFile], destination: str) -> DeliveryReport:
-    """Deliver ``files`` to a folder, by STOW-RS to a DICOMweb server, or by C-STORE to a DIMSE peer."""
-    if is_dimse(destination):
-        return await deliver_dimse(files, destination)
-    if destination.startswith(("http://", "https://")):
-        async with aiohttp.ClientSession() as session:
-            return await DicomWebSink(destination, session).deliver(files)
-    return await FolderSink(Path(destination)).deliver(files)

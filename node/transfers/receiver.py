@@ -5,7 +5,7 @@ the sender for us, the signed offer record carrying our own tags and escrow in o
 ``transfer.max_study_bytes`` and ``max_instances``), persisted, acknowledged on ``t.receipt``, and
 fetched in the background (:meth:`Receiver.receive`).
 
-The sender offers a study while it still prepares it (:mod:`.transfers`): the recipient fetches
+The sender offers a study while it still prepares it (:mod:`.service`): the recipient fetches
 each *partial* manifest the sender publishes, every chunk checked against it, and verifies the
 files of the objects it holds (decrypt, decompress, SHA-256 against the manifest) while the rest
 is still prepared and fetched; then the *final* manifest, which it keeps.  A failed fetch is
@@ -105,7 +105,7 @@ class _EarlyChecks:
 
 
 class Receiver:
-    """The receiving side of a :class:`~.transfers.TransferService` (see the module docstring)."""
+    """The receiving side of a :class:`~.service.TransferService` (see the module docstring)."""
 
     def __init__(self, service: TransferService) -> None:
         self.service = service

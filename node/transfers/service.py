@@ -6,18 +6,18 @@
    known ``country`` equal to ``node.country`` or listed in ``transfer.allowed_countries``;
    otherwise :class:`ResidencyRefused` (HTTP 403), logged, and nothing is read or sent.
 2. Import the source (a folder or file, ``dicomweb:URL#STUDYUID`` or a DIMSE PACS:
-   :mod:`.transfer_io`), and read the study's parties.
+   :mod:`.sources`, :mod:`.preparing`), and read the study's parties.
 3. Sign the ``TRANSFER_OFFERED`` record (purpose, mode, ``size_bucket`` = floor(log2(bytes of
    the study as read from the source)), ``study_commitment`` = HMAC-SHA256(institution secret,
    transfer id || original Study Instance UID), so two sends of one study do not link on the
    ledger).  Its tag slots hold the sending user, our institution and the patient (Patient ID
    of the original), and the recipient's institution and named user, whose tags the recipient
-   contributes on request (:mod:`.audit_service`; a send waits for a recipient that is down);
+   contributes on request (:mod:`mftp.node.audit.service`; a send waits for a recipient that is down);
    its details (user, patient, study, recipient, purpose...) are committed and their openings
    kept in the encrypted audit vault.
 4. Issue a *streaming* capability (valid :data:`CAPABILITY_TTL_MS`; it names no manifest yet),
    serve an empty partial manifest, and send the offer on p2p channel ``t.offer`` (messages:
-   :mod:`.transfer_wire`) at once, so the recipient fetches while we prepare.
+   :mod:`.messages`) at once, so the recipient fetches while we prepare.
 5. In a worker thread de-identify each instance per the mode's
    :class:`~mftp.transfer.deid.Policy` with the institution secret (``keys/institution.secret``,
    32 random bytes made on first use, mode 0600), compress it
@@ -32,9 +32,9 @@
    so an offer made while the recipient is down arrives when it is back; an accepted one now
    and then, so a final receipt lost while we were down comes again.
 
-**Receiving** (``t.offer`` from a member): :mod:`.transfer_receive`.
+**Receiving** (``t.offer`` from a member): :mod:`.receiver`.
 
-**Export** and other accesses of a received study: :mod:`.transfer_access`.
+**Export** and other accesses of a received study: :mod:`.access`.
 
 Logs name transfers by id and peers by member name; never a patient, a UID or a file path
 of the study.
@@ -85,18 +85,9 @@ from ..pacs import LocalFile
 from .access import StudyAccess
 from .dimse_and_attachments import not_sent_summary
 from .messages import Offer, decode_receipt
-from .preparing import (
-    Allowed,
-    PreparePool,
-    Source,
-    import_study,
-    one_study,
-    package_study,
-    parse_source,
-    prefers_speed,
-    study_parties,
-)
+from .preparing import PreparePool, package_study, prefers_speed
 from .receiver import Receiver
+from .sources import Allowed, Source, import_study, one_study, parse_source, study_parties
 from .state import IN, OUT, TransferState, TransferStates, check_transfer_id
 
 log = logging.getLogger("mftp.node.transfers.service")
@@ -566,7 +557,7 @@ class TransferService:
     # ----------------------------------------------------------------- receiving
 
     def on_offer(self, sender: bytes, value: Any) -> None:
-        """An offer on ``t.offer`` from a member (:mod:`.transfer_receive`)."""
+        """An offer on ``t.offer`` from a member (:mod:`.receiver`)."""
         self.receiver.on_offer(sender, value)
 
     def object_key(self, obj: ObjectInfo) -> bytes:
@@ -577,7 +568,7 @@ class TransferService:
     async def export(
         self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
     ) -> dict[str, Any]:
-        """Deliver a complete received study to ``destination`` for ``user`` (:mod:`.transfer_access`)."""
+        """Deliver a complete received study to ``destination`` for ``user`` (:mod:`.access`)."""
         return await self.access.export(transfer_id, destination, purpose, user)
 
     # ----------------------------------------------------------------- views and records

@@ -15,7 +15,7 @@ from mftp.ledger.genesis import Genesis
 from mftp.ledger.sample import ChainBuilder
 from mftp.node.chain.reactor import ChainReactor
 from mftp.node.config import load_config
-from mftp.node.devnet import create_devnet
+from mftp.node.devnet.consortium import create_devnet
 from mftp.node.process import Node
 
 

@@ -21,7 +21,7 @@ from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_
 from mftp.node.chain.compact_proposals import compact_value
 from mftp.node.chain.reactor import COMPACT_RETRY_MS, ChainReactor
 from mftp.node.config import load_config
-from mftp.node.devnet import create_devnet
+from mftp.node.devnet.consortium import create_devnet
 from mftp.node.process import Node
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mftp.node.errors import NodeUsageError
-from mftp.node.transfers.preparing import Allowed, DicomWebStudy, check_destination, parse_source
+from mftp.node.transfers.sources import Allowed, DicomWebStudy, check_destination, parse_source
 
 
 def allowed(tmp_path: Path) -> Allowed:

@@ -16,8 +16,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from mftp.node.pacs import FolderSink, FolderSource, LocalFile, describe_path
-from mftp.node.pacs import folder as pacs_folder
+from mftp.node.pacs import FolderSink, FolderSource, LocalFile, describe_path, folder
 from mftp.transfer.study import FileKind, ImportReport, group_studies
 from tests.samples import sample
 
@@ -208,7 +207,7 @@ async def test_failed_writes_leave_nothing_half_written(
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(pacs_folder.os, "replace", flaky_replace)
+    monkeypatch.setattr(folder.os, "replace", flaky_replace)
     out = tmp_path / "out"
     report = await FolderSink(out, fsync=False).deliver(files)
     assert len(report.ok) == len(files) - 1

@@ -29,7 +29,8 @@ from mftp.crypto.keyfile import save_identity, write_public_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.genesis import make_genesis
 
-from .errors import NodeError, NodeUsageError
+from ..clock import SYSTEM_CLOCK
+from ..errors import NodeError, NodeUsageError
 
 READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 20.0
@@ -123,7 +124,7 @@ def create_devnet(
     genesis = make_genesis(
         "MFTP devnet",
         f"mftp-devnet-{secrets.token_hex(3)}",
-        int(time.time() * 1000),
+        SYSTEM_CLOCK.now_ms(),
         [(m.name, m.sign_key, 1) for m in members if m.role == "validator"],
         [(m.name, m.sign_key) for m in members if m.role == "audit"],
     )
@@ -278,8 +279,8 @@ class NodeProcess:
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
         """Wait until the API answers; raises :class:`NodeError` if the process dies or times out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        deadline = SYSTEM_CLOCK.monotonic_s() + timeout_s
+        while SYSTEM_CLOCK.monotonic_s() < deadline:
             if not self.running:
                 raise NodeError(f"{self.member.name} exited; see {self.member.directory / 'node.log'}")
             status = self.status()
@@ -314,9 +315,9 @@ def stop_all(processes: Sequence[NodeProcess]) -> None:
 
 def wait_for_height(processes: Sequence[NodeProcess], height: int, timeout_s: float) -> list[dict[str, Any]]:
     """Wait until every running process reports at least ``height``; returns their statuses."""
-    deadline = time.monotonic() + timeout_s
+    deadline = SYSTEM_CLOCK.monotonic_s() + timeout_s
     statuses: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+    while SYSTEM_CLOCK.monotonic_s() < deadline:
         statuses = [s for s in (p.status() for p in processes if p.running) if s is not None]
         if len(statuses) == sum(p.running for p in processes) and all(
             s["height"] >= height for s in statuses

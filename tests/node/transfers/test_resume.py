@@ -1,6 +1,6 @@
 """A transfer survives a restart of either node and a dropped link (issue: point 7).
 
-hospital-b fetches from hospital-a through a bandwidth-limited proxy (scripts/throttle_proxy.py,
+hospital-b fetches from hospital-a through a bandwidth-limited proxy (node/devnet/throttle.py,
 in this process) so the fetch takes seconds: hospital-b is killed (SIGKILL) a third of the way
 in and restarted, hospital-a is restarted later on, and the proxy cuts every connection once.
 The study still arrives complete and verified, and the bytes that crossed the link stay close
@@ -19,9 +19,16 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from mftp.node.devnet import NodeProcess, create_devnet, free_ports, start_all, stop_all, wait_for_height
-from scripts.throttle_proxy import ThreadedProxy, ThrottleProxy
-from tests.node.devnet_helpers import TEST_CONSENSUS, api, wait_until
+from mftp.node.devnet.client import TEST_CONSENSUS, api, wait_until
+from mftp.node.devnet.consortium import (
+    NodeProcess,
+    create_devnet,
+    free_ports,
+    start_all,
+    stop_all,
+    wait_for_height,
+)
+from mftp.node.devnet.throttle import ThreadedProxy, ThrottleProxy
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mftp.node.dataplane.server import DataPlaneServer, fetch_transfer
 from mftp.node.dataplane.tls import KeyPin, PeerKeyMismatch, certificate_sign_key, make_certificate
 from mftp.node.errors import NodeInputError
-from tests.node.dataplane_helpers import make_transfer
+from tests.node.dataplane.helpers import make_transfer
 from tests.transfer.package_helpers import RECIPIENT, SENDER, STRANGER
 
 

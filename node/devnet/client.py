@@ -1,4 +1,8 @@
-"""Helpers for tests that run a devnet of real node processes on loopback."""
+"""Talking to a running devnet of real node processes on loopback, as an operator would (API, CLI).
+
+For the demo, the benchmarks and the tests: sample records and a sample study of real images
+(pydicom-data, installed with the test extras), the API and CLI called as an operator would.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from typing import Any
 
 from mftp.crypto.keyfile import load_identity
 from mftp.ledger.records import TAG_SLOTS, Record, RecordType, make_record
-from mftp.node.devnet import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+
+from ..clock import SYSTEM_CLOCK
+from .consortium import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
 
 # Fast but not hair-trigger timeouts for 5 processes on 2 shared cores.
 TEST_CONSENSUS = {
@@ -76,7 +82,7 @@ def get_json(url: str, timeout_s: float = 5.0) -> Any:
 def make_records(member: Member, count: int, rng: random.Random) -> list[Record]:
     """``count`` records signed with ``member``'s node key."""
     identity = load_identity(member.directory / "keys" / "node.key")
-    now = int(time.time() * 1000)
+    now = SYSTEM_CLOCK.now_ms()
     return [
         make_record(
             identity,
@@ -97,13 +103,13 @@ def submit(member: Member, record: Record) -> dict[str, Any]:
     request.add_header("Content-Type", "application/json")
     request.add_header("Authorization", f"Bearer {member.token}")
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        return json.loads(response.read())
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
     """Poll ``predicate`` until true; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = SYSTEM_CLOCK.monotonic_s() + timeout_s
+    while SYSTEM_CLOCK.monotonic_s() < deadline:
         if predicate():
             return
         time.sleep(interval_s)

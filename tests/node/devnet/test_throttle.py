@@ -1,4 +1,4 @@
-"""The bandwidth-limiting TCP proxy (scripts/throttle_proxy.py), checked coarsely.
+"""The bandwidth-limiting TCP proxy (node/devnet/throttle.py), checked coarsely.
 
 Timing bounds are loose on purpose: the proxy is a benchmark tool, and these
 tests run on shared machines.
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from scripts.throttle_proxy import ThrottleProxy, TokenBucket
+from mftp.node.devnet.throttle import ThrottleProxy, TokenBucket
 
 MB = 1_000_000
 

@@ -16,18 +16,18 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.node.dataplane.blobstore import BlobStore
 from mftp.node.errors import NodeError, NodeUsageError
 from mftp.node.pacs import FolderSource, LocalFile
-from mftp.node.transfers import preparing as transfer_io
+from mftp.node.transfers import preparing
 from mftp.node.transfers.preparing import (
     MAX_WORKER_DEATHS,
     PARALLEL_MIN_FILES,
     WORKER_DIED,
     PreparePool,
     _process_alive,
-    one_study,
     package_study,
     restore_files,
     verify_all,
 )
+from mftp.node.transfers.sources import one_study
 from mftp.transfer.deid import Mode, Policy
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.package import Packager, recipient_object_key, storage_key_for
@@ -203,14 +203,14 @@ def test_a_file_refused_while_preparing_is_reported_and_the_rest_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files, store, packager = _study_to_package(tmp_path, b"r" * 16)
-    prepare = transfer_io.prepare_file
+    prepare = preparing.prepare_file
 
     def refusing(path: str, name: str, *args: Any) -> Any:
         if Path(path).name == "005.dcm":
             raise TransferInputError("Burned In Annotation is YES: the pixels may show identity", name=name)
         return prepare(path, name, *args)
 
-    monkeypatch.setattr(transfer_io, "prepare_file", refusing)
+    monkeypatch.setattr(preparing, "prepare_file", refusing)
     report = ImportReport()
     policy = Policy.for_mode(Mode.PSEUDONYMISED)
     result = package_study(files, packager, store, policy, SECRET, lambda n, _: None, report=report)
@@ -226,7 +226,7 @@ def test_a_study_with_no_file_left_is_not_sent(tmp_path: Path, monkeypatch: pyte
     def refusing(path: str, name: str, *args: Any) -> Any:
         raise TransferInputError("not de-identifiable", name=name)
 
-    monkeypatch.setattr(transfer_io, "prepare_file", refusing)
+    monkeypatch.setattr(preparing, "prepare_file", refusing)
     report = ImportReport()
     policy = Policy.for_mode(Mode.PSEUDONYMISED)
     with pytest.raises(NodeError, match=f"none of the study's {len(files)} files"):

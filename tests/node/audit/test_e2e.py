@@ -19,8 +19,8 @@ import pytest
 from fhir.resources.auditevent import AuditEvent
 
 from mftp.ledger.audit import matches_root
-from mftp.node.devnet import Member, NodeProcess
-from tests.node.devnet_helpers import api, cli, committed, make_study, running_devnet, wait_until
+from mftp.node.devnet.client import api, cli, committed, make_study, running_devnet, wait_until
+from mftp.node.devnet.consortium import Member, NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -24,7 +24,7 @@ from mftp.node.dataplane.server import (
 from mftp.node.dataplane.tls import KeyPin
 from mftp.transfer.capability import STREAMING_MANIFEST, Capability, authorization_header, issue_capability
 from mftp.transfer.manifest import ObjectInfo, seal_manifest
-from tests.node.dataplane_helpers import MIB, Transfer, check_received, make_transfer, now_ms, verified_chunks
+from tests.node.dataplane.helpers import MIB, Transfer, check_received, make_transfer, now_ms, verified_chunks
 from tests.transfer.package_helpers import RECIPIENT, SENDER
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from mftp.node.dataplane.blobstore import BlobStore
 from mftp.node.dataplane.server import DataPlaneServer, FetchFailed, fetch_transfer
+from mftp.node.devnet.throttle import ThrottleProxy
 from mftp.transfer.fetchplan import chunk_ref
-from scripts.throttle_proxy import ThrottleProxy
-from tests.node.dataplane_helpers import MIB, all_chunks, check_received, make_transfer, verified_chunks
+from tests.node.dataplane.helpers import MIB, all_chunks, check_received, make_transfer, verified_chunks
 from tests.transfer.package_helpers import RECIPIENT, SENDER
 
 CHUNK = 256 * 1024

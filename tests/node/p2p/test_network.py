@@ -495,7 +495,7 @@ async def test_listen_address_names_the_signing_key(start: Start) -> None:
 
 async def test_latency_and_throughput_figures(start: Start) -> None:
     """Prints the figures of scripts/bench_p2p.py at a tiny size (no timing is asserted)."""
-    bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "bench_p2p.py"))
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "bench_p2p.py"))
     figures = await bench["measure"](round_trips=100, messages=2000, message_bytes=1024)
     print(figures)
     assert figures["rtt_p50_ms"] > 0 and figures["throughput_msgs_per_s"] > 0

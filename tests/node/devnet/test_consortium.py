@@ -21,9 +21,7 @@ import pytest
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import VoteType, sign_vote
-from mftp.node.devnet import NodeProcess, wait_for_height
-from mftp.node.p2p.network import PeerNetwork
-from tests.node.devnet_helpers import (
+from mftp.node.devnet.client import (
     block_hashes,
     get_json,
     heights,
@@ -33,6 +31,8 @@ from tests.node.devnet_helpers import (
     submit,
     wait_until,
 )
+from mftp.node.devnet.consortium import NodeProcess, wait_for_height
+from mftp.node.p2p.network import PeerNetwork
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -18,7 +18,7 @@ From blocking code (a test or a benchmark polling HTTP), on its own event loop i
 
 From the command line::
 
-    python scripts/throttle_proxy.py --listen 127.0.0.1:7900 --target 127.0.0.1:7800 --mbit 100
+    python node/devnet/throttle.py --listen 127.0.0.1:7900 --target 127.0.0.1:7800 --mbit 100
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import argparse
 import asyncio
 import contextlib
 import threading
-import time
 from typing import Final
+
+from ..clock import SYSTEM_CLOCK
 
 PIECE_BYTES: Final = 64 * 1024
 
@@ -40,7 +41,7 @@ class TokenBucket:
         self.rate = rate_bytes_per_s
         self.capacity = max(capacity, PIECE_BYTES)
         self._tokens = float(self.capacity)
-        self._stamp = time.monotonic()
+        self._stamp = SYSTEM_CLOCK.monotonic_s()
         self._lock = asyncio.Lock()
 
     async def take(self, count: int) -> None:
@@ -49,7 +50,7 @@ class TokenBucket:
             return
         async with self._lock:
             while True:
-                now = time.monotonic()
+                now = SYSTEM_CLOCK.monotonic_s()
                 self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
                 self._stamp = now
                 if self._tokens >= count:

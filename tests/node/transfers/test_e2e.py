@@ -21,8 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from mftp.node.devnet import NodeProcess
-from tests.node.devnet_helpers import (
+from mftp.node.devnet.client import (
     api,
     cli,
     cli_command,
@@ -32,6 +31,7 @@ from tests.node.devnet_helpers import (
     running_devnet,
     wait_until,
 )
+from mftp.node.devnet.consortium import NodeProcess
 from tests.orthanc_server import OrthancServer
 
 pytestmark = pytest.mark.timeout(300)

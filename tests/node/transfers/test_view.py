@@ -24,12 +24,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mftp.node.api.server import Api, NodeView, TransferView
-from mftp.node.devnet import Member, NodeProcess
+from mftp.node.devnet.client import api, cli, committed, make_study, running_devnet, wait_until
+from mftp.node.devnet.consortium import Member, NodeProcess
 from mftp.node.errors import NodeUsageError
 from mftp.node.transfers.access import OpenViews, StudyAccess
 from mftp.node.transfers.state import IN, TransferState
 from mftp.transfer.manifest import Manifest
-from tests.node.devnet_helpers import api, cli, committed, make_study, running_devnet, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

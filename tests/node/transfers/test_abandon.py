@@ -23,12 +23,14 @@ from mftp.ledger.genesis import Genesis
 from mftp.node.config import load_config
 from mftp.node.dataplane.blobstore import BlobStore
 from mftp.node.dataplane.server import DataPlaneServer
-from mftp.node.devnet import create_devnet
+from mftp.node.devnet.client import make_study
+from mftp.node.devnet.consortium import create_devnet
 from mftp.node.errors import NodeError
 from mftp.node.pacs import FolderSource
 from mftp.node.process import Node
-from mftp.node.transfers.preparing import Allowed, package_study, parse_source
+from mftp.node.transfers.preparing import package_study
 from mftp.node.transfers.service import TransferService, now_ms
+from mftp.node.transfers.sources import Allowed, parse_source
 from mftp.node.transfers.state import IN, OUT, TransferState
 from mftp.transfer.capability import issue_capability
 from mftp.transfer.deid import Mode, Policy
@@ -36,7 +38,6 @@ from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Manifest
 from mftp.transfer.package import Packager, storage_key_for
 from mftp.transfer.study import ImportReport
-from tests.node.devnet_helpers import make_study
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.records import Record, RecordType, make_record
 from mftp.node.errors import NodeInputError, NodeUsageError
 from mftp.node.transfers.messages import NO_RECORD, Offer, decode_offer, decode_receipt, receipt_value
-from mftp.node.transfers.preparing import Allowed, DicomWebStudy, check_destination, parse_source
 from mftp.node.transfers.service import size_bucket
+from mftp.node.transfers.sources import Allowed, DicomWebStudy, check_destination, parse_source
 from mftp.node.transfers.state import TransferState, TransferStates, check_transfer_id
 from mftp.transfer.capability import issue_capability
 

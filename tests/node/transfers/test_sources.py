@@ -1,4 +1,4 @@
-"""DIMSE sources and destinations of a transfer, and case attachments (node/transfer_sources.py).
+"""DIMSE sources and destinations of a transfer, and case attachments (transfers/dimse_and_attachments.py).
 
 Spellings and the ``transfer.dimse_peers`` allow-list are unit tests; the rest runs against a
 real Orthanc (one for the module) loaded with pydicom-data images: a study imported by C-FIND and
@@ -18,7 +18,8 @@ import pydicom
 import pytest
 
 from mftp.node.config import parse_config, split_dimse_peer
-from mftp.node.devnet import Member, NodeProcess
+from mftp.node.devnet.client import api, cli, make_study, running_devnet
+from mftp.node.devnet.consortium import Member, NodeProcess
 from mftp.node.errors import ConfigError, NodeUsageError
 from mftp.node.pacs import DimsePeer, PacsError
 from mftp.node.transfers.dimse_and_attachments import (
@@ -28,10 +29,9 @@ from mftp.node.transfers.dimse_and_attachments import (
     DimseStudy,
     not_sent_summary,
 )
-from mftp.node.transfers.preparing import Allowed, check_destination, deliver, import_study, parse_source
+from mftp.node.transfers.sources import Allowed, check_destination, deliver, import_study, parse_source
 from mftp.transfer.deid import Mode, Policy, deidentify_bytes
 from mftp.transfer.study import FileKind, ImportReport
-from tests.node.devnet_helpers import api, cli, make_study, running_devnet
 from tests.orthanc_server import OrthancServer, free_port, orthanc_available, run_orthanc
 
 PEER = "ORTHANC@127.0.0.1:4242"
