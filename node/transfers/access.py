@@ -24,11 +24,10 @@ import asyncio
 import logging
 import secrets
 import shutil
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from mftp.crypto.signing import PublicIdentity
 from mftp.ledger.pseudonyms import Role
@@ -38,14 +37,13 @@ from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Entry, Manifest, ObjectInfo, check_restored, open_manifest
 
 from ..audit.service import user_party
+from ..clock import SYSTEM_CLOCK, Clock
 from ..dataplane.blobstore import BlobStore
 from ..errors import NodeInputError, NodeUsageError
+from .context import TransferContext
 from .preparing import restore_files
 from .sources import check_destination, deliver
 from .state import IN, TransferState, check_transfer_id
-
-if TYPE_CHECKING:
-    from .service import TransferService
 
 log = logging.getLogger("mftp.node.transfers.service")
 
@@ -53,12 +51,6 @@ VIEW_TTL_S: Final = 3600
 """How long an opened view serves instances (then the user opens it again: a new record)."""
 MAX_VIEWS: Final = 64
 """Open views kept in memory; opening one more forgets the oldest."""
-
-
-def _now_ms() -> int:
-    from .service import now_ms  # one clock for the whole transfer service
-
-    return now_ms()
 
 
 @dataclass(frozen=True)
@@ -79,7 +71,7 @@ class OpenViews:
         *,
         ttl_s: float = VIEW_TTL_S,
         limit: int = MAX_VIEWS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.ttl_s = ttl_s
         self.limit = limit
@@ -97,7 +89,10 @@ class OpenViews:
             self._views.popitem(last=False)
         view_id = secrets.token_hex(16)
         view = OpenView(
-            transfer_id, manifest, {e.name: e for e in manifest.entries}, self.clock() + self.ttl_s
+            transfer_id,
+            manifest,
+            {e.name: e for e in manifest.entries},
+            self.clock.monotonic_s() + self.ttl_s,
         )
         self._views[view_id] = view
         return view_id, view
@@ -114,7 +109,7 @@ class OpenViews:
         return view
 
     def _prune(self) -> None:
-        now = self.clock()
+        now = self.clock.monotonic_s()
         for view_id in [v for v, view in self._views.items() if view.expires_at <= now]:
             del self._views[view_id]
 
@@ -134,11 +129,11 @@ def restore_entry(
 
 
 class StudyAccess:
-    """Exports and views of the studies a :class:`~.service.TransferService` received."""
+    """Exports and views of the studies the transfer service (a :class:`~.context.TransferContext`) got."""
 
-    def __init__(self, service: TransferService) -> None:
+    def __init__(self, service: TransferContext) -> None:
         self.service = service
-        self.views = OpenViews()
+        self.views = OpenViews(clock=service.host.clock)
 
     def received(self, transfer_id: str) -> TransferState:
         """The complete received transfer ``transfer_id``; :class:`NodeUsageError` otherwise."""
@@ -208,7 +203,7 @@ class StudyAccess:
         return {
             "view_id": view_id,
             "transfer_id": state.transfer_id,
-            "expires_ms": _now_ms() + int(self.views.ttl_s * 1000),
+            "expires_ms": self.service.host.clock.now_ms() + int(self.views.ttl_s * 1000),
             "expires_in_s": int(self.views.ttl_s),
             "record": record_id,
             "instances": [{"name": e.name, "size": e.size} for e in manifest.entries],
@@ -239,7 +234,7 @@ class StudyAccess:
     ) -> str:
         """Sign and submit a ``STUDY_ACCESSED`` record of ``action`` by ``user``; returns its id."""
         audit = self.service.audit
-        record_id, time_ms = secrets.token_bytes(16), _now_ms()
+        record_id, time_ms = secrets.token_bytes(16), self.service.host.clock.now_ms()
         parties = {Role.SENDER_USER: user, Role.SENDER_INSTITUTION: audit.institution}
         record = audit.author(
             RecordType.STUDY_ACCESSED,

@@ -24,10 +24,9 @@ import base64
 import contextlib
 import logging
 import secrets
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from mftp.crypto.signing import PublicIdentity
 from mftp.ledger.pseudonyms import CounterpartyMismatchError, Role
@@ -40,12 +39,10 @@ from ..dataplane.blobstore import BlobStore
 from ..dataplane.server import CapabilityRefused, FetchFailed, fetch_manifest, fetch_transfer
 from ..dataplane.tls import PeerKeyMismatch
 from ..errors import NodeError, NodeInputError, NodeUsageError
+from .context import MAX_TRANSFER_AGE_MS, TransferContext
 from .messages import NO_RECORD, decode_offer, receipt_value
 from .preparing import publish_interval_s, verify_entries
 from .state import IN, TransferState
-
-if TYPE_CHECKING:
-    from .service import TransferService
 
 log = logging.getLogger("mftp.node.transfers.service")
 
@@ -56,12 +53,6 @@ RETRY_MAX_S: Final = 60.0
 
 class OfferRefused(NodeInputError):
     """The sender's manifest breaks our limits or its own capability: no retry can help."""
-
-
-def _now_ms() -> int:
-    from .service import now_ms  # one clock for the whole transfer service
-
-    return now_ms()
 
 
 class _EarlyChecks:
@@ -105,9 +96,9 @@ class _EarlyChecks:
 
 
 class Receiver:
-    """The receiving side of a :class:`~.service.TransferService` (see the module docstring)."""
+    """The receiving side of the transfer service (a :class:`~.context.TransferContext`; see above)."""
 
-    def __init__(self, service: TransferService) -> None:
+    def __init__(self, service: TransferContext) -> None:
         self.service = service
         self.host = service.host
         self.store = service.store
@@ -143,7 +134,7 @@ class Receiver:
         ]
         if len(unfinished) >= MAX_UNFINISHED_OFFERS_PER_PEER:
             raise NodeInputError("t.offer: too many unfinished transfers from this member")
-        if offer.capability.not_after_ms <= _now_ms():
+        if offer.capability.not_after_ms <= self.service.host.clock.now_ms():
             raise NodeInputError("t.offer: capability already expired")
         try:
             self.audit.check_offer(offer.record, offer.to_user)
@@ -162,7 +153,7 @@ class Receiver:
             purpose=offer.purpose,
             mode=offer.mode,
             state="fetching",
-            created_ms=_now_ms(),
+            created_ms=self.service.host.clock.now_ms(),
             capability=base64.b64encode(offer.capability.token).decode(),
             # Our own configuration's address wins: the offer's is the sender's word.
             data_url=configured or offer.data_url,
@@ -225,7 +216,7 @@ class Receiver:
         delay_s = RETRY_MIN_S
 
         def elapsed() -> float:
-            return time.monotonic() - polled_at
+            return self.service.host.clock.monotonic_s() - polled_at
 
         totals: Counter[str] = Counter()  # over the rounds of a streamed study, logged once
         wake = self._wake.setdefault(state.transfer_id, asyncio.Event())
@@ -234,7 +225,7 @@ class Receiver:
             while True:
                 # Re-read each round: a re-sent offer may have renewed it (``_renew``).
                 capability = decode_capability(base64.b64decode(state.capability))
-                polled_at = time.monotonic()
+                polled_at = self.service.host.clock.monotonic_s()
                 try:
                     manifest = known = await self._manifest(state, capability)
                     state.files = len(manifest.entries)
@@ -292,11 +283,9 @@ class Receiver:
                 self.store.delete(obj.object_id)
             self.store.discard_transfer(manifest)
 
-    @staticmethod
-    def _may_wait_for_renewal(state: TransferState) -> bool:
-        from .service import MAX_TRANSFER_AGE_MS
-
-        return _now_ms() - state.created_ms < MAX_TRANSFER_AGE_MS
+    def _may_wait_for_renewal(self, state: TransferState) -> bool:
+        """Whether the sender still renews capabilities of ``state`` (younger than a day)."""
+        return self.service.host.clock.now_ms() - state.created_ms < MAX_TRANSFER_AGE_MS
 
     async def _fetch(
         self, state: TransferState, manifest: Manifest, capability: Capability, totals: Counter[str]
@@ -351,7 +340,7 @@ class Receiver:
         parties = {Role.RECEIVER_INSTITUTION: self.audit.institution}
         if state.to_user:
             parties[Role.RECEIVER_USER] = state.to_user
-        record_id, time_ms = secrets.token_bytes(16), _now_ms()
+        record_id, time_ms = secrets.token_bytes(16), self.service.host.clock.now_ms()
         record = self.audit.author(
             RecordType.TRANSFER_RECEIVED,
             {

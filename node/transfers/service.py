@@ -52,12 +52,11 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from mftp.crypto.signing import PublicIdentity, SigningIdentity
+from mftp.crypto.signing import PublicIdentity
 from mftp.ledger.pseudonyms import Role
 from mftp.ledger.records import MODES, PURPOSES, Record, RecordType
 from mftp.transfer.capability import (
@@ -77,12 +76,13 @@ from mftp.transfer.package import Packager, recipient_object_key, seal_local_rec
 from mftp.transfer.study import FileReport
 
 from ..audit.service import AuditService, patient_party, user_party
-from ..config import Config, Peer
+from ..config import Peer
 from ..dataplane.blobstore import BlobStore
 from ..dataplane.server import DataPlaneServer
 from ..errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from ..pacs import LocalFile
 from .access import StudyAccess
+from .context import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferHost
 from .dimse_and_attachments import not_sent_summary
 from .messages import Offer, decode_receipt
 from .preparing import PreparePool, package_study, prefers_speed
@@ -93,35 +93,9 @@ from .state import IN, OUT, TransferState, TransferStates, check_transfer_id
 log = logging.getLogger("mftp.node.transfers.service")
 
 
-CAPABILITY_TTL_MS: Final = 60 * 60 * 1000
-"""An hour; renewed with the re-offers while the recipient still fetches (see ``_fresh_capability``)."""
-MAX_TRANSFER_AGE_MS: Final = 24 * 60 * 60 * 1000
-"""A day: a fetch interrupted by a restart of either node resumes within it (else it fails)."""
 MAX_INLINE_MANIFEST_BYTES: Final = 1 << 20
 REOFFER_INTERVAL_S: Final = 5.0
 SECRET_BYTES: Final = 32
-
-
-class TransferHost(Protocol):
-    """What the service needs from the running node."""
-
-    config: Config
-    identity: SigningIdentity
-    data_dir: Path
-
-    def is_member(self, sign_key: bytes) -> bool:
-        """Whether ``sign_key`` is a member of the consortium now."""
-
-    def send_peer(self, sign_key: bytes, channel: str, value: Any) -> None:
-        """Queue a p2p message to a member."""
-
-    async def submit_records(self, records: list[Record]) -> list[str]:
-        """Offer signed records to the mempool."""
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds."""
-    return int(time.time() * 1000)
 
 
 def size_bucket(size_bytes: int) -> int:
@@ -268,7 +242,7 @@ class TransferService:
             purpose=purpose,
             mode=mode,
             state="preparing",
-            created_ms=now_ms(),
+            created_ms=self.host.clock.now_ms(),
             data_url=peer.data_url,
             user=user,
             to_user=to_user,
@@ -312,7 +286,7 @@ class TransferService:
                 recipient=peer.sign_key,
                 transfer_id=bytes.fromhex(state.transfer_id),
                 manifest_sha256=STREAMING_MANIFEST,
-                now_ms=now_ms(),
+                now_ms=self.host.clock.now_ms(),
                 ttl_ms=CAPABILITY_TTL_MS,
             )
             state.capability = base64.b64encode(capability.token).decode()
@@ -418,7 +392,7 @@ class TransferService:
             sender=self.host.identity.public,
             recipient=PublicIdentity.from_sign_key(peer.sign_key),
             transfer_id=bytes.fromhex(state.transfer_id),
-            created_ms=now_ms(),
+            created_ms=self.host.clock.now_ms(),
             storage_key=storage_key_for(self.host.identity),
             sink_factory=self.store.object_writer,
             chunk_bytes=self.host.config.get("transfer", "chunk_bytes"),
@@ -458,7 +432,7 @@ class TransferService:
             transfer_id=bytes.fromhex(state.transfer_id),
             sender=self.host.identity.public.sign_key,
             recipient=peer.sign_key,
-            created_ms=now_ms(),
+            created_ms=self.host.clock.now_ms(),
             entries=(),
             objects=(),
             partial=True,
@@ -493,7 +467,7 @@ class TransferService:
         transfer is younger than :data:`MAX_TRANSFER_AGE_MS`.
         """
         capability = decode_capability(base64.b64decode(state.capability))
-        now = now_ms()
+        now = self.host.clock.now_ms()
         young = now - state.created_ms < MAX_TRANSFER_AGE_MS
         if young and capability.not_after_ms - now < CAPABILITY_TTL_MS // 2:
             capability = issue_capability(

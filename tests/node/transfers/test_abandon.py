@@ -20,6 +20,7 @@ import pytest
 from mftp.crypto.keyfile import load_identity
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.genesis import Genesis
+from mftp.node.clock import SYSTEM_CLOCK
 from mftp.node.config import load_config
 from mftp.node.dataplane.blobstore import BlobStore
 from mftp.node.dataplane.server import DataPlaneServer
@@ -29,7 +30,7 @@ from mftp.node.errors import NodeError
 from mftp.node.pacs import FolderSource
 from mftp.node.process import Node
 from mftp.node.transfers.preparing import package_study
-from mftp.node.transfers.service import TransferService, now_ms
+from mftp.node.transfers.service import TransferService
 from mftp.node.transfers.sources import Allowed, parse_source
 from mftp.node.transfers.state import IN, OUT, TransferState
 from mftp.transfer.capability import issue_capability
@@ -64,7 +65,7 @@ async def test_a_prepared_study_whose_offer_fails_is_deleted(node: Node, tmp_pat
         purpose="TREAT",
         mode="pseudonymised",
         state="preparing",
-        created_ms=now_ms(),
+        created_ms=SYSTEM_CLOCK.now_ms(),
         data_url=peer.data_url,
         user="user:alice",
     )
@@ -76,7 +77,9 @@ async def test_a_prepared_study_whose_offer_fails_is_deleted(node: Node, tmp_pat
         return prepared[-1]
 
     with (
-        mock.patch.object(service.audit, "counterparty_fills", mock.AsyncMock(return_value=(now_ms(), {}))),
+        mock.patch.object(
+            service.audit, "counterparty_fills", mock.AsyncMock(return_value=(SYSTEM_CLOCK.now_ms(), {}))
+        ),
         mock.patch.object(service, "_offer"),  # no network: the offer message is not sent
         mock.patch.object(service, "_package", package_and_keep),
         mock.patch.object(service, "submit", mock.AsyncMock(side_effect=NodeError("the mempool refused"))),
@@ -104,7 +107,7 @@ async def test_a_fetch_given_up_deletes_what_it_fetched(node: Node, tmp_path: Pa
         sender=sender.public,
         recipient=node.identity.public,
         transfer_id=transfer_id,
-        created_ms=now_ms(),
+        created_ms=SYSTEM_CLOCK.now_ms(),
         storage_key=storage_key_for(node.identity),
         sink_factory=store.object_writer,
     )
@@ -116,7 +119,7 @@ async def test_a_fetch_given_up_deletes_what_it_fetched(node: Node, tmp_path: Pa
         recipient=node.identity.public.sign_key,
         transfer_id=transfer_id,
         manifest_sha256=manifest.sha256,
-        now_ms=now_ms(),
+        now_ms=SYSTEM_CLOCK.now_ms(),
     )
     state = TransferState(
         transfer_id=transfer_id.hex(),
@@ -126,7 +129,7 @@ async def test_a_fetch_given_up_deletes_what_it_fetched(node: Node, tmp_path: Pa
         purpose="TREAT",
         mode="pseudonymised",
         state="fetching",
-        created_ms=now_ms(),
+        created_ms=SYSTEM_CLOCK.now_ms(),
         data_url="https://127.0.0.1:1",
         capability=base64.b64encode(capability.token).decode(),
     )

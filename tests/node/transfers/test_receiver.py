@@ -10,9 +10,11 @@ from typing import Any
 
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.records import TAG_BYTES, TAG_SLOTS, Record, RecordType, make_record
+from mftp.node.clock import FakeClock
 from mftp.node.dataplane.blobstore import BlobStore
+from mftp.node.transfers.context import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS
 from mftp.node.transfers.receiver import Receiver
-from mftp.node.transfers.service import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferService, now_ms
+from mftp.node.transfers.service import TransferService
 from mftp.node.transfers.state import IN, TransferState, TransferStates
 from mftp.transfer.capability import STREAMING_MANIFEST, Capability, issue_capability
 
@@ -21,7 +23,7 @@ class Service:
     """The parts of a TransferService a Receiver uses, recording submissions."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.host = SimpleNamespace(send_peer=lambda *args: None)
+        self.host = SimpleNamespace(send_peer=lambda *args: None, clock=FakeClock())
         self.store = BlobStore(tmp_path / "blobs")
         self.states = TransferStates(tmp_path / "transfers")
         self.audit = SimpleNamespace(author=self._no_new_record)
@@ -86,20 +88,26 @@ def _token(capability: Capability) -> str:
 
 
 def test_capabilities_are_short_lived_and_renewed_while_the_transfer_is_young(tmp_path: Path) -> None:
+    clock = FakeClock()
     sender, recipient = SigningIdentity.generate(), SigningIdentity.generate()
     transfer_id = secrets.token_bytes(16)
-    now = now_ms()
-    old = _capability(sender, recipient.public.sign_key, transfer_id, now - CAPABILITY_TTL_MS * 3 // 4)
-    service = SimpleNamespace(host=SimpleNamespace(identity=sender), states=TransferStates(tmp_path / "t"))
+    created = clock.now_ms()
+    old = _capability(sender, recipient.public.sign_key, transfer_id, created)
+    service = SimpleNamespace(
+        host=SimpleNamespace(identity=sender, clock=clock), states=TransferStates(tmp_path / "t")
+    )
     peer_key = recipient.public.sign_key.hex()
     state = TransferState(transfer_id.hex(), "out", "hospital-b", peer_key, "TREAT", "identified", "accepted",
-                          created_ms=now - 1000, capability=_token(old))  # fmt: skip
+                          created_ms=created, capability=_token(old))  # fmt: skip
+    assert TransferService._fresh_capability(service, state) == old  # type: ignore[arg-type]
+    clock.advance(CAPABILITY_TTL_MS * 3 // 4)  # a quarter of its life left: renewed
+    now = clock.now_ms()
     renewed = TransferService._fresh_capability(service, state)  # type: ignore[arg-type]
-    assert renewed.not_after_ms >= now + CAPABILITY_TTL_MS - 1000
+    assert renewed.not_after_ms == now + CAPABILITY_TTL_MS
     assert (renewed.transfer_id, renewed.recipient) == (transfer_id, recipient.public.sign_key)
     assert state.capability == _token(renewed)
     assert TransferService._fresh_capability(service, state) == renewed  # fresh enough: kept
-    state.created_ms = now - MAX_TRANSFER_AGE_MS - 1  # too old: no more renewals
+    clock.advance(MAX_TRANSFER_AGE_MS)  # a day after it was created: no more renewals
     state.capability = _token(old)
     assert TransferService._fresh_capability(service, state) == old
 

@@ -24,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mftp.node.api.server import Api, NodeView, TransferView
+from mftp.node.clock import FakeClock
 from mftp.node.devnet.client import api, cli, committed, make_study, running_devnet, wait_until
 from mftp.node.devnet.consortium import Member, NodeProcess
 from mftp.node.errors import NodeUsageError
@@ -122,23 +123,13 @@ def test_view_records_access_and_serves_the_original_instances(
 # ------------------------------------------------------------------------- in process
 
 
-class Clock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _manifest(*names: str) -> Manifest:
     entries = tuple(SimpleNamespace(name=n, size=1) for n in names)
     return cast(Manifest, SimpleNamespace(entries=entries))
 
 
 def test_open_views_expire_and_the_oldest_is_dropped() -> None:
-    clock = Clock()
+    clock = FakeClock()
     views = OpenViews(ttl_s=60, limit=3, clock=clock)
     first, _ = views.add("aa" * 16, _manifest("00000.dcm"))
     assert views.get("aa" * 16, first).entries.keys() == {"00000.dcm"}
@@ -148,9 +139,9 @@ def test_open_views_expire_and_the_oldest_is_dropped() -> None:
     assert len(views) == 3
     with pytest.raises(NodeUsageError):
         views.get("aa" * 16, first)  # the oldest made room
-    clock.now += 59
+    clock.advance(59000)
     assert views.get("aa" * 16, later[-1])
-    clock.now += 1
+    clock.advance(1000)
     for view_id in later:
         with pytest.raises(NodeUsageError):
             views.get("aa" * 16, view_id)
@@ -160,16 +151,18 @@ def test_open_views_expire_and_the_oldest_is_dropped() -> None:
 async def test_an_expired_view_is_refused_over_http() -> None:
     transfer_id = "cd" * 16
     state = TransferState(transfer_id, IN, "hospital-a", "00" * 32, "TREAT", "identified", "complete", 0)
-    service = SimpleNamespace(states=SimpleNamespace(get=lambda tid: state if tid == transfer_id else None))
+    clock = FakeClock()
+    service = SimpleNamespace(
+        states=SimpleNamespace(get=lambda tid: state if tid == transfer_id else None),
+        host=SimpleNamespace(clock=clock),
+    )
     access = StudyAccess(cast(Any, service))
-    clock = Clock()
-    access.views.clock = clock
     view_id, _ = access.views.add(transfer_id, _manifest("00000.dcm"))
     transfers = cast(TransferView, SimpleNamespace(access=access))
     app = Api(cast(NodeView, None), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=transfers).app()
     path = f"/transfers/{transfer_id}/views/{view_id}/instances/00000.dcm"
     async with TestClient(TestServer(app)) as client:
         assert (await client.get(path)).status == 401
-        clock.now += access.views.ttl_s
+        clock.advance(int(access.views.ttl_s * 1000))
         expired = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
         assert expired.status == 400 and "open a new one" in (await expired.json())["error"]
