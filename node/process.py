@@ -119,6 +119,7 @@ class Node:
             on_message=self._on_message,
             limits=P2PLimits(max_message_bytes=self.config.get("p2p", "max_message_bytes")),
             logger=logging.getLogger("mftp.node.p2p"),
+            clock=self.clock,
         )
         for peer in self.config.peers:
             for address in peer.address:

@@ -37,7 +37,7 @@ from mftp.ledger.pseudonyms import Disclosure, DisclosureError, check_disclosure
 from mftp.ledger.records import Record, RecordType
 
 from ..errors import NodeUsageError
-from .service import AuditService, now_ms
+from .service import AuditService
 
 log = logging.getLogger("mftp.node.audit")
 
@@ -74,7 +74,7 @@ class Auditor:
             raise NodeUsageError(str(exc)) from None
         except LedgerInputError as exc:
             raise NodeUsageError(f"grant {grant_id.hex()} cannot be used: {exc}") from None
-        keys.check_usable(now_ms())
+        keys.check_usable(self.service.host.clock.now_ms())
         return found.record, keys
 
     def _catch_up(self, size: int) -> None:
@@ -118,7 +118,7 @@ class Auditor:
                 scan,
                 store,
                 keys,
-                now_ms=now_ms(),
+                now_ms=self.service.host.clock.now_ms(),
                 up_to_size=size,
                 index=self._index,
                 disclosures=disclosures,

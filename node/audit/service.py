@@ -31,7 +31,6 @@ import asyncio
 import datetime
 import logging
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -59,6 +58,7 @@ from mftp.ledger.pseudonyms import (
 from mftp.ledger.records import PURPOSES, Record, RecordType, make_record
 from mftp.ledger.store import BlockStore
 
+from ..clock import Clock
 from ..config import Config
 from ..errors import NodeInputError, NodeUsageError
 from ..ratelimit import PeerRate
@@ -98,6 +98,7 @@ class AuditHost(Protocol):
     identity: SigningIdentity
     data_dir: Path
     ledger: Ledger
+    clock: Clock
 
     def is_member(self, sign_key: bytes) -> bool:
         """Whether ``sign_key`` is a member now."""
@@ -110,11 +111,6 @@ class AuditHost(Protocol):
 
     def member_name(self, sign_key: bytes) -> str:
         """The name of a member (or a short hex of its key)."""
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds."""
-    return int(time.time() * 1000)
 
 
 def user_party(name: str) -> str:
@@ -162,7 +158,7 @@ class AuditService:
         self._disclose_waiters: dict[tuple[bytes, int], tuple[bytes, asyncio.Future[DisclosurePage]]] = {}
         self._disclosing = asyncio.Lock()
         self.refused_counterparty = 0
-        self._slot_rate = PeerRate(SLOT_REQUESTS_PER_S, SLOT_REQUEST_BURST)
+        self._slot_rate = PeerRate(SLOT_REQUESTS_PER_S, SLOT_REQUEST_BURST, host.clock)
         self.refused_slot_requests = 0
 
     def channels(self) -> dict[str, Callable[[bytes, Any], None]]:
@@ -227,7 +223,7 @@ class AuditService:
             record_type,
             body,
             record_id=record_id or secrets.token_bytes(16),
-            time_ms=now_ms() if time_ms is None else time_ms,
+            time_ms=self.host.clock.now_ms() if time_ms is None else time_ms,
             tags=tags,
             envelope=envelope,
             commitments=commitments,
@@ -247,20 +243,20 @@ class AuditService:
         """
         if len(self._slot_waiters) >= MAX_PENDING:
             raise NodeUsageError("too many transfers waiting for their recipients' tags")
-        deadline = time.monotonic() + wait_s
+        deadline = self.host.clock.monotonic_s() + wait_s
         loop = asyncio.get_running_loop()
         try:
             while True:
-                time_ms = now_ms()
+                time_ms = self.host.clock.now_ms()
                 future: asyncio.Future[dict[Role, SlotFill]] = loop.create_future()
                 self._slot_waiters[record_id] = (peer_key, future)
                 self.host.send_peer(peer_key, "a.slots?", SlotRequest(record_id, time_ms, to_user).to_value())
                 try:
                     fills = await asyncio.wait_for(
-                        future, min(SLOT_RETRY_S, max(0.1, deadline - time.monotonic()))
+                        future, min(SLOT_RETRY_S, max(0.1, deadline - self.host.clock.monotonic_s()))
                     )
                 except TimeoutError:
-                    if time.monotonic() >= deadline:
+                    if self.host.clock.monotonic_s() >= deadline:
                         raise NodeInputError("the recipient did not contribute its tags in time") from None
                     continue
                 wanted = {Role.RECEIVER_INSTITUTION} | ({Role.RECEIVER_USER} if to_user else set())
@@ -289,7 +285,7 @@ class AuditService:
         if not self.host.is_member(sender):
             raise NodeInputError("a.slots?: sender is not a member")
         request = decode_slot_request(value)
-        if abs(request.time_ms - now_ms()) > MAX_CLOCK_SKEW_MS:
+        if abs(request.time_ms - self.host.clock.now_ms()) > MAX_CLOCK_SKEW_MS:
             raise NodeInputError("a.slots?: record time too far from our clock")
         parties = {Role.RECEIVER_INSTITUTION: self.institution}
         error = ""
@@ -339,7 +335,7 @@ class AuditService:
             raise NodeUsageError(f"purpose must be one of {', '.join(sorted(PURPOSES))}")
         if not self.host.is_member(auditor):
             raise NodeUsageError("the auditor is not a member of the consortium")
-        if expires_ms <= now_ms():
+        if expires_ms <= self.host.clock.now_ms():
             raise NodeUsageError("the grant would already be expired")
         kind = subject.partition(":")[0]
         try:
@@ -376,10 +372,10 @@ class AuditService:
         try:
             self.vault.party(party_id, kind, create=False)
             if reason == "erasure":
-                body, opening = make_rotation_body(party_id, None, epoch_of(now_ms()), reason)
+                body, opening = make_rotation_body(party_id, None, epoch_of(self.host.clock.now_ms()), reason)
                 self.vault.erase(party_id)
             else:
-                body, opening = self.vault.rotate(party_id, epoch_of(now_ms()) + 1, reason)
+                body, opening = self.vault.rotate(party_id, epoch_of(self.host.clock.now_ms()) + 1, reason)
         except (PseudonymUsageError, KeyErasedError) as exc:
             raise NodeUsageError(str(exc)) from None
         # An erasure keeps nothing that names the party, not even in our own vault.
@@ -433,7 +429,7 @@ class AuditService:
         body = found.record.body
         if body["auditor"] != auditor:
             return None, "the grant names another auditor"
-        if now_ms() >= body["expires_ms"]:
+        if self.host.clock.now_ms() >= body["expires_ms"]:
             return None, "the grant has expired"
         opened = self.vault.disclose(grant_id, ["subject"])
         subject = opened.fields["subject"][1] if opened is not None else ""

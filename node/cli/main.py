@@ -17,7 +17,6 @@ import hashlib
 import os
 import secrets
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -33,6 +32,7 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.errors import LedgerError
 from mftp.ledger.genesis import make_genesis
 
+from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, NodeError, NodeUsageError
 from .audit import add_audit_arguments, run_audit
 from .transfers import (
@@ -164,7 +164,7 @@ def run_genesis(args: argparse.Namespace) -> int:
     for path in args.audit:
         identity, name = read_public_identity_with_name(path)
         auditors.append((name, identity.sign_key))
-    time_ms = args.time_ms if args.time_ms is not None else int(time.time() * 1000)
+    time_ms = args.time_ms if args.time_ms is not None else SYSTEM_CLOCK.now_ms()
     genesis = make_genesis(args.consortium, args.chain_id, time_ms, validators, auditors)
     out = Path(args.out)
     genesis.save(out)

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Final
 
+from ..clock import SYSTEM_CLOCK
 from ..config import load_config
 from ..errors import NodeError, NodeUsageError
 
@@ -119,7 +120,7 @@ def _follow(client: ApiClient, transfer_id: str, timeout_s: float) -> dict[str, 
     """Poll the transfer with a progress bar until it is done (or ``timeout_s`` passes)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    deadline = time.monotonic() + timeout_s
+    deadline = SYSTEM_CLOCK.monotonic_s() + timeout_s
     view: dict[str, Any] = {}
     with Progress(
         TextColumn("{task.description:<28}"),
@@ -129,7 +130,7 @@ def _follow(client: ApiClient, transfer_id: str, timeout_s: float) -> dict[str, 
         transient=False,
     ) as bar:
         task = bar.add_task("preparing", total=None)
-        while time.monotonic() < deadline:
+        while SYSTEM_CLOCK.monotonic_s() < deadline:
             status, view = client.call("GET", f"/transfers/{transfer_id}")
             if status != 200:
                 raise NodeError(f"the node lost transfer {transfer_id}: {view}")

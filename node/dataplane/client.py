@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -39,6 +38,7 @@ from mftp.transfer.errors import TransferInputError
 from mftp.transfer.fetchplan import ChunkRef, FetchPlan, backoff_ms, verify_chunk
 from mftp.transfer.manifest import DEFAULT_LIMITS, Manifest, ManifestLimits, ObjectInfo, open_manifest
 
+from ..clock import SYSTEM_CLOCK
 from ..errors import NodeInputError, NodeUsageError
 from .blobstore import BlobStore, PartialObject
 from .tls import KeyPin, PeerKeyMismatch
@@ -81,10 +81,6 @@ class FetchResult:
     seconds: float
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 async def fetch_transfer(
     manifest: Manifest,
     store: BlobStore,
@@ -99,7 +95,7 @@ async def fetch_transfer(
     peer_sign_key: bytes | None = None,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     rng: Callable[[], float] | None = None,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = SYSTEM_CLOCK.now_ms,
     session: aiohttp.ClientSession | None = None,
 ) -> FetchResult:
     """Fetch every missing object of ``manifest`` from ``peer_url`` into ``store``.
@@ -128,7 +124,7 @@ async def fetch_transfer(
     )
     largest = max((obj.chunk_bytes for obj in manifest.objects), default=1)
     workers = max(1, min(parallel, memory_budget_bytes // largest))
-    started = time.monotonic()
+    started = SYSTEM_CLOCK.monotonic_s()
     own_session = session is None
     if session is None:
         session = aiohttp.ClientSession(
@@ -140,7 +136,7 @@ async def fetch_transfer(
     finally:
         if own_session:
             await session.close()
-    return fetcher.result(time.monotonic() - started)
+    return fetcher.result(SYSTEM_CLOCK.monotonic_s() - started)
 
 
 class _Fetcher:
@@ -378,7 +374,7 @@ async def fetch_manifest(
     retries: int = 5,
     limits: ManifestLimits = DEFAULT_LIMITS,
     rng: Callable[[], float] | None = None,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = SYSTEM_CLOCK.now_ms,
     session: aiohttp.ClientSession | None = None,
 ) -> tuple[Manifest, bytes]:
     """Fetch, open and check the sealed manifest a capability names; returns it and its sealed bytes.

@@ -70,7 +70,6 @@ import logging
 import os
 import re
 import ssl
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -91,6 +90,7 @@ from mftp.transfer.capability import (
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Manifest, sealed_manifest_header
 
+from ..clock import SYSTEM_CLOCK
 from ..errors import NodeUsageError
 from .blobstore import READ_PIECE_BYTES, BlobStore
 from .client import CapabilityRefused, FetchFailed, FetchResult, fetch_manifest, fetch_transfer
@@ -146,10 +146,6 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps({"error": reason, "message": message})
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
@@ -172,7 +168,7 @@ class DataPlaneServer:
         ssl_context: ssl.SSLContext | None = None,
         skew_ms: int = DEFAULT_SKEW_MS,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = SYSTEM_CLOCK.now_ms,
         record_requests: bool = False,
     ) -> None:
         self.store = store

@@ -41,6 +41,7 @@ from cryptography.x509.oid import NameOID
 
 from mftp.crypto.signing import PUBLIC_KEY_BYTES, SigningIdentity
 
+from ..clock import SYSTEM_CLOCK
 from ..errors import NodeInputError, NodeUsageError
 
 CERT_VALIDITY_DAYS: Final = 3650
@@ -66,7 +67,7 @@ class PeerKeyMismatch(NodeInputError, aiohttp.ServerFingerprintMismatch):
 def make_certificate(identity: SigningIdentity, *, now: datetime.datetime | None = None) -> x509.Certificate:
     """A self-signed certificate for the node's Ed25519 key (subject names the node id)."""
     key = _private_key(identity)
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or datetime.datetime.fromtimestamp(SYSTEM_CLOCK.now_ms() / 1000, datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mftp-node {identity.public.node_id.hex()}")])
     return (
         x509.CertificateBuilder()

@@ -56,6 +56,7 @@ from libp2p.peer.id import ID
 from mftp.crypto.errors import CryptoError
 from mftp.crypto.signing import PublicIdentity, SigningIdentity
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import NodeInputError, NodeUsageError
 from .frames import PROTOCOL_ID, InboundCredit, Mailbox, P2PLimits, SendQueue, encode_frame
 from .trio_host import Engine
@@ -226,7 +227,9 @@ class PeerNetwork:
         on_message: MessageHandler,
         limits: P2PLimits | None = None,
         logger: logging.Logger | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._identity = identity
         self._self_key = identity.public.sign_key
         self._peer_id = _libp2p_id(self._self_key)
@@ -290,6 +293,7 @@ class PeerNetwork:
             deliver=self._deliver_from_trio,
             limits=self._limits,
             logger=self._log,
+            clock=self._clock,
         )
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name=f"mftp-p2p-{self.peer_id[-8:]}", daemon=True

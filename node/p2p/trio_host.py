@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -45,6 +44,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import NodeUsageError
 from .frames import (
     PROTOCOL_ID,
@@ -93,8 +93,11 @@ class Counters:
 class PeerState:
     """What the trio thread knows about one member: addresses, link, inbound credit, counters."""
 
-    def __init__(self, key: bytes, peer_id: ID, queue: SendQueue, credit: InboundCredit) -> None:
+    def __init__(
+        self, key: bytes, peer_id: ID, queue: SendQueue, credit: InboundCredit, clock: Clock
+    ) -> None:
         self.key = key
+        self.clock = clock
         self.peer_id = peer_id
         self.queue = queue
         self.credit = credit  # shared with the asyncio side, which gives it back
@@ -117,8 +120,8 @@ class PeerState:
 
     def banned(self) -> bool:
         """Whether the peer is still serving a ban for malformed messages."""
-        # time.monotonic, not trio.current_time: stats() asks from the asyncio thread.
-        return time.monotonic() < self.banned_until
+        # The node's monotonic clock, not trio.current_time: stats() asks from the asyncio thread.
+        return self.clock.monotonic_s() < self.banned_until
 
 
 class _MemberNoise(NoiseTransport):
@@ -215,7 +218,9 @@ class Engine:
         deliver: Deliver,
         limits: P2PLimits,
         logger: logging.Logger,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._seed = seed
         self._listen = listen
         self._members = dict(members)
@@ -376,7 +381,9 @@ class Engine:
         peer_id = self._ids_by_key.get(key)
         if peer_id is None:
             return None
-        state = self.peers[key] = PeerState(key, peer_id, self._queue_for(key), self._credit_for(key))
+        state = self.peers[key] = PeerState(
+            key, peer_id, self._queue_for(key), self._credit_for(key), self._clock
+        )
         return state
 
     def add_address(self, key: bytes, addr: multiaddr.Multiaddr) -> None:
@@ -454,7 +461,7 @@ class Engine:
     async def _connect(self, peer: PeerState) -> INetStream | None:
         """An open message stream to ``peer``, dialling first if needed; ``None`` to back off."""
         if peer.banned():
-            await trio.sleep(peer.banned_until - time.monotonic())
+            await trio.sleep(peer.banned_until - self._clock.monotonic_s())
         if not self._live(peer.peer_id):
             if not peer.addrs:
                 await peer.changed.wait()  # it may still dial us; then we reuse its connection
@@ -614,7 +621,7 @@ class Engine:
         peer.counters.add("malformed")
         self.totals.add("malformed")
         self.malformed_by_reason[reason] = self.malformed_by_reason.get(reason, 0) + 1
-        now = time.monotonic()
+        now = self._clock.monotonic_s()
         if now >= peer.strikes_reset_at:  # the budget is per window, so rare mistakes never add up
             peer.strikes = 0
             peer.strikes_reset_at = now + self._limits.malformed_window_ms / 1000

@@ -35,6 +35,7 @@ from mftp.transfer.study import (
 from mftp.transfer.study_encapsulate import ENCAPSULATED_TYPES, MAX_DOCUMENT_BYTES, encapsulate_attachment
 from mftp.transfer.study_probe import DicomProbe, NotDicomError, ProbeLimits, part10_prefix, probe_dicom
 
+from ..clock import SYSTEM_CLOCK
 from ..errors import NodeInputError
 
 __all__ = [
@@ -224,7 +225,7 @@ def wrap_attachments(
         return dicom
     target = study_uid or _only_study(dicom)
     template = next((f for f in dicom if f.info.study_instance_uid == target), None)
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(SYSTEM_CLOCK.now_ms() / 1000, UTC)
     out = list(dicom)
     for index, item in enumerate(attachments):
         try:

@@ -36,6 +36,7 @@ from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check
 from mftp.transfer.package import Packager, PackageResult, iter_object_entries
 from mftp.transfer.study import FileReport
 
+from ..clock import SYSTEM_CLOCK
 from ..dataplane.blobstore import BlobStore
 from ..errors import NodeError
 from ..pacs import LocalFile, describe_path
@@ -334,12 +335,12 @@ def package_study(
             study_bytes += meta.size
             added += 1
             progress(added + left_out, study_bytes)
-            if publish is not None and time.monotonic() - published_s >= publish_interval_s(added):
+            if publish is not None and SYSTEM_CLOCK.monotonic_s() - published_s >= publish_interval_s(added):
                 sealed = packager.sealed_count
                 snapshot = packager.snapshot() if sealed > published else None
                 if snapshot is not None:
                     publish(snapshot)
-                    published, published_s = sealed, time.monotonic()
+                    published, published_s = sealed, SYSTEM_CLOCK.monotonic_s()
         if files and not added:
             raise NodeError(f"none of the study's {len(files)} files could be prepared")
         return packager.finish()

@@ -194,7 +194,9 @@ class Receiver:
         if sealed is not None:
             manifest = await asyncio.to_thread(open_manifest, sealed, self.host.identity, sender=sender)
         if manifest is None or manifest.partial:  # only a final manifest is kept
-            _, sealed = await fetch_manifest(state.data_url, self.host.identity, capability, sender=sender)
+            _, sealed = await fetch_manifest(
+                state.data_url, self.host.identity, capability, sender=sender, clock_ms=self.host.clock.now_ms
+            )
             manifest = await asyncio.to_thread(open_manifest, sealed, self.host.identity, sender=sender)
             if not manifest.partial:
                 self.store.put_record(f"offer-{state.transfer_id}", sealed)
@@ -304,6 +306,7 @@ class Receiver:
             timeout_ms=section["fetch_timeout_ms"],
             retries=section["fetch_retries"],
             progress=progress,
+            clock_ms=self.host.clock.now_ms,
         )
         state.fetched_bytes = state.fetch_bytes
         if not totals["rounds"]:  # what a restart had already fetched

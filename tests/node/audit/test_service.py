@@ -36,6 +36,7 @@ from mftp.node.audit.messages import (
 )
 from mftp.node.audit.service import AuditService, parse_day_ms, parse_month, patient_party, user_party
 from mftp.node.audit.vault import AuditVault, VaultCorrupt
+from mftp.node.clock import SYSTEM_CLOCK, FakeClock
 from mftp.node.errors import NodeInputError, NodeUsageError
 from mftp.node.ratelimit import PeerRate
 
@@ -145,6 +146,7 @@ class FakeHost:
         self.config = cast(Any, FakeConfig(name))
         self.identity = SigningIdentity.generate()
         self.data_dir = directory
+        self.clock = SYSTEM_CLOCK  # the slot waits run on the event loop's real time
         self.ledger = cast(Any, None)
         self.peers: dict[bytes, AuditService] = {}
         self.sent: list[tuple[str, Any]] = []
@@ -255,13 +257,13 @@ async def test_slot_requests_are_bounded(tmp_path: Path) -> None:
 
 
 def test_peer_rate_allows_bursts_then_the_rate() -> None:
-    now = [0.0]
-    rate = PeerRate(2.0, 3, clock=lambda: now[0])
+    clock = FakeClock()
+    rate = PeerRate(2.0, 3, clock=clock)
     assert [rate.allow(b"a") for _ in range(4)] == [True, True, True, False]
     assert rate.allow(b"b")  # each peer has its own bucket
-    now[0] = 0.5  # one token back at 2 per second
+    clock.advance(500)  # one token back at 2 per second
     assert [rate.allow(b"a") for _ in range(2)] == [True, False]
-    now[0] = 100.0  # never more than the burst
+    clock.advance(99_500)  # never more than the burst
     assert [rate.allow(b"a") for _ in range(4)] == [True, True, True, False]
     with pytest.raises(ValueError):
         PeerRate(0, 1)
