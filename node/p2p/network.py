@@ -45,6 +45,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -58,6 +59,7 @@ from mftp.crypto.signing import PublicIdentity, SigningIdentity
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import NodeInputError, NodeUsageError
+from ..lifecycle import Lifecycle
 from .frames import PROTOCOL_ID, InboundCredit, Mailbox, P2PLimits, SendQueue, encode_frame
 from .trio_host import Engine
 
@@ -210,6 +212,29 @@ class NetworkStats:
 # -------------------------------------------------------------------- network
 
 
+class NetworkPhase(StrEnum):
+    """Where a :class:`PeerNetwork` is in its life."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+NETWORK_LIFECYCLE: Final = Lifecycle(
+    "peer network",
+    {
+        NetworkPhase.NEW: frozenset({NetworkPhase.STARTING, NetworkPhase.STOPPED}),
+        # a failed start ends stopped; stop() may come while it starts
+        NetworkPhase.STARTING: frozenset({NetworkPhase.RUNNING, NetworkPhase.STOPPING, NetworkPhase.STOPPED}),
+        NetworkPhase.RUNNING: frozenset({NetworkPhase.STOPPING}),
+        NetworkPhase.STOPPING: frozenset({NetworkPhase.STOPPING, NetworkPhase.STOPPED}),  # stop() twice
+        NetworkPhase.STOPPED: frozenset({NetworkPhase.STOPPED}),  # stop() is safe to call twice
+    },
+)
+
+
 class PeerNetwork:
     """A node's connections to its fellow members; see the module documentation.
 
@@ -246,7 +271,7 @@ class PeerNetwork:
         self._queues: dict[bytes, SendQueue] = {}
         self._credits: dict[bytes, InboundCredit] = {}  # kept for members that leave and come back
         self._queues_lock = threading.Lock()
-        self._state = "new"
+        self._state = NetworkPhase.NEW
         self._engine: Engine | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._wakes: Mailbox[bytes] | None = None
@@ -278,7 +303,7 @@ class PeerNetwork:
             raise NodeUsageError("a PeerNetwork starts once")
         for addr in self._listen:
             _check_port_free(addr)
-        self._state = "starting"
+        self._move(NetworkPhase.STARTING)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[list[str]] = self._loop.create_future()
         self._finished = self._loop.create_future()
@@ -303,9 +328,9 @@ class PeerNetwork:
             self._listen_addrs = await ready
         except BaseException:
             await self._wait_thread()
-            self._state = "stopped"
+            self._move(NetworkPhase.STOPPED)
             raise
-        self._state = "running"
+        self._move(NetworkPhase.RUNNING)
         with self._queues_lock:
             pending = [key for key, queue in self._queues.items() if len(queue)]
         for key in pending:  # send() before start() queued these
@@ -313,10 +338,10 @@ class PeerNetwork:
 
     async def stop(self) -> None:
         """Close every connection and end the thread; safe to call twice."""
-        if self._state in ("new", "stopped"):
-            self._state = "stopped"
+        if self._state in (NetworkPhase.NEW, NetworkPhase.STOPPED):
+            self._move(NetworkPhase.STOPPED)
             return
-        self._state = "stopping"
+        self._move(NetworkPhase.STOPPING)
         if self._token is not None and self._engine is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._engine.request_stop)
@@ -327,7 +352,10 @@ class PeerNetwork:
         await asyncio.gather(*consumers, return_exceptions=True)
         self._consumers.clear()
         self._inboxes.clear()
-        self._state = "stopped"
+        self._move(NetworkPhase.STOPPED)
+
+    def _move(self, target: NetworkPhase) -> None:
+        self._state = NETWORK_LIFECYCLE.move(self._state, target)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -42,7 +42,7 @@ from ..errors import NodeError, NodeInputError, NodeUsageError
 from .context import MAX_TRANSFER_AGE_MS, TransferContext
 from .messages import NO_RECORD, decode_offer, receipt_value
 from .preparing import publish_interval_s, verify_entries
-from .state import IN, TransferState
+from .state import IN, Phase, TransferState
 
 log = logging.getLogger("mftp.node.transfers.service")
 
@@ -152,7 +152,7 @@ class Receiver:
             peer_key=sender.hex(),
             purpose=offer.purpose,
             mode=offer.mode,
-            state="fetching",
+            state=Phase.FETCHING,
             created_ms=self.service.host.clock.now_ms(),
             capability=base64.b64encode(offer.capability.token).decode(),
             # Our own configuration's address wins: the offer's is the sender's word.
@@ -323,7 +323,7 @@ class Receiver:
     async def _verify_and_record(
         self, state: TransferState, manifest: Manifest, checker: _EarlyChecks
     ) -> None:
-        state.state, state.detail = "verifying", ""
+        state.move(Phase.VERIFYING, "")
         self.states.save(state)
         stored = self.store.get_record(f"received-record-{state.transfer_id}")
         if stored is not None:
@@ -370,7 +370,7 @@ class Receiver:
         await self.service.submit(record)
         outcome = record.body["outcome"]
         state.received_record = record.record_id.hex()
-        state.state = "complete" if outcome == "complete" else "failed"
+        state.move(Phase.COMPLETE if outcome == "complete" else Phase.FAILED)
         if outcome != "complete" and not state.detail:
             state.detail = "a file does not match the sender's manifest"
         self.states.save(state)

@@ -88,7 +88,7 @@ from .messages import Offer, decode_receipt
 from .preparing import PreparePool, package_study, prefers_speed
 from .receiver import Receiver
 from .sources import Allowed, Source, import_study, one_study, parse_source, study_parties
-from .state import IN, OUT, TransferState, TransferStates, check_transfer_id
+from .state import IN, OUT, Phase, TransferState, TransferStates, check_transfer_id
 
 log = logging.getLogger("mftp.node.transfers.service")
 
@@ -241,7 +241,7 @@ class TransferService:
             peer_key=peer.sign_key.hex(),
             purpose=purpose,
             mode=mode,
-            state="preparing",
+            state=Phase.PREPARING,
             created_ms=self.host.clock.now_ms(),
             data_url=peer.data_url,
             user=user,
@@ -308,7 +308,7 @@ class TransferService:
             sealed = await asyncio.to_thread(seal_manifest, manifest, self.host.identity)
             await self.submit(record)
             self.store.put_record(f"offer-{state.transfer_id}", sealed)
-            state.state = "offered"
+            state.move(Phase.OFFERED)
             self.states.save(state)
             await asyncio.to_thread(self.server.register_transfer, manifest, sealed)
             self._offer(state)
@@ -510,18 +510,18 @@ class TransferService:
             task = self._tasks.get(state.transfer_id)
             if task is not None:
                 task.cancel()
-            state.state, state.detail = "refused", "the recipient refused the offer"
+            state.move(Phase.REFUSED, "the recipient refused the offer")
             self.states.save(state)
             self.server.abandon_transfer(transfer_id)
             log.info("transfer refused", extra={"fields": {"transfer": state.transfer_id, "to": state.peer}})
             return
         if answer == "accepted":
             if state.state == "offered":  # stop re-offering; the recipient is fetching
-                state.state = "accepted"
+                state.move(Phase.ACCEPTED)
                 self.states.save(state)
             return
         if state.state in ("offered", "accepted"):
-            state.state = "delivered" if answer == "complete" else "refused"
+            state.move(Phase.DELIVERED if answer == "complete" else Phase.REFUSED)
             state.received_record = record.hex()
             self.states.save(state)
             log.info(
@@ -559,7 +559,10 @@ class TransferService:
     def fail(self, state: TransferState, reason: str) -> None:
         # The reason goes to the operator through the API only: it may quote a source path, and
         # folder names often carry patient names, which must never reach the logs.
-        state.state, state.detail = "failed", reason
+        if state.final:  # refused meanwhile, say: that outcome stands
+            log.info("transfer already ended", extra={"fields": {"transfer": state.transfer_id}})
+            return
+        state.move(Phase.FAILED, reason)
         self.states.save(state)
         log.warning("transfer failed", extra={"fields": {"transfer": state.transfer_id}})
 

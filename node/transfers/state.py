@@ -10,10 +10,13 @@ record ids, the sending and recipient user ids (staff, as on the operator's own 
 capability token (useless without the recipient's private key).  Study
 contents live encrypted in the blob store; the sealed manifest as a blob-store record.
 
-States, in order (``failed`` can follow any of them, with ``detail`` saying why)::
+States, in order (``failed`` can follow any state that is not final, with ``detail`` saying why)::
 
     sent:     preparing -> offered -> accepted (the recipient is fetching) -> delivered | refused
     received: fetching -> verifying -> complete
+
+:data:`TRANSFER_LIFECYCLE` is the table of legal moves and :meth:`TransferState.move` the one way
+a transfer changes state; files written before the table existed hold the same state names.
 """
 
 from __future__ import annotations
@@ -23,10 +26,44 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from ..errors import NodeInputError, NodeUsageError
+from ..errors import NodeUsageError, StorageDamaged
+from ..lifecycle import Lifecycle
+
+
+class Phase(StrEnum):
+    """Where a transfer is (the values are what state files and the API say)."""
+
+    PREPARING = "preparing"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    REFUSED = "refused"
+    FETCHING = "fetching"
+    VERIFYING = "verifying"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+TRANSFER_LIFECYCLE: Final = Lifecycle(
+    "transfer",
+    {
+        # sent
+        Phase.PREPARING: frozenset({Phase.OFFERED, Phase.REFUSED, Phase.FAILED}),
+        Phase.OFFERED: frozenset({Phase.ACCEPTED, Phase.DELIVERED, Phase.REFUSED, Phase.FAILED}),
+        Phase.ACCEPTED: frozenset({Phase.DELIVERED, Phase.REFUSED, Phase.FAILED}),
+        Phase.DELIVERED: frozenset(),
+        Phase.REFUSED: frozenset(),
+        # received; a restart resumes a transfer that was verifying by verifying it again
+        Phase.FETCHING: frozenset({Phase.VERIFYING, Phase.FAILED}),
+        Phase.VERIFYING: frozenset({Phase.VERIFYING, Phase.COMPLETE, Phase.FAILED}),
+        Phase.COMPLETE: frozenset(),
+        Phase.FAILED: frozenset(),
+    },
+)
 
 OUT: Final = "out"
 IN: Final = "in"
@@ -45,7 +82,7 @@ class TransferState:
     peer_key: str
     purpose: str
     mode: str
-    state: str
+    state: Phase
     created_ms: int
     detail: str = ""
     files: int = 0
@@ -60,6 +97,20 @@ class TransferState:
     access_records: list[str] = field(default_factory=list)
     user: str = ""  # who sent (``user:...``); on a received transfer, empty
     to_user: str = ""  # the recipient user the sender named, if any
+
+    def __post_init__(self) -> None:
+        self.state = Phase(self.state)  # a name from a file or a caller: refused if unknown
+
+    def move(self, target: Phase, detail: str | None = None) -> None:
+        """Move to ``target`` (a usage error if the table forbids it), with ``detail`` if given."""
+        self.state = TRANSFER_LIFECYCLE.move(self.state, target)
+        if detail is not None:
+            self.detail = detail
+
+    @property
+    def final(self) -> bool:
+        """Whether the transfer has ended (no move is left)."""
+        return TRANSFER_LIFECYCLE.final(self.state)
 
     def view(self) -> dict[str, Any]:
         """What the API shows (everything but the capability token)."""
@@ -89,13 +140,13 @@ class TransferStates:
     def _load(self, path: Path) -> TransferState:
         data = path.read_bytes()[: MAX_STATE_FILE_BYTES + 1]
         if len(data) > MAX_STATE_FILE_BYTES:
-            raise NodeInputError(f"{path.name}: transfer state larger than {MAX_STATE_FILE_BYTES} bytes")
+            raise StorageDamaged(f"{path.name}: transfer state larger than {MAX_STATE_FILE_BYTES} bytes")
         try:
             value = json.loads(data)
             names = {f.name for f in dataclasses.fields(TransferState)}
             return TransferState(**{k: v for k, v in value.items() if k in names})
         except (ValueError, TypeError) as exc:
-            raise NodeInputError(f"{path.name}: corrupt transfer state: {exc}") from None
+            raise StorageDamaged(f"{path.name}: corrupt transfer state: {exc}") from None
 
     def save(self, state: TransferState) -> None:
         """Write ``state`` atomically and keep it in memory."""
