@@ -25,7 +25,7 @@ from mftp.crypto.signing import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningIdenti
 from . import merkle
 from . import schema as s
 from .checkcache import VERIFIED_VOTES
-from .errors import InvalidBlockError, LedgerUsageError
+from .errors import InvalidBlockError, LedgerInputError, LedgerUsageError
 from .records import Record
 
 HASH_BYTES: Final = 32
@@ -453,11 +453,11 @@ class Block:
         raw_records = value["records"]
         if not isinstance(raw_records, list) or len(raw_records) > MAX_BLOCK_RECORDS:
             raise InvalidBlockError("block: records must be a list of bounded length")
+        if not all(isinstance(item, bytes) for item in raw_records):
+            raise InvalidBlockError(f"block {header.height}: each record must be bytes")
         try:
-            records = tuple(
-                Record.decode(item) if isinstance(item, bytes) else _not_bytes() for item in raw_records
-            )
-        except Exception as exc:  # InvalidRecordError, or the helper's error below
+            records = tuple(Record.decode(item) for item in raw_records)
+        except LedgerInputError as exc:  # only the peer's bad records: our own bugs stay bugs
             raise InvalidBlockError(f"block {header.height}: {exc}") from None
         cert = None if value["last_commit"] is None else CommitCertificate.from_value(value["last_commit"])
         block = cls(header, records, cert)
@@ -480,10 +480,6 @@ class Block:
             self.last_commit.height != header.height - 1 or self.last_commit.block_hash != header.prev_hash
         ):
             raise InvalidBlockError(f"block {header.height}: last commit is not for the previous block")
-
-
-def _not_bytes() -> Record:
-    raise InvalidBlockError("block: each record must be bytes")
 
 
 def records_root(records: Sequence[Record]) -> bytes:

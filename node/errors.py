@@ -1,7 +1,23 @@
-"""Exceptions of ``mftp.node``.
+"""Exceptions of ``mftp.node``: each says whose fault it is.
 
-:class:`NodeUsageError` covers operator mistakes (a bad config key, a missing
-file) and our own misuse; :class:`NodeInputError` a peer's or client's bad input.
+=========================  =====================================  ==========  ================
+class                      whose fault                            API answer  CLI exit code
+=========================  =====================================  ==========  ================
+:class:`NodeUsageError`    the operator's or caller's (bad         400         3 (config), or 5
+                           config, bad arguments), or our own      (403 for    when the node
+                           misuse of an internal interface         residency)  refused a request
+:class:`NodeInputError`    a peer's, a PACS's or a file's          502         1
+                           (malformed messages, bad studies)
+:class:`StorageDamaged`    our own disk: a state file, the         500         3
+                           vault, the blob store or the ledger
+                           store does not read back (restore
+                           from backup)
+=========================  =====================================  ==========  ================
+
+The API maps the ledger's errors the same way (:mod:`mftp.node.api.server`): its
+``StoreError`` is our damaged disk (500), a ``LedgerUsageError`` asks for what the store does not
+have (404), and any other ``LedgerError`` is a bad record or proof in the request (400).  Peers
+only ever cause input errors, which are dropped and counted, never crash the node.
 """
 
 from __future__ import annotations
@@ -17,6 +33,13 @@ class NodeUsageError(NodeError, ValueError):
 
 class NodeInputError(NodeError):
     """A peer or API client sent something invalid."""
+
+
+class StorageDamaged(NodeError):
+    """Our own stored data does not read back: a damaged disk or a file edited by hand.
+
+    Neither the caller's fault nor a peer's: the operator restores the file from backup.
+    """
 
 
 class ResidencyRefused(NodeUsageError):

@@ -23,12 +23,12 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from mftp.ledger.errors import LedgerError, LedgerUsageError
+from mftp.ledger.errors import LedgerError, LedgerUsageError, StoreError
 from mftp.ledger.ledger import Ledger
 from mftp.ledger.proofs import prove_extension, prove_record
 from mftp.ledger.records import Record
 
-from ..errors import NodeInputError, NodeUsageError, ResidencyRefused
+from ..errors import NodeInputError, NodeUsageError, ResidencyRefused, StorageDamaged
 from .ledger_json import block_view, certificate_view, header_view, stored_record_view, validators_view
 from .openapi import openapi_document
 
@@ -197,6 +197,9 @@ class Api:
             return _error(403 if isinstance(exc, ResidencyRefused) else 400, str(exc))
         except NodeInputError as exc:  # a peer, a file or the PACS misbehaved
             return _error(502, str(exc))
+        except (StorageDamaged, StoreError) as exc:  # our own disk: the operator restores a backup
+            log.error("stored data is damaged", extra={"fields": {"path": request.path}})
+            return _error(500, f"this node's stored data is damaged; its operator must restore it: {exc}")
         except LedgerUsageError as exc:  # asked for something the store does not have
             return _error(404, str(exc))
         except LedgerError as exc:

@@ -43,7 +43,7 @@ from mftp.ledger.pseudonyms import (
     epoch_of,
 )
 
-from ..errors import NodeUsageError
+from ..errors import NodeUsageError, StorageDamaged
 
 VAULT_KEY_INFO: Final = b"mftp-audit-vault-v1"
 FRAME_HEADER: Final = struct.Struct(">I")
@@ -52,10 +52,10 @@ MAX_PARTIES: Final = 1_000_000
 KEYRING_VERSION: Final = 1
 
 
-class VaultCorrupt(NodeUsageError):
+class VaultCorrupt(StorageDamaged):
     """The vault does not open with this node's key, or its keyring file is damaged.
 
-    A usage error: it is our own disk, so the operator restores it from backup.
+    Our own disk: the operator restores it from backup.
     """
 
 

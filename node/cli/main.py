@@ -5,7 +5,7 @@ Exit codes scripts can rely on:
 * 0 success
 * 1 runtime failure (a peer, the network, the PACS)
 * 2 usage error (bad arguments; argparse's own code)
-* 3 configuration or key file error
+* 3 configuration or key file error, or this node's stored data is damaged
 * 4 verification failed (chain, proof, audit)
 * 5 the node refused the request (data residency, bad source, unknown transfer)
 """
@@ -29,11 +29,11 @@ from mftp.crypto.keyfile import (
     write_public_identity,
 )
 from mftp.crypto.signing import SigningIdentity
-from mftp.ledger.errors import LedgerError
+from mftp.ledger.errors import LedgerError, StoreError
 from mftp.ledger.genesis import make_genesis
 
 from ..clock import SYSTEM_CLOCK
-from ..errors import ConfigError, NodeError, NodeUsageError
+from ..errors import ConfigError, NodeError, NodeUsageError, StorageDamaged
 from .audit import add_audit_arguments, run_audit
 from .transfers import (
     add_export_arguments,
@@ -54,7 +54,7 @@ EXIT_VERIFY: Final = 4
 PASSPHRASE_ENV: Final = "MFTP_KEY_PASSPHRASE"
 
 EPILOG: Final = """exit codes: 0 success, 1 runtime failure, 2 usage error,
-3 configuration or key file error, 4 verification failed, 5 refused by the node"""
+3 configuration or key file error or damaged stored data, 4 verification failed, 5 refused by the node"""
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
@@ -376,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"mftp-node: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (StorageDamaged, StoreError) as exc:  # our own files: restore them from backup
+        print(
+            f"mftp-node {args.command}: stored data is damaged (restore it from backup): {exc}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     except (CryptoError, LedgerError, NodeUsageError) as exc:
         print(f"mftp-node {args.command}: {exc}", file=sys.stderr)

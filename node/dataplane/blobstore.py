@@ -47,7 +47,7 @@ from mftp.transfer.fetchplan import ChunkRef, ObjectProgress, chunk_ref
 from mftp.transfer.manifest import HASH_BYTES, Entry, Manifest, ObjectInfo
 from mftp.transfer.package import iter_entry, iter_object_entries, recipient_object_key
 
-from ..errors import NodeInputError, NodeUsageError
+from ..errors import NodeInputError, NodeUsageError, StorageDamaged
 
 READ_PIECE_BYTES: Final = 1 << 20
 MAX_RECORD_BYTES: Final = 256 << 20
@@ -378,7 +378,7 @@ class BlobStore:
                 ids[i : i + HASH_BYTES] for i in range(0, len(ids), HASH_BYTES)
             )
         except (DecodeError, KeyError, TypeError, ValueError) as exc:
-            raise NodeInputError(f"served record of transfer {transfer_id.hex()} is corrupt: {exc}") from None
+            raise StorageDamaged(f"served record of transfer {transfer_id.hex()} is corrupt: {exc}") from None
 
     # ----------------------------------------------------------------- reading entries
 

@@ -26,6 +26,7 @@ from mftp.ledger.block import (
 )
 from mftp.ledger.errors import InvalidBlockError, LedgerInputError, LedgerUsageError
 from mftp.ledger.genesis import Genesis, make_genesis
+from mftp.ledger.records import Record
 from tests.ledger.ledger_helpers import Chain
 
 CHAIN_ID = "mftp-test"
@@ -119,6 +120,29 @@ def test_block_contents_are_checked(chain: Chain) -> None:
     for bad in bad_blocks:
         with pytest.raises(InvalidBlockError):
             Block.from_bytes(bad.to_bytes())
+
+
+def test_a_record_that_is_not_bytes_makes_the_block_invalid(chain: Chain) -> None:
+    block = chain[3][0]
+    value = canonical.decode(block.to_bytes(), max_depth=8)
+    value["records"] = [*value["records"], 7]
+    with pytest.raises(InvalidBlockError, match="each record must be bytes"):
+        Block.from_bytes(canonical.encode(value))
+
+
+def test_our_own_bug_while_decoding_a_block_is_not_blamed_on_the_peer(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a peer's bad input becomes an invalid block; a bug of ours must surface as itself."""
+    block = chain[3][0]
+    assert block.records, "the sample chain's block 3 carries records"
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(Record, "decode", staticmethod(broken))
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        Block.from_bytes(block.to_bytes())
 
 
 @settings(max_examples=200, deadline=None)

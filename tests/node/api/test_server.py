@@ -17,6 +17,7 @@ from openapi_spec_validator import validate
 from prometheus_client import CollectorRegistry, Gauge
 
 from mftp.ledger import merkle
+from mftp.ledger.errors import StoreError
 from mftp.ledger.ledger import Ledger
 from mftp.ledger.proofs import InclusionProof, verify_record_in_ledger
 from mftp.ledger.records import Record
@@ -25,7 +26,7 @@ from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.node.api.openapi import openapi_document
 from mftp.node.api.server import Api
 from mftp.node.audit.routes import AuditApi
-from mftp.node.errors import NodeUsageError, ResidencyRefused
+from mftp.node.errors import NodeUsageError, ResidencyRefused, StorageDamaged
 
 TOKEN = "s3cret-token"
 
@@ -231,3 +232,25 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
         assert missing.status == 400
     assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised", "dr.a")]
     ledger.close()
+
+
+class DamagedTransfers(FakeTransfers):
+    """Transfers whose state files or blob store no longer read back."""
+
+    def list(self) -> list[dict[str, Any]]:
+        raise StorageDamaged("0123.json: corrupt transfer state: Expecting value")
+
+    def get(self, transfer_id: str) -> dict[str, Any] | None:
+        raise StoreError("cannot read the block store: IO error")
+
+
+async def test_our_damaged_disk_is_a_500_with_a_clear_message_never_a_400(tmp_path: Path) -> None:
+    """Neither the caller's fault (4xx) nor a peer's (502): the operator restores a backup."""
+    ledger = Ledger(LevelDBStore(tmp_path / "ledger"), sample_genesis(identities(4)))
+    api = Api(FakeNode(ledger), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=DamagedTransfers())
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    async with TestClient(TestServer(api.app())) as test:
+        for path in ("/transfers", "/transfers/" + "ab" * 16):
+            answer = await test.get(path, headers=good)
+            assert answer.status == 500
+            assert "stored data is damaged" in (await answer.json())["error"]
