@@ -69,15 +69,22 @@ class CatchUp:
         while len(self._decided_at_ms) > DECIDED_KEPT:
             del self._decided_at_ms[next(iter(self._decided_at_ms))]
 
+    def behind_is_due(self, peer: bytes, their_height: int, *, known: bool, now_ms: int) -> bool:
+        """Whether :meth:`peer_behind` would send ``peer`` blocks now (it records nothing).
+
+        Lets the core check a message's signature only when catch-up would act on it.
+        """
+        decided_ms = self._decided_at_ms.get(their_height)
+        if not known or (decided_ms is not None and now_ms - decided_ms < self.interval_ms):
+            return False
+        sent = self._sent_at.get(peer)
+        return sent is None or now_ms - sent >= self.interval_ms
+
     def peer_behind(
         self, peer: bytes, their_height: int, *, height: int, known: bool, now_ms: int
     ) -> SendBlocks | None:
         """``peer`` (a validator of ours iff ``known``) sent a message for ``their_height`` < ``height``."""
-        decided_ms = self._decided_at_ms.get(their_height)
-        if not known or (decided_ms is not None and now_ms - decided_ms < self.interval_ms):
-            return None
-        sent = self._sent_at.get(peer)
-        if sent is not None and now_ms - sent < self.interval_ms:
+        if not self.behind_is_due(peer, their_height, known=known, now_ms=now_ms):
             return None
         self._sent_at[peer] = now_ms
         return SendBlocks(peer, their_height)

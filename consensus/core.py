@@ -385,7 +385,7 @@ class Consensus(UponRules):
     def _other_height(self, event: Event, height: int, sender: bytes, *, shown: int | None = None) -> None:
         if height < self.height:
             if (lowest := height if shown is None else shown) < self.height:  # lowest height sender may be at
-                self._peer_behind(sender, lowest)
+                self._peer_behind(event, sender, lowest)
         elif height == self.height + 1 and len(self._future) < self.config.max_future_messages:
             self._future.append(event)  # replayed when we enter that height
             self._peer_ahead(sender, height)
@@ -412,14 +412,36 @@ class Consensus(UponRules):
 
     # ------------------------------------------------------------------ catch-up
 
-    def _peer_behind(self, peer: bytes, their_height: int) -> None:
+    def _peer_behind(self, event: Event, peer: bytes, their_height: int) -> None:
+        """Send blocks to the signer of an old message, once its signature is checked.
+
+        The signer is who the message claims it is from; a message re-broadcast by another
+        (a peer back from a pause replays old votes, some signed by us) must not send blocks to
+        anyone before its signature is checked, and never to ourselves.
+        """
+        if peer == self.key:
+            self.counters["own_old_messages"] += 1
+            return
         last = self.state.last_validators
         known = peer in self.validators or (last is not None and peer in last)
+        if not self._catchup.behind_is_due(peer, their_height, known=known, now_ms=self.now_ms):
+            return
+        self._verify_signer(event)
         action = self._catchup.peer_behind(
             peer, their_height, height=self.height, known=known, now_ms=self.now_ms
         )
         if action is not None:
             self._out.append(action)
+
+    def _verify_signer(self, event: Event) -> None:
+        """Check the signature of an old vote or proposal: :class:`ConsensusInputError` if bad."""
+        try:
+            if isinstance(event, VoteReceived):
+                event.vote.verify(self.state.chain_id)
+            elif isinstance(event, ProposalReceived):
+                event.proposal.verify(self.state.chain_id)
+        except LedgerInputError as exc:
+            raise ConsensusInputError(f"old message: {exc}") from None
 
     def _peer_ahead(self, peer: bytes, their_height: int) -> None:
         action = self._catchup.peer_ahead(

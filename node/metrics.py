@@ -50,3 +50,9 @@ class NodeMetrics:
             ["result"],
             registry=r,
         )
+        self.action_errors = Counter(
+            "mftp_consensus_action_errors",
+            "Consensus actions that failed to be carried out (our own bugs), by kind of action",
+            ["action"],
+            registry=r,
+        )

@@ -207,33 +207,53 @@ class ChainReactor:
         self._carry_out(self.replica.handle(event, self.clock.now_ms()))
 
     def _carry_out(self, actions: Iterable[Action]) -> None:
+        """Carry out the core's actions in order; one that fails (our bug) never skips the next.
+
+        A block we cannot store stops the node instead (:meth:`_fail_stop`): the actions after it
+        belong to a height this node must not take part in.
+        """
         for action in actions:
-            if isinstance(action, Broadcast) and isinstance(action.message, ProposalMessage):
-                self._broadcast_proposal(action.message)
-            elif isinstance(action, Broadcast):
-                channel, value = encode_message(action.message)
-                assert self.network is not None
-                self.network.broadcast(channel, value, to=self._recipients(action.message))
-            elif isinstance(action, ScheduleTimeout):
-                self._schedule(action)
-            elif isinstance(action, Commit):
-                try:
-                    self._store(action)
-                except Exception as exc:  # disk full, a store error, a gap: never vote on without it
-                    self._fail_stop(f"cannot store committed block {action.block.height}", exc)
+            if isinstance(action, Commit):
+                if not self._commit(action):
                     return
-                if self.replica is not None:  # the WAL may be emptied only once the block is stored
-                    self.replica.committed(action.block.height)
-            elif isinstance(action, SendBlocks):
-                self._send_blocks(action.peer, action.from_height)
-            elif isinstance(action, FetchBlocks):
-                self._fetch(action)
-            elif isinstance(action, Evidence):
-                log.warning(
-                    "equivocation detected", extra={"fields": {"offender": action.offender.hex()[:16]}}
+                continue
+            try:
+                self._carry_out_one(action)
+            except Exception as exc:  # our own bug: log it with its type, keep the rest of the step
+                self.metrics.action_errors.labels(action=type(action).__name__).inc()
+                log.error(
+                    "consensus action failed",
+                    extra={"fields": {"action": type(action).__name__, "error": repr(exc)}},
                 )
-            elif isinstance(action, Log):
-                log.log(logging.getLevelName(action.level.upper()), action.message)
+
+    def _commit(self, action: Commit) -> bool:
+        """Store a decided block; False if it cannot be (the node has stopped taking part)."""
+        try:
+            self._store(action)
+        except Exception as exc:  # disk full, a store error, a gap: never vote on without it
+            self._fail_stop(f"cannot store committed block {action.block.height}", exc)
+            return False
+        if self.replica is not None:  # the WAL may be emptied only once the block is stored
+            self.replica.committed(action.block.height)
+        return True
+
+    def _carry_out_one(self, action: Action) -> None:
+        if isinstance(action, Broadcast) and isinstance(action.message, ProposalMessage):
+            self._broadcast_proposal(action.message)
+        elif isinstance(action, Broadcast):
+            channel, value = encode_message(action.message)
+            assert self.network is not None
+            self.network.broadcast(channel, value, to=self._recipients(action.message))
+        elif isinstance(action, ScheduleTimeout):
+            self._schedule(action)
+        elif isinstance(action, SendBlocks):
+            self._send_blocks(action.peer, action.from_height)
+        elif isinstance(action, FetchBlocks):
+            self._fetch(action)
+        elif isinstance(action, Evidence):
+            log.warning("equivocation detected", extra={"fields": {"offender": action.offender.hex()[:16]}})
+        elif isinstance(action, Log):
+            log.log(logging.getLevelName(action.level.upper()), action.message)
 
     def _fail_stop(self, reason: str, exc: BaseException) -> None:
         """Stop taking part: a validator that cannot store what it decided must not vote on.
@@ -284,6 +304,8 @@ class ChainReactor:
     # ------------------------------------------------------------------ catch-up
 
     def _send_blocks(self, peer: bytes, from_height: int) -> None:
+        if peer == self.identity.public.sign_key:
+            return  # catch-up never targets this node (the core refuses it too)
         store = self.ledger.store
         assert self.network is not None
         last = min(store.head_height, from_height + MAX_SYNC_BLOCKS - 1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mftp.consensus.catchup import DECIDED_KEPT, CatchUp, height_shown_by_a_third
-from mftp.consensus.events import FetchBlocks, SendBlocks
-from mftp.ledger.block import Validator, ValidatorSet
+from mftp.consensus.events import Broadcast, FetchBlocks, SendBlocks, VoteReceived
+from mftp.ledger.block import Validator, ValidatorSet, Vote, VoteType
+from tests.consensus.helpers import FAST, Harness, Member
 
 INTERVAL_MS = 1000
 PEER = b"p" * 32
@@ -70,3 +73,39 @@ def test_the_height_shown_by_a_third_of_the_power_ignores_a_lying_minority() -> 
     assert height_shown_by_a_third(claims, validators) == 7  # two of four: more than a third
     claims[keys[2]] = 9
     assert height_shown_by_a_third(claims, validators) == 9
+
+
+def _old_prevotes() -> tuple[Harness, Member, Member, list[Vote]]:
+    """A 4-validator net idle at height 2, and every prevote of height 1 that was sent."""
+    net = Harness(4, config=replace(FAST, empty_block_interval_ms=60_000))
+    net.start()
+    net.run_until_height(1)
+    net.fire_due(net.now + 3 * FAST.sync_interval_ms)
+    me, peer = net.members[0], net.members[1]
+    prevotes = [
+        a.message
+        for m in net.members
+        for a in m.sent
+        if isinstance(a, Broadcast) and isinstance(a.message, Vote) and a.message.type is VoteType.PREVOTE
+    ]
+    assert me.core.height == 2 and prevotes
+    return net, me, peer, prevotes
+
+
+def test_our_own_old_vote_replayed_by_a_peer_sends_no_blocks_anywhere() -> None:
+    """A validator back from a pause re-broadcasts old prevotes, some signed by the receiver."""
+    net, me, _peer, prevotes = _old_prevotes()
+    own = next(v for v in prevotes if v.validator == me.core.key)
+    actions = me.core.step(VoteReceived(own), net.now)
+    assert not [a for a in actions if isinstance(a, SendBlocks)]
+    assert me.core.counters["own_old_messages"] == 1
+
+
+def test_an_old_vote_is_attributed_only_once_its_signature_is_checked() -> None:
+    net, me, peer, prevotes = _old_prevotes()
+    theirs = next(v for v in prevotes if v.validator == peer.core.key)
+    forged = replace(theirs, signature=bytes(64))
+    errors = me.core.counters["input_errors"]
+    assert not [a for a in me.core.step(VoteReceived(forged), net.now) if isinstance(a, SendBlocks)]
+    assert me.core.counters["input_errors"] == errors + 1  # dropped as the sender's bad input
+    assert me.core.step(VoteReceived(theirs), net.now) == [SendBlocks(peer.core.key, 1)]

@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 
-from mftp.consensus.events import Broadcast, ProposalReceived, RecordsSubmitted, VoteReceived
+from mftp.consensus.events import Broadcast, ProposalReceived, RecordsSubmitted, SendBlocks, VoteReceived
 from mftp.consensus.messages import ProposalMessage, sign_proposal
 from mftp.consensus.wal import FileWal, NoWal
 from mftp.crypto.keyfile import load_identity
@@ -180,3 +180,16 @@ def test_a_proposal_with_records_we_lack_is_fetched_whole(trio_node: Trio) -> No
     node.replica.core.height = 2  # decided meanwhile: a late re-send is not fetched
     node._on_compact_proposal(validator, compact_value(message), retry=False)
     assert node.network.send.call_count == 1  # type: ignore[union-attr]
+
+
+def test_an_action_that_fails_never_skips_the_next(trio_node: Trio) -> None:
+    """A peer's replayed old vote once made catch-up target this node: ``send`` to our own key
+    raised, and the rest of that step's actions were skipped."""
+    node, _validator, _audit = trio_node
+    own = node.identity.public.sign_key
+    first, second = (sign_vote(node.identity, "chain", VoteType.PRECOMMIT, h, 0, bytes(32)) for h in (1, 2))
+    node.network.broadcast.side_effect = [RuntimeError("a bug of ours"), None]  # type: ignore[union-attr]
+    node._carry_out([SendBlocks(own, 1), Broadcast(first), Broadcast(second)])
+    node.network.send.assert_not_called()  # type: ignore[union-attr]  # never to ourselves
+    assert node.network.broadcast.call_count == 2  # type: ignore[union-attr]  # the second went out
+    assert node.metrics.action_errors.labels(action="Broadcast")._value.get() == 1
