@@ -2,6 +2,13 @@
 
 Endpoints (aiohttp, TLS 1.3 with the node's self-signed Ed25519 certificate, see :mod:`.tls`):
 
+Who is who: the fetching member pins this server's TLS key to the sender's member key
+(:class:`~.tls.KeyPin`), and this server checks the fetching member's signature over each
+request (below).  That is mutual authentication by the members' chain keys, per request rather
+than per connection; the server asks for no TLS client certificate, because a certificate would
+add only a second proof of the same key, and the standard library cannot check a self-signed
+client certificate against a list of member keys without a certificate file per member.
+
 ``GET /v1/objects/{object_id}`` (and ``HEAD``)
     ``object_id`` is 64 lowercase hex digits.  With ``Range: bytes=a-b`` (also ``a-``
     and ``-n``; one range only) the answer is ``206`` with ``Content-Range``; without
