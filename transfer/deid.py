@@ -127,6 +127,7 @@ from .deid_actions import (
     process,
     rules_for,
 )
+from .deid_iod import family
 from .deid_pixels import (
     BURNED_IN_CHOICES,
     BurnedInChoice,
@@ -350,6 +351,7 @@ def _deidentify_in_place(
         offset_days,
         name,
         original.identifiers,
+        iod=family(ds),
     )
     process(ds, ctx)
     pixels = None
