@@ -253,6 +253,14 @@ class PixelsRefused(TransferInputError):
         self.reasons = tuple(reasons)
         self.cause = cause
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled whole: the node prepares files in worker processes and reports this by name.
+        return (_refused, (self.reasons, self.cause, self.name))
+
+
+def _refused(reasons: tuple[str, ...], cause: str, name: str | None) -> PixelsRefused:
+    return PixelsRefused(reasons, cause, name=name)
+
 
 @dataclass
 class _Pixels:

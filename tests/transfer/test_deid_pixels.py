@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import re
 import shutil
 import subprocess
@@ -272,6 +273,17 @@ def test_what_cannot_be_examined_is_refused_by_name_and_the_study_goes_on() -> N
     assert bad.error.name == "bad-j2k.dcm"
     assert us.ok and us.pixels is not None and "blanked" in us.pixels.summary
     assert ct.ok and ct.pixels is None
+
+
+def test_refusals_and_reports_cross_process_boundaries_whole() -> None:
+    """The node prepares files in worker processes: what they raise or return is pickled."""
+    refused = PixelsRefused(("modality US",), "cannot be examined: 1-bit pixels", name="a.dcm")
+    again = pickle.loads(pickle.dumps(refused))
+    assert (again.reasons, again.cause, again.name, str(again)) == (
+        refused.reasons, refused.cause, refused.name, str(refused)
+    )  # fmt: skip
+    report = deidentify_file(sample("US1_UNCR.dcm"), CLEAN, SECRET, name="us.dcm").pixels
+    assert pickle.loads(pickle.dumps(report)) == report
 
 
 def test_identified_mode_is_byte_exact_for_images_with_text() -> None:
