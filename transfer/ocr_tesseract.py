@@ -18,6 +18,7 @@ How it is called, and why
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -81,6 +82,11 @@ def _split(boxes: list[Box], offsets: list[int], rows: int) -> list[list[Box]]:
     return per_frame
 
 
+# One thread per call: the node already runs one preparing process per core, and Tesseract's
+# OpenMP threads on top of them only contend (its own documentation advises this for batches).
+_ENV = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+
 class Tesseract:
     """Runs ``tesseract`` on batches of frames (see the module docstring)."""
 
@@ -113,7 +119,9 @@ class Tesseract:
         big = np.repeat(np.repeat(image, SCALE, axis=0), SCALE, axis=1)
         argv = [self.command, "stdin", "stdout", "-l", self.language, "--psm", "11", "tsv"]
         try:
-            done = subprocess.run(argv, input=pgm(big), capture_output=True, timeout=TIMEOUT_S, check=False)
+            done = subprocess.run(
+                argv, input=pgm(big), capture_output=True, timeout=TIMEOUT_S, check=False, env=_ENV
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise TransferInputError(f"OCR could not run ({type(exc).__name__})") from exc
         if done.returncode != 0:
