@@ -10,12 +10,15 @@ TYPETREE := build/typetree
 
 .PHONY: venv system-deps demo test lint typecheck pytest clean
 
-# Orthanc is the real PACS of the tests and the demo (Debian packages).
+# Orthanc is the real PACS of the tests and the demo; tesseract reads burned-in text for the
+# pixel cleaning, and dciodvfy (dicom3tools) validates de-identified output in the tests (Debian packages).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@command -v Orthanc >/dev/null 2>&1 || { \
+	@command -v Orthanc >/dev/null 2>&1 && command -v tesseract >/dev/null 2>&1 && \
+	  command -v dciodvfy >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb \
+	    tesseract-ocr dicom3tools >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

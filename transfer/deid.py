@@ -58,10 +58,18 @@ Marking
     the SOP Class, SOP Instance and Transfer Syntax UIDs of the instance (the source AE title and
     private meta information go).
 
-What the table does not cover
-    Burned-in Annotation (0028,0301) = YES means the pixels may show who the patient is; such a
-    file is refused with :class:`TransferInputError` naming it unless ``Policy.allow_burned_in``.
-    Pixel content is otherwise not inspected (no Clean Pixel Data option).
+What the table does not cover: the pixels
+    An image whose kind can carry burned-in text (ultrasound, screen captures, photographs, cine,
+    Burned In Annotation YES, vendors' flags: :func:`mftp.transfer.deid_pixels.text_risks`) is
+    cleaned when ``Policy.burned_in`` is "clean" (the default): text found in its pixels is
+    blanked frame by frame, the pixels are stored uncompressed, Burned In Annotation becomes NO
+    and the Clean Pixel Data Option (DCM 113101) is added to (0012,0064). With "refuse", such an
+    image is refused by name. Either way an image that cannot be examined (undecodable, float or
+    1-bit pixels) is refused by name with :class:`~mftp.transfer.deid_pixels.PixelsRefused`.
+    :func:`deidentify_file` returns a :class:`~mftp.transfer.deid_pixels.PixelReport` for each
+    cleaned image, so the sender can say what was cleaned and why. Text is found by a model-free
+    detector and, when the caller passes one (``text_finder``), an OCR engine such as
+    :class:`mftp.transfer.ocr_tesseract.Tesseract`; the union of both is blanked.
 
 Errors and limits
     Non-DICOM, truncated or malformed files raise :class:`TransferInputError` with the file's
@@ -119,18 +127,33 @@ from .deid_actions import (
     process,
     rules_for,
 )
+from .deid_iod import family
+from .deid_pixels import (
+    BURNED_IN_CHOICES,
+    BurnedInChoice,
+    NotExaminable,
+    PixelReport,
+    PixelsRefused,
+    clean,
+    text_risks,
+)
 from .deid_table import PROFILE_CODES, STANDARD, Action, Code, Column
 from .errors import TransferError, TransferInputError, TransferUsageError
+from .pixels_text import TextFinder
 
 __all__ = [
     "MAX_FILE_SIZE_BYTES",
     "MAX_SEQUENCE_DEPTH",
     "Dates",
+    "Deidentified",
     "FileResult",
     "Mode",
+    "PixelReport",
+    "PixelsRefused",
     "Policy",
     "deidentify",
     "deidentify_bytes",
+    "deidentify_file",
     "deidentify_study",
     "derive_offset_days",
     "derive_uid",
@@ -155,6 +178,7 @@ class Mode(Enum):
     ANONYMOUS = "anonymous"
 
 
+CLEAN_PIXEL_DATA = Code("113101", "Clean Pixel Data Option")
 _TEMPORAL_MARK = {Dates.FULL: "UNMODIFIED", Dates.SHIFTED: "MODIFIED", Dates.REMOVED: "REMOVED"}
 
 
@@ -164,6 +188,8 @@ class Policy:
 
     ``transfer_salt`` is required in ANONYMOUS mode (random, at least 16 bytes, new for every
     transfer) and refused in the others, where repeated sends must give the same UIDs.
+    ``burned_in`` says what happens to images whose pixels may show identity: "clean" (blank the
+    text found in them) or "refuse" (leave them out, by name). IDENTIFIED mode ignores it.
     """
 
     mode: Mode
@@ -172,10 +198,12 @@ class Policy:
     retain_device_identity: bool = False
     retain_uids: bool = False
     clean_descriptors: bool = False
-    allow_burned_in: bool = False
+    burned_in: BurnedInChoice = "clean"
     transfer_salt: bytes | None = None
 
     def __post_init__(self) -> None:
+        if self.burned_in not in BURNED_IN_CHOICES:
+            raise TransferUsageError(f"burned_in must be one of {', '.join(BURNED_IN_CHOICES)}")
         if self.mode is Mode.ANONYMOUS:
             if self.transfer_salt is None or len(self.transfer_salt) < MIN_SALT_BYTES:
                 raise TransferUsageError(f"ANONYMOUS needs a transfer_salt of {MIN_SALT_BYTES}+ bytes")
@@ -217,12 +245,24 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Deidentified:
+    """One de-identified file: its bytes, and what was done to its pixels (None: not touched)."""
+
+    data: bytes
+    pixels: PixelReport | None = None
+
+
+@dataclass(frozen=True)
 class FileResult:
-    """Outcome for one file of a study: de-identified bytes, or the error naming the file."""
+    """Outcome for one file of a study: de-identified bytes, or the error naming the file.
+
+    ``pixels`` reports a cleaned image; a refused one carries a :class:`PixelsRefused` error.
+    """
 
     name: str
     data: bytes | None
     error: TransferInputError | None = None
+    pixels: PixelReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -290,10 +330,17 @@ def burned_in(value: object) -> bool:
 
 
 def _deidentify_in_place(
-    ds: Dataset, policy: Policy, secret: bytes, offset_days: int | None, name: str
-) -> None:
-    if not policy.allow_burned_in and burned_in(ds.get("BurnedInAnnotation", "")):
-        raise TransferInputError("Burned In Annotation is YES: the pixels may show identity", name=name)
+    ds: Dataset,
+    policy: Policy,
+    secret: bytes,
+    offset_days: int | None,
+    name: str,
+    finder: TextFinder | None = None,
+) -> PixelReport | None:
+    # Decided before the walk: the vendors' flags are private attributes, which it removes.
+    risks = text_risks(ds) if any(k in ds for k in _PIXEL_KEYWORDS) else ()
+    if risks and policy.burned_in == "refuse":
+        raise PixelsRefused(risks, 'the policy refuses such images (burned_in = "refuse")', name=name)
     original = _Originals.of(ds)
     if offset_days is None:
         offset_days = derive_offset_days(secret, original.patient_id or original.study_uid)
@@ -304,12 +351,24 @@ def _deidentify_in_place(
         offset_days,
         name,
         original.identifiers,
+        iod=family(ds),
     )
     process(ds, ctx)
+    pixels = None
+    if risks:
+        try:
+            pixels = clean(ds, risks, finder, name)
+        except NotExaminable as exc:
+            raise PixelsRefused(risks, f"cannot be examined: {_reason(exc, name)}", name=name) from exc
     _set_patient_identity(ds, policy, secret, ctx, original)
     _cap_age(ds)
-    _mark(ds, policy)
+    _mark(ds, policy, pixels)
     _rebuild_file_meta(ds, ctx)
+    return pixels
+
+
+def _reason(exc: TransferInputError, name: str) -> str:
+    return str(exc).removeprefix(f"{name}: ")
 
 
 def _set_patient_identity(
@@ -330,12 +389,15 @@ def _cap_age(ds: Dataset) -> None:
         ds.PatientAge = AGE_CAP
 
 
-def _mark(ds: Dataset, policy: Policy) -> None:
+def _mark(ds: Dataset, policy: Policy, pixels: PixelReport | None) -> None:
     ds.PatientIdentityRemoved = "YES"
     methods = _strings(ds.get("DeidentificationMethod"))  # an earlier de-identification stays on record
-    ds.DeidentificationMethod = [*methods, f"{STANDARD} Table E.1-1", f"MFTP {policy.mode.value}"]
+    mine = [f"{STANDARD} Table E.1-1", f"MFTP {policy.mode.value}"]
+    if pixels is not None:
+        mine.append(f"MFTP pixels: {pixels.regions} text region(s) blanked")
+    ds.DeidentificationMethod = [*methods, *mine]
     items = Sequence(list(ds.get("DeidentificationMethodCodeSequence") or []))
-    for code in policy.codes:
+    for code in policy.codes + ([CLEAN_PIXEL_DATA] if pixels is not None else []):
         item = Dataset()
         item.CodeValue = code.value
         item.CodingSchemeDesignator = code.scheme
@@ -462,19 +524,46 @@ def deidentify(
     *,
     patient_offset_days: int | None = None,
     name: str = "<dataset>",
+    text_finder: TextFinder | None = None,
 ) -> Dataset:
     """A de-identified copy of ``ds`` (``ds`` itself is not changed).
 
     ``secret`` is the institution's key (16+ bytes) for UIDs, pseudonyms and date offsets;
-    ``patient_offset_days`` overrides the derived per-patient date shift. Raises
-    :class:`TransferInputError` naming ``name`` for refused or malformed input.
+    ``patient_offset_days`` overrides the derived per-patient date shift; ``text_finder`` is an
+    OCR engine used, with the model-free detector, on images whose pixels may show identity.
+    Raises :class:`TransferInputError` naming ``name`` for refused or malformed input.
     """
     _check_secret(secret, patient_offset_days)
     result = copy.deepcopy(ds)
     if policy.mode is not Mode.IDENTIFIED:
         with _input_errors(name):
-            _deidentify_in_place(result, policy, secret, patient_offset_days, name)
+            _deidentify_in_place(result, policy, secret, patient_offset_days, name, text_finder)
     return result
+
+
+def deidentify_file(
+    data: bytes,
+    policy: Policy,
+    secret: bytes,
+    *,
+    name: str,
+    patient_offset_days: int | None = None,
+    text_finder: TextFinder | None = None,
+) -> Deidentified:
+    """De-identify one DICOM Part 10 file, saying what was done to its pixels.
+
+    IDENTIFIED mode returns ``data`` itself, unread. An image whose pixels may show identity is
+    cleaned (``Deidentified.pixels`` says how and why) or refused with :class:`PixelsRefused`
+    naming the file, as ``policy.burned_in`` says; other bad input raises
+    :class:`TransferInputError` naming the file.
+    """
+    _check_secret(secret, patient_offset_days)
+    if policy.mode is Mode.IDENTIFIED:
+        return Deidentified(data)
+    ds = _parse(data, name)
+    with _input_errors(name):
+        pixels = _deidentify_in_place(ds, policy, secret, patient_offset_days, name, text_finder)
+    return Deidentified(_write(ds, name), pixels)
 
 
 def deidentify_bytes(
@@ -484,15 +573,12 @@ def deidentify_bytes(
     *,
     name: str,
     patient_offset_days: int | None = None,
+    text_finder: TextFinder | None = None,
 ) -> bytes:
-    """De-identify one DICOM Part 10 file. IDENTIFIED mode returns ``data`` itself, unread."""
-    _check_secret(secret, patient_offset_days)
-    if policy.mode is Mode.IDENTIFIED:
-        return data
-    ds = _parse(data, name)
-    with _input_errors(name):
-        _deidentify_in_place(ds, policy, secret, patient_offset_days, name)
-    return _write(ds, name)
+    """De-identify one DICOM Part 10 file (:func:`deidentify_file` without the pixel report)."""
+    return deidentify_file(
+        data, policy, secret, name=name, patient_offset_days=patient_offset_days, text_finder=text_finder
+    ).data
 
 
 def deidentify_study(
@@ -501,23 +587,31 @@ def deidentify_study(
     secret: bytes,
     *,
     patient_offset_days: int | None = None,
+    text_finder: TextFinder | None = None,
 ) -> Iterator[FileResult]:
     """De-identify ``(name, bytes)`` pairs lazily, one :class:`FileResult` per file.
 
-    A bad file yields a result carrying its :class:`TransferInputError`; the rest go on.
-    Usage errors (a short secret) are raised at once, before any file is read.
+    A bad or refused file yields a result carrying its :class:`TransferInputError`; a cleaned
+    image carries its :class:`PixelReport`; the rest go on. Usage errors (a short secret) are
+    raised at once, before any file is read.
     """
     _check_secret(secret, patient_offset_days)
-    return _study(files, policy, secret, patient_offset_days)
+    return _study(files, policy, secret, patient_offset_days, text_finder)
 
 
 def _study(
-    files: Iterable[tuple[str, bytes]], policy: Policy, secret: bytes, offset: int | None
+    files: Iterable[tuple[str, bytes]],
+    policy: Policy,
+    secret: bytes,
+    offset: int | None,
+    finder: TextFinder | None,
 ) -> Iterator[FileResult]:
     for name, data in files:
         try:
-            out = deidentify_bytes(data, policy, secret, name=name, patient_offset_days=offset)
+            out = deidentify_file(
+                data, policy, secret, name=name, patient_offset_days=offset, text_finder=finder
+            )
         except TransferInputError as exc:
             yield FileResult(name, None, exc)
         else:
-            yield FileResult(name, out)
+            yield FileResult(name, out.data, pixels=out.pixels)

@@ -4,11 +4,17 @@ Decisions (the reasons are in comments where the code makes them):
 
 * X removes; Z empties (a sequence loses its items); K keeps, and a kept sequence is still
   processed item by item, so nested UIDs and private attributes are handled at any depth.
-* Compound codes need each IOD's attribute types, which we do not carry. We never invent values
-  where the table allows not to: Z/D, X/Z and X/Z/D become Z (present but empty: as private as X
-  and still valid for Type 2 attributes), X/D becomes X, and X/Z/U* keeps the sequence with the
-  instance UIDs inside replaced, so reference lines and source-image links keep working (the UIDs
-  are keyed, so this reveals nothing).
+* Compound codes mean the weakest action the IOD allows; :mod:`mftp.transfer.deid_iod` lists the
+  attributes they hit that some IOD family makes Type 1 or 2 (found with the validator dciodvfy),
+  everything else counts as Type 3. Type 1 gets a dummy (Z/D, X/D, X/Z/D); Type 2 is emptied
+  (X/D, which offers no Z, gets a dummy). Otherwise Z/D becomes Z; X/D becomes X; X/Z and X/Z/D
+  empty a value (present but empty: as private as X and valid for Type 2 and 3) but remove a
+  sequence (a Type 3 sequence, when present, must have items) and the conditional attributes in
+  ``_CONDITIONAL`` (empty is invalid when their condition does not hold, and we cannot check
+  it). An attribute already empty stays as it was: it reveals nothing, and its writer may have
+  needed it present (a Type 2C). X/Z/U* keeps the sequence with the instance UIDs inside
+  replaced, so reference lines and source-image links keep working (the UIDs are keyed, so this
+  reveals nothing). Inside sequences the types are not known: Type 3 is assumed.
 * D replaces with a dummy of the VR (text ``DEIDENTIFIED``, date 19000101, UIDs mapped as for U,
   numbers 0). D on a sequence (e.g. Content Sequence) keeps its structure: nested attributes of the
   table get their own action, other free-text, date and person-name values become dummies, while
@@ -56,6 +62,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import VR
 
+from .deid_iod import OTHER, requirement
 from .deid_table import BY_TAG, CLEAN_VOCABULARY, Action, Column
 from .errors import TransferInputError
 
@@ -129,6 +136,7 @@ class Context:
     name: str
     identifiers: frozenset[str]  # the patient's own identifiers, never allowed in a descriptor
     uids: dict[str, str] = field(default_factory=dict)
+    iod: str = OTHER  # the IOD family (deid_iod.family), for the compound codes
 
 
 # ----------------------------------------------------------------------------- dataset walk
@@ -139,6 +147,9 @@ _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # TAB LF FF CR and ESC are allowed
+# X/Z and X/Z/D attributes that are Type 1C or 2C where they appear (e.g. Acquisition DateTime
+# in the US Image Module: present only when its condition holds), so removed rather than emptied.
+_CONDITIONAL = frozenset({0x0008002A})
 _VALUE_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
 
 
@@ -209,10 +220,12 @@ def _apply(ds: Dataset, tag: BaseTag, action: Action, rule: Rule, ctx: Context, 
         case Action.K:
             if _vr(ds, tag) == "SQ":
                 _process_items(ds[tag], ctx, depth)
-        case Action.X | Action.X_D:
+        case Action.X:
             del ds[tag]
-        case Action.Z | Action.Z_D | Action.X_Z | Action.X_Z_D:
+        case Action.Z:
             _empty(ds[tag])
+        case Action.Z_D | Action.X_Z | Action.X_D | Action.X_Z_D:
+            _compound(ds, tag, action, ctx, depth)
         case Action.D:
             _dummy(ds, tag, ctx, depth)
         case Action.U:
@@ -222,6 +235,25 @@ def _apply(ds: Dataset, tag: BaseTag, action: Action, rule: Rule, ctx: Context, 
         case Action.C:
             if not _clean(ds, tag, rule, ctx, depth):
                 _apply(ds, tag, rule.basic, rule, ctx, depth)
+
+
+def _compound(ds: Dataset, tag: BaseTag, action: Action, ctx: Context, depth: int) -> None:
+    """Z/D, X/Z, X/D, X/Z/D: the weakest action the IOD allows (see the module docstring)."""
+    elem = ds[tag]
+    required = requirement(tag, ctx.iod) if depth == 0 else 3
+    if elem.is_empty and action is not Action.Z_D:
+        return  # already empty: it reveals nothing, and its writer may have needed it present
+    if required == 1 and action is not Action.X_Z:
+        _dummy(ds, tag, ctx, depth)
+    elif action is Action.X_D:
+        if required == 2:
+            _dummy(ds, tag, ctx, depth)  # must stay present, and this code offers no Z
+        else:
+            del ds[tag]
+    elif action is Action.Z_D or required == 2 or (elem.VR != "SQ" and tag not in _CONDITIONAL):
+        _empty(elem)
+    else:
+        del ds[tag]
 
 
 def _empty(elem: DataElement) -> None:

@@ -46,7 +46,7 @@ from tests.transfer.deid_helpers import (
 X_D_PRESENT = {
     CT: {0x00080012, 0x00080021, 0x00080031},  # Instance Creation Date, Series Date, Series Time
     MR: {0x00080012},
-    RTPLAN: {0x00080012, 0x300A0006, 0x300A0007},  # + RT Plan Date, RT Plan Time
+    RTPLAN: {0x00080012},  # RT Plan Date and Time are Type 2 in an RT Plan: both give dummies
     SR: {0x00080012, 0x0040A032},  # + Observation DateTime
     OVERLAY: {0x00080021, 0x00080031, 0x00181030},  # Series Date/Time, Protocol Name
     SC: set(),

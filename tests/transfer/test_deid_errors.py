@@ -15,6 +15,8 @@ from pydicom.sequence import Sequence
 from mftp.transfer.deid import (
     MAX_SEQUENCE_DEPTH,
     Mode,
+    PixelsRefused,
+    Policy,
     deidentify,
     deidentify_bytes,
     deidentify_study,
@@ -39,11 +41,12 @@ from tests.transfer.deid_helpers import (
 )
 
 IMAGES = (CT, MR, SC, J2K)
+REFUSE = Policy(Mode.DEIDENTIFIED, burned_in="refuse")
 
 
-def _refused(data: bytes, name: str = "bad.dcm") -> TransferInputError:
+def _refused(data: bytes, name: str = "bad.dcm", pol: Policy | None = None) -> TransferInputError:
     with pytest.raises(TransferInputError) as info:
-        deidentify_bytes(data, basic(), SECRET, name=name)
+        deidentify_bytes(data, pol or basic(), SECRET, name=name)
     assert info.value.name == name and name in str(info.value)
     return info.value
 
@@ -84,13 +87,18 @@ def test_non_images_cut_inside_an_element_are_refused(name: str) -> None:
         _refused(data[: start - 3], name)  # inside the header
 
 
-def test_burned_in_annotation_is_refused_unless_allowed() -> None:
+def test_burned_in_annotation_is_refused_or_cleaned_as_the_policy_says() -> None:
+    # Until issue 14 an explicit YES was refused and nothing else looked at; now the policy chooses
+    # between refusing and cleaning (the default), and every other refusal still names the file.
     data = to_bytes(with_changes(CT, BurnedInAnnotation="YES"))
-    error = _refused(data, "burned.dcm")
-    assert "Burned In Annotation" in str(error)
-    allowed = policy(Mode.DEIDENTIFIED, allow_burned_in=True)
-    assert read(deidentify_bytes(data, allowed, SECRET, name="burned.dcm")).PatientIdentityRemoved == "YES"
-    assert deidentify_bytes(to_bytes(with_changes(CT, BurnedInAnnotation="NO")), basic(), SECRET, name="x")
+    error = _refused(data, "burned.dcm", REFUSE)
+    assert isinstance(error, PixelsRefused) and "Burned In Annotation is YES" in str(error)
+    cleaned = read(deidentify_bytes(data, basic(), SECRET, name="burned.dcm"))
+    assert cleaned.PatientIdentityRemoved == "YES" and cleaned.BurnedInAnnotation == "NO"
+    assert "113101" in {item.CodeValue for item in cleaned.DeidentificationMethodCodeSequence}
+    not_burned = to_bytes(with_changes(CT, BurnedInAnnotation="NO"))
+    untouched = deidentify_bytes(not_burned, REFUSE, SECRET, name="x")
+    assert read(untouched).PixelData == original(CT).PixelData
 
 
 def test_sequences_nested_too_deep_are_refused() -> None:
@@ -114,7 +122,7 @@ def test_a_study_reports_bad_files_by_name_and_goes_on() -> None:
         ("burned.dcm", to_bytes(with_changes(SC, BurnedInAnnotation="YES"))),
         ("3.dcm", sample(RTPLAN)),
     ]
-    results = list(deidentify_study(files, policy(Mode.PSEUDONYMISED), SECRET))
+    results = list(deidentify_study(files, policy(Mode.PSEUDONYMISED, burned_in="refuse"), SECRET))
     assert [r.name for r in results] == [name for name, _ in files]
     assert [r.ok for r in results] == [True, False, True, False, False, True]
     for result in results:
@@ -137,7 +145,7 @@ def test_usage_errors_are_raised_before_any_file_is_read() -> None:
 
 def test_messages_carry_no_attribute_values() -> None:
     ds = with_changes(CT, PatientName="Secret^Person", BurnedInAnnotation="YES")
-    error = _refused(to_bytes(ds), "p.dcm")
+    error = _refused(to_bytes(ds), "p.dcm", REFUSE)
     assert "Secret" not in str(error) and "1CT1" not in str(error)
 
 

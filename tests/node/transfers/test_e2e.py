@@ -111,7 +111,7 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
         assert ds.PatientID != "PAT-0042" and "Nordmann" not in str(ds.PatientName)
         assert ds.PatientIdentityRemoved == "YES"
         pixels.add(bytes(ds.PixelData))
-    assert pixels == set(originals.values())
+    assert len(pixels ^ set(originals.values())) == 2  # US1_UNCR differs: its burned-in text is blanked
 
     _, sent = api(a, "GET", f"/transfers/{received['transfer_id']}")
     _, held = api(b, "GET", f"/transfers/{received['transfer_id']}")
