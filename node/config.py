@@ -175,6 +175,7 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
         "fetch_retries": Key(int, 5, _int_range(0, 100)),
         "prepare_workers": Key(int, 0, _int_range(0, 64)),
         "compression": Key(str, "auto", _one_of("auto", "ratio", "speed")),
+        "burned_in": Key(str, "clean", _one_of("clean", "refuse")),
         "source_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
         "export_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
         "dicomweb_urls": Key(list, [], _urls),

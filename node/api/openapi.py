@@ -84,6 +84,7 @@ def _transfer_paths() -> dict[str, Any]:
             "to": "recipient member's name (a [[p2p.peers]] entry)",
             "purpose": "HL7 PurposeOfUse code, e.g. TREAT",
             "mode": "identified | pseudonymised | deidentified | anonymous",
+            "burned_in": "clean | refuse: images whose pixels may show identity (default: the config)",
         },
     )
     export = _strings(

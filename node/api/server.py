@@ -80,7 +80,14 @@ class TransferView(Protocol):
         """Exports and views of received studies."""
 
     async def send(
-        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+        self,
+        source: str,
+        to_name: str,
+        purpose: str,
+        mode: str,
+        user: str,
+        to_user: str = "",
+        burned_in: str | None = None,
     ) -> str:
         """Start sending a study for ``user``; returns the transfer id."""
 
@@ -380,12 +387,18 @@ class Api:
         return self.transfers
 
     async def send(self, request: web.Request) -> web.Response:
-        """Send a study: ``{"source", "to", "purpose", "mode", "user", "to_user"?}``; 202 with its id."""
+        """Send a study: ``{"source", "to", "purpose", "mode", "user", "to_user"?, "burned_in"?}``; 202."""
         body = await json_object(
-            request, required=("source", "to", "purpose", "mode", "user"), optional=("to_user",)
+            request, required=("source", "to", "purpose", "mode", "user"), optional=("to_user", "burned_in")
         )
         transfer_id = await self._transfer_service().send(
-            body["source"], body["to"], body["purpose"], body["mode"], body["user"], body.get("to_user", "")
+            body["source"],
+            body["to"],
+            body["purpose"],
+            body["mode"],
+            body["user"],
+            body.get("to_user", ""),
+            burned_in=body.get("burned_in"),
         )
         return web.json_response({"transfer_id": transfer_id}, status=202)
 

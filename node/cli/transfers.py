@@ -100,6 +100,8 @@ def run_send(args: argparse.Namespace) -> int:
     body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode, "user": args.user}
     if args.to_user:
         body["to_user"] = args.to_user
+    if args.burned_in:
+        body["burned_in"] = args.burned_in
     status, answer = client.call("POST", "/transfers", body)
     if status != 202:
         return _refused("send", status, answer)
@@ -171,6 +173,12 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
         default="pseudonymised",
         choices=["identified", "pseudonymised", "deidentified", "anonymous"],
         help="de-identification mode (default pseudonymised)",
+    )
+    parser.add_argument(
+        "--burned-in",
+        choices=["clean", "refuse"],
+        help="images whose pixels may show identity: clean them, or leave them out "
+        "(default: the node's transfer.burned_in)",
     )
     parser.add_argument("--no-wait", action="store_true", help="return once the node accepted the request")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow the transfer")

@@ -36,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import pydicom
+import pydicom.errors
+
+from mftp.transfer.deid_pixels import BurnedInChoice, text_risks
 from mftp.transfer.study import DeliveryReport, FileFailure, FileKind, FileReport, ImportReport, SourceFile
 from mftp.transfer.study_encapsulate import ENCAPSULATED_TYPES
 
@@ -46,7 +50,8 @@ from ..pacs.common import is_safe_uid, wrap_attachments
 
 DIMSE_PREFIX: Final = "dimse:"
 NOT_DEIDENTIFIABLE: Final = "its content cannot be de-identified; send it in identified mode"
-BURNED_IN: Final = "Burned In Annotation is YES: the pixels may show identity; send it in identified mode"
+PIXELS_REFUSED: Final = 'refused by burned_in = "refuse": its pixels may show identity'
+"""Why an image is left out before the offer (one reason for all, so the summary groups them)."""
 ENCAPSULATED_DOCUMENT_CLASSES: Final = "1.2.840.10008.5.1.4.1.1.104."
 """Prefix of the Encapsulated PDF, CDA, STL, OBJ and MTL Storage SOP Class UIDs (PS3.4 B.5)."""
 ATTACHMENTS_DIR: Final = "attachments"
@@ -160,7 +165,12 @@ def _drop_ok(report: FileReport, name: str, size_bytes: int) -> None:
 
 
 async def travelling_files(
-    files: Sequence[LocalFile], report: ImportReport, spill: Path, *, attachments: bool
+    files: Sequence[LocalFile],
+    report: ImportReport,
+    spill: Path,
+    *,
+    attachments: bool,
+    burned_in: BurnedInChoice = "clean",
 ) -> list[LocalFile]:
     """The files of an imported study that travel, every other one recorded in ``report``.
 
@@ -169,7 +179,10 @@ async def travelling_files(
     an attachment that cannot be wrapped (another type, no instance of its study) is reported.
     Without, the DICOM instances other than encapsulated documents; attachments and encapsulated
     documents are reported as :data:`NOT_DEIDENTIFIABLE` (a wrapped document is marked Burned-in
-    Annotation YES, so de-identification would refuse it and fail the whole study).
+    Annotation YES, so de-identification would refuse it and fail the whole study).  With
+    ``burned_in`` "refuse", images whose pixels may show identity
+    (:func:`mftp.transfer.deid_pixels.text_risks`) are reported now, before the offer, so the
+    offer's description counts only what travels; with "clean" they travel and are cleaned.
     """
     if attachments:
         if not any(f.info.kind is FileKind.ATTACHMENT for f in files):
@@ -194,12 +207,21 @@ async def travelling_files(
         elif item.info.kind is FileKind.ATTACHMENT or _is_encapsulated_document(item.info):
             _drop_ok(report, item.info.name, item.info.size_bytes)
             report.add_failure(item.info.name, NOT_DEIDENTIFIABLE)
-        elif item.info.burned_in:  # de-identification would refuse it: say so now, before the offer
-            _drop_ok(report, item.info.name, item.info.size_bytes)
-            report.add_failure(item.info.name, BURNED_IN)
+        elif burned_in == "refuse" and len(await asyncio.to_thread(_text_risks, item)) > 0:
+            _drop_ok(report, item.info.name, item.info.size_bytes)  # refused anyway: say so before the offer
+            report.add_failure(item.info.name, PIXELS_REFUSED)
         elif item.info.kind is FileKind.DICOM:
             kept.append(item)
     return kept
+
+
+def _text_risks(item: LocalFile) -> tuple[str, ...]:
+    """Why the pixels of ``item`` may show identity, from its headers (private flags included)."""
+    try:
+        ds = pydicom.dcmread(item.path, stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError, ValueError):
+        return ()  # unreadable: de-identification reports it by name
+    return text_risks(ds)
 
 
 def not_sent_summary(report: FileReport) -> str:
@@ -222,6 +244,19 @@ def not_sent_summary(report: FileReport) -> str:
     rest = report.failed_count - sum(len(f) for f in list(by_reason.values())[:_MAX_REASONS])
     tail = f"; {rest} other file(s)" if rest > 0 else ""
     return f"{report.failed_count} file(s) not sent: {'; '.join(parts)}{tail}"
+
+
+def transfer_detail(report: FileReport, cleaned: Sequence[tuple[str, str]] = ()) -> str:
+    """The transfer's ``detail`` for the operator: files not sent, then images whose pixels were
+    cleaned, each part a sentence of its own ("" if there is nothing to say)."""
+    parts = []
+    if report.failed_count:
+        parts.append(not_sent_summary(report) + ".")
+    if cleaned:
+        shown = "; ".join(f"{_short(name)} ({what})" for name, what in cleaned[:_MAX_NAMES_PER_REASON])
+        more = len(cleaned) - _MAX_NAMES_PER_REASON
+        parts.append(f"{len(cleaned)} image(s) cleaned: {shown}{f'; and {more} more' if more > 0 else ''}.")
+    return " ".join(parts)
 
 
 def _short(text: str) -> str:

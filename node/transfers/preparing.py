@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Final
 
 from mftp.transfer.codec import compress, decompress, describe
-from mftp.transfer.deid import Policy, deidentify_bytes
+from mftp.transfer.deid import Policy, deidentify_file
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.manifest import Entry, EntryMeta, Manifest, ObjectInfo, check_restored
+from mftp.transfer.ocr_tesseract import Tesseract
 from mftp.transfer.package import Packager, PackageResult, iter_object_entries
 from mftp.transfer.study import FileReport
 
@@ -68,15 +69,22 @@ def prefers_speed(compression: str, cpus: int | None = None) -> bool:
     return compression == "speed"
 
 
-def prepare_file(
-    path: str, name: str, policy: Policy, secret: bytes, prefer_speed: bool = False
-) -> tuple[EntryMeta, bytes]:
+TEXT_FINDER: Final = Tesseract() if Tesseract.available() else None
+"""OCR beside the model-free text detector when ``tesseract`` is installed (``make`` installs it)."""
+
+Prepared = tuple[EntryMeta, bytes, str]
+"""A prepared file: its entry, its compressed bytes, and what was done to its pixels ("" if nothing)."""
+
+
+def prepare_file(path: str, name: str, policy: Policy, secret: bytes, prefer_speed: bool = False) -> Prepared:
     """De-identify and compress one file (a module function, so a worker process can run it)."""
-    data = deidentify_bytes(Path(path).read_bytes(), policy, secret, name=name)
+    result = deidentify_file(Path(path).read_bytes(), policy, secret, name=name, text_finder=TEXT_FINDER)
+    data = result.data
     blob = compress(data, name=name, prefer_speed=prefer_speed)
     # The blob records the SHA-256 of ``data`` (compress hashed it): no second pass over the file.
     digest = bytes.fromhex(describe(blob, name=name).sha256)
-    return EntryMeta(name, "instance", len(data), digest, ENTRY_CODEC), blob
+    cleaned = result.pixels.summary if result.pixels is not None else ""
+    return EntryMeta(name, "instance", len(data), digest, ENTRY_CODEC), blob, cleaned
 
 
 def _warm() -> None:
@@ -184,6 +192,8 @@ class PreparePool:
 
 Dropped = Callable[[str, str], None]
 """``dropped(source name, reason)``: a file of the study that does not travel."""
+Cleaned = Callable[[str, str], None]
+"""``cleaned(source name, what was done)``: a file whose pixels were cleaned before it travels."""
 
 MAX_WORKER_DEATHS: Final = 3
 """Files whose preparing process died that a study survives (each costs a fresh pool)."""
@@ -199,7 +209,7 @@ def _prepared(
     pool: PreparePool,
     prefer_speed: bool,
     dropped: Dropped,
-) -> Iterator[tuple[EntryMeta, bytes]]:
+) -> Iterator[tuple[_Job, Prepared]]:
     """Each file prepared, in order; by the pool's processes for a big enough study.
 
     A file refused as input (:class:`TransferInputError`: not de-identifiable, malformed)
@@ -213,14 +223,14 @@ def _prepared(
         for job in jobs:
             result = _prepare_here(job, policy, secret, prefer_speed, dropped)
             if result is not None:
-                yield result
+                yield job, result
         return
     yield from _prepared_by_pool(jobs, policy, secret, pool, prefer_speed, dropped)
 
 
 def _prepare_here(
     job: _Job, policy: Policy, secret: bytes, prefer_speed: bool, dropped: Dropped
-) -> tuple[EntryMeta, bytes] | None:
+) -> Prepared | None:
     path, name, source = job
     try:
         return prepare_file(path, name, policy, secret, prefer_speed)
@@ -233,21 +243,21 @@ def _reason(exc: TransferInputError, name: str) -> str:
     return str(exc).removeprefix(f"{name}: ")
 
 
-_Submit = Callable[[ProcessPoolExecutor, _Job], "Future[tuple[EntryMeta, bytes]]"]
+_Submit = Callable[[ProcessPoolExecutor, _Job], "Future[Prepared]"]
 
 
 def _prepared_by_pool(
     jobs: list[_Job], policy: Policy, secret: bytes, pool: PreparePool, prefer_speed: bool, dropped: Dropped
-) -> Iterator[tuple[EntryMeta, bytes]]:
+) -> Iterator[tuple[_Job, Prepared]]:
     pending = iter(jobs)
-    window: deque[tuple[_Job, Future[tuple[EntryMeta, bytes]]]] = deque()
+    window: deque[tuple[_Job, Future[Prepared]]] = deque()
     deaths = 0
 
-    def submit(executor: ProcessPoolExecutor, job: _Job) -> Future[tuple[EntryMeta, bytes]]:
+    def submit(executor: ProcessPoolExecutor, job: _Job) -> Future[Prepared]:
         try:
             return executor.submit(prepare_file, job[0], job[1], policy, secret, prefer_speed)
         except BrokenProcessPool as exc:  # it died before this job: handled with the ones in flight
-            failed: Future[tuple[EntryMeta, bytes]] = Future()
+            failed: Future[Prepared] = Future()
             failed.set_exception(exc)
             return failed
 
@@ -261,7 +271,7 @@ def _prepared_by_pool(
                 return
             job, future = window.popleft()
             try:
-                yield future.result()
+                yield job, future.result()
             except TransferInputError as exc:
                 dropped(job[2], _reason(exc, job[1]))
             except BrokenProcessPool:
@@ -276,7 +286,7 @@ def _prepared_by_pool(
 
 def _one_by_one(
     suspects: list[_Job], submit: _Submit, pool: PreparePool, dropped: Dropped, deaths_allowed: int
-) -> Generator[tuple[EntryMeta, bytes], None, int]:
+) -> Generator[tuple[_Job, Prepared], None, int]:
     """Prepare the files that were in flight when a worker died one at a time, in fresh workers:
     a file that kills its worker again is left out.  Returns how many did."""
     deaths = 0
@@ -284,7 +294,7 @@ def _one_by_one(
         executor = pool.executor()
         assert executor is not None
         try:
-            yield submit(executor, job).result()
+            yield job, submit(executor, job).result()
         except TransferInputError as exc:
             dropped(job[2], _reason(exc, job[1]))
         except BrokenProcessPool:
@@ -309,13 +319,15 @@ def package_study(
     publish: Callable[[Manifest], None] | None = None,
     prefer_speed: bool = False,
     report: FileReport | None = None,
+    cleaned: Cleaned | None = None,
 ) -> PackageResult:
     """De-identify, compress and encrypt each file into ``store`` (blocking).
 
     ``progress(files_done, study_bytes)`` after each file; ``publish(partial manifest)`` when
     new objects are sealed, at most every :data:`PUBLISH_INTERVAL_S`, so the recipient can fetch
     while the rest is prepared.  A file that cannot be prepared is added to ``report`` (by its
-    source name, with the reason) and left out; the study fails only if no file is left.  On
+    source name, with the reason) and left out; the study fails only if no file is left.  A file
+    whose pixels were cleaned is told to ``cleaned`` by its source name, with what was done.  On
     failure the objects already written are deleted, so nothing of an abandoned study stays on disk.
     """
     study_bytes, published, published_s = 0, 0, 0.0
@@ -330,7 +342,9 @@ def package_study(
 
     try:
         prepared = _prepared(files, policy, secret, pool or PreparePool(1), prefer_speed, dropped)
-        for meta, compressed in prepared:
+        for job, (meta, compressed, pixels) in prepared:
+            if pixels and cleaned is not None:
+                cleaned(job[2], pixels)
             packager.add(meta, compressed)
             study_bytes += meta.size
             added += 1

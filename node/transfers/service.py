@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -66,6 +67,7 @@ from mftp.transfer.capability import (
     issue_capability,
 )
 from mftp.transfer.deid import Mode, Policy
+from mftp.transfer.deid_pixels import BURNED_IN_CHOICES, BurnedInChoice
 from mftp.transfer.errors import TransferError
 from mftp.transfer.manifest import (
     Manifest,
@@ -83,7 +85,7 @@ from ..errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from ..pacs import LocalFile
 from .access import StudyAccess
 from .context import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferHost
-from .dimse_and_attachments import not_sent_summary
+from .dimse_and_attachments import transfer_detail
 from .messages import Offer, decode_receipt
 from .preparing import PreparePool, package_study, prefers_speed
 from .receiver import Receiver
@@ -219,13 +221,26 @@ class TransferService:
         return peer
 
     async def send(
-        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+        self,
+        source: str,
+        to_name: str,
+        purpose: str,
+        mode: str,
+        user: str,
+        to_user: str = "",
+        burned_in: str | None = None,
     ) -> str:
         """Check the request, then prepare and offer the study in the background; returns its id.
 
         ``user`` is who sends (``user:<id>`` or a bare name); ``to_user`` optionally names the
-        recipient user, who must be known at the recipient institution.
+        recipient user, who must be known at the recipient institution.  ``burned_in`` ("clean" or
+        "refuse", default ``transfer.burned_in``) says what happens to images whose pixels may
+        show identity in the de-identifying modes.
         """
+        choice = burned_in or self.host.config.get("transfer", "burned_in")
+        if choice not in BURNED_IN_CHOICES:
+            raise NodeUsageError(f"burned_in must be one of {', '.join(BURNED_IN_CHOICES)}")
+        pixels: BurnedInChoice = "refuse" if choice == "refuse" else "clean"
         if purpose not in PURPOSES:
             raise NodeUsageError(f"purpose must be an HL7 PurposeOfUse code: {', '.join(sorted(PURPOSES))}")
         if mode not in MODES:
@@ -249,10 +264,12 @@ class TransferService:
         )
         self.states.save(state)
         log.info("transfer preparing", extra={"fields": {"transfer": state.transfer_id, "to": peer.name}})
-        self.spawn(state.transfer_id, self._prepare_and_offer(state, peer, parsed))
+        self.spawn(state.transfer_id, self._prepare_and_offer(state, peer, parsed, pixels))
         return state.transfer_id
 
-    async def _prepare_and_offer(self, state: TransferState, peer: Peer, source: Source) -> None:
+    async def _prepare_and_offer(
+        self, state: TransferState, peer: Peer, source: Source, burned_in: BurnedInChoice
+    ) -> None:
         """Import, sign the offer and send it, then prepare the study while the recipient fetches.
 
         The offer goes out as soon as the study's parties are known, with a streaming capability
@@ -270,6 +287,7 @@ class TransferService:
                 spill,
                 attachments=state.mode == "identified",
                 max_instances=self.host.config.get("transfer", "max_instances"),
+                burned_in=burned_in if state.mode != "identified" else "clean",
             )
             study_uid = one_study(files, report, self.host.config.get("transfer", "max_instances"))
             patient, issuer, description = await asyncio.to_thread(study_parties, files)
@@ -291,15 +309,18 @@ class TransferService:
             )
             state.capability = base64.b64encode(capability.token).decode()
             state.offer_record = record.record_id.hex()
-            state.detail = not_sent_summary(report)  # files of the source that do not travel
+            state.detail = transfer_detail(report)  # files of the source that do not travel
             self.states.save(state)
             # An empty partial manifest first, so the recipient's first request finds the transfer.
             await asyncio.to_thread(self._publish, self._empty_manifest(state, peer))
             self._offer(state)
             not_sent = report.failed_count
-            manifest = await asyncio.to_thread(self._package, state, peer, files, report)
+            cleaned: list[tuple[str, str]] = []
+            manifest = await asyncio.to_thread(
+                self._package, state, peer, files, report, burned_in, cleaned.append
+            )
+            state.detail = transfer_detail(report, cleaned)
             if report.failed_count > not_sent:  # files that could not be prepared: named, not sent
-                state.detail = not_sent_summary(report)
                 left_out = report.failed_count - not_sent
                 log.warning(
                     "files of a study left out while preparing",
@@ -383,7 +404,13 @@ class TransferService:
         )
 
     def _package(
-        self, state: TransferState, peer: Peer, files: list[LocalFile], report: FileReport
+        self,
+        state: TransferState,
+        peer: Peer,
+        files: list[LocalFile],
+        report: FileReport,
+        burned_in: BurnedInChoice,
+        cleaned: Callable[[tuple[str, str]], None],
     ) -> Manifest:
         """De-identify, compress and encrypt the study into the blob store (blocking)."""
         mode = Mode(state.mode)
@@ -403,7 +430,7 @@ class TransferService:
                 raise NodeUsageError(f"transfer {state.transfer_id} is {state.state}; not preparing it")
             state.files_done, state.study_bytes = files_done, study_bytes
 
-        policy = Policy.for_mode(mode, transfer_salt=salt)
+        policy = dataclasses.replace(Policy.for_mode(mode, transfer_salt=salt), burned_in=burned_in)
 
         result = package_study(
             files,
@@ -416,6 +443,7 @@ class TransferService:
             publish=self._publish,
             prefer_speed=prefers_speed(self.host.config.get("transfer", "compression")),
             report=report,
+            cleaned=lambda name, what: cleaned((name, what)),
         )
         self.store.put_record(
             f"local-{state.transfer_id}", seal_local_record(result, storage_key_for(self.host.identity))

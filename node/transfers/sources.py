@@ -27,6 +27,7 @@ import aiohttp
 import pydicom
 import pydicom.errors
 
+from mftp.transfer.deid_pixels import BurnedInChoice
 from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
 
 from ..errors import NodeUsageError
@@ -115,13 +116,19 @@ def parse_source(text: str, allowed: Allowed) -> Source:
 
 
 async def import_study(
-    source: Source, spill: Path, *, attachments: bool = False, max_instances: int | None = None
+    source: Source,
+    spill: Path,
+    *,
+    attachments: bool = False,
+    max_instances: int | None = None,
+    burned_in: BurnedInChoice = "clean",
 ) -> tuple[list[LocalFile], ImportReport]:
     """The files of ``source`` that travel (spilled into ``spill`` when they must be copied).
 
     ``attachments`` (identified mode only): attachments travel as encapsulated-document
     instances; otherwise they, and encapsulated documents, are reported as not sent
-    (:func:`~.dimse_and_attachments.travelling_files`).  ``max_instances`` bounds a DIMSE retrieval.
+    (:func:`~.dimse_and_attachments.travelling_files`, which also applies ``burned_in``).
+    ``max_instances`` bounds a DIMSE retrieval.
     """
     report = ImportReport()
     if isinstance(source, Path):
@@ -132,7 +139,8 @@ async def import_study(
         async with aiohttp.ClientSession() as session:
             reader = DicomWebSource(source.base_url, session)
             files = [f async for f in reader.fetch_study(source.study_uid, spill, report)]
-    return await travelling_files(files, report, spill, attachments=attachments), report
+    kept = await travelling_files(files, report, spill, attachments=attachments, burned_in=burned_in)
+    return kept, report
 
 
 def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:

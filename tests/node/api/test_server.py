@@ -178,8 +178,17 @@ class FakeTransfers:
         self.sent: list[tuple[str, str, str, str, str]] = []
 
     async def send(
-        self, source: str, to_name: str, purpose: str, mode: str, user: str, to_user: str = ""
+        self,
+        source: str,
+        to_name: str,
+        purpose: str,
+        mode: str,
+        user: str,
+        to_user: str = "",
+        burned_in: str | None = None,
     ) -> str:
+        if burned_in not in (None, "clean", "refuse"):
+            raise NodeUsageError("burned_in must be one of clean, refuse")
         if to_name == "abroad":
             raise ResidencyRefused("data residency: abroad is in SE")
         self.sent.append((source, to_name, purpose, mode, user))
@@ -219,6 +228,10 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
         refused = await test.post("/transfers", json={**send, "to": "abroad"}, headers=good)
         assert refused.status == 403 and "data residency" in (await refused.json())["error"]
         assert (await test.post("/transfers", json={"to": "b"}, headers=good)).status == 400
+        bogus = await test.post("/transfers", json={**send, "burned_in": "keep"}, headers=good)
+        assert bogus.status == 400 and "burned_in" in (await bogus.json())["error"]
+        chosen = await test.post("/transfers", json={**send, "burned_in": "refuse"}, headers=good)
+        assert chosen.status == 202
         listed = await (await test.get("/transfers", headers=good)).json()
         _validator("Transfer").validate(listed["transfers"][0])
         assert (await test.get("/transfers/" + "00" * 16, headers=good)).status == 404
@@ -230,7 +243,7 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
             f"/transfers/{'00' * 16}/export", json={"destination": "/x", "user": "dr.b"}, headers=good
         )
         assert missing.status == 400
-    assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised", "dr.a")]
+    assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised", "dr.a")] * 2  # the second chose "refuse"
     ledger.close()
 
 

@@ -84,7 +84,7 @@ async def test_a_prepared_study_whose_offer_fails_is_deleted(node: Node, tmp_pat
         mock.patch.object(service, "_package", package_and_keep),
         mock.patch.object(service, "submit", mock.AsyncMock(side_effect=NodeError("the mempool refused"))),
     ):
-        await service._prepare_and_offer(state, peer, source)
+        await service._prepare_and_offer(state, peer, source, "clean")
     assert state.state == "failed" and "mempool refused" in state.detail
     (manifest,) = prepared
     assert manifest.objects and not any(store.has(o.object_id) for o in manifest.objects)

@@ -3,13 +3,15 @@
 One devnet of three validators and an audit node; hospital-c lives in another country.
 Through the CLI (which calls each node's API): a send to hospital-c is refused for data
 residency and nothing is sent; hospital-a sends a study of real pydicom-data images to
-hospital-b in pseudonymised mode (one more image, with burned-in annotation, is left out and
-named in the sender's transfer), with hospital-b offline when the offer is made (the offer
-arrives when it is back); hospital-b fetches and verifies it, its inbox shows it complete, and
-an export to a folder gives valid DICOM files with new ``2.25.`` UIDs, a pseudonymous patient,
-and the original pixel data.  The three records (offered by A, received and accessed by B) are
-committed on the chain.  A second test takes the study from a real PACS (Orthanc, DICOMweb)
-and exports it into the PACS again.
+hospital-b in pseudonymised mode (the images whose pixels may show identity, one more with
+Burned In Annotation YES among them, travel cleaned and are named in the sender's transfer; a
+second send that refuses such images leaves them out before the offer), with hospital-b offline
+when the offer is made (the offer arrives when it is back); hospital-b fetches and verifies it,
+its inbox shows it complete, and an export to a folder gives valid DICOM files with new
+``2.25.`` UIDs, a pseudonymous patient, and the original pixel data of the images not
+examined.  The three records (offered by A, received and accessed by B) are committed on the
+chain.  A second test takes the study from a real PACS (Orthanc, DICOMweb) and exports it into
+the PACS again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pydicom
 import pytest
 
 from mftp.node.devnet.client import (
+    STUDY_FILES,
     api,
     cli,
     cli_command,
@@ -47,8 +50,8 @@ def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
 def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Path) -> None:
     a, b, _, auditor = (p.member for p in devnet)
     originals = make_study(tmp_path / "study")
-    # An image whose pixels may show identity: no pseudonymised send may carry it.  It is left
-    # out (at import) and named in the sender's transfer, and the rest of the study goes.
+    # An image whose pixels may show identity: a pseudonymised send carries it only cleaned,
+    # named in the sender's transfer, and the rest of the study goes as it is.
     burned = pydicom.dcmread(sorted((tmp_path / "study").iterdir())[0])
     burned.SOPInstanceUID = pydicom.uid.generate_uid()
     burned.BurnedInAnnotation = "YES"
@@ -95,14 +98,15 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
     _, body = api(b, "GET", "/transfers")
     (received,) = body["transfers"]
     assert received["direction"] == "in" and received["state"] == "complete"
-    assert received["files"] == len(originals) and received["fetched_bytes"] == received["fetch_bytes"]
+    assert received["files"] == len(originals) + 1  # zz-burned.dcm travels, cleaned
+    assert received["fetched_bytes"] == received["fetch_bytes"]
     inbox = cli(b, "inbox")
     assert inbox.returncode == 0 and received["transfer_id"] in inbox.stdout and "complete" in inbox.stdout
 
     exported = cli(b, "export", received["transfer_id"], str(tmp_path / "export"))
     assert exported.returncode == 0, exported.stderr
     files = sorted((tmp_path / "export").rglob("*.dcm"))
-    assert len(files) == len(originals)
+    assert len(files) == len(originals) + 1
     pixels = set()
     for path in files:
         ds = pydicom.dcmread(path)
@@ -111,11 +115,19 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
         assert ds.PatientID != "PAT-0042" and "Nordmann" not in str(ds.PatientName)
         assert ds.PatientIdentityRemoved == "YES"
         pixels.add(bytes(ds.PixelData))
-    assert len(pixels ^ set(originals.values())) == 2  # US1_UNCR differs: its burned-in text is blanked
+        if ds.get("BurnedInAnnotation") == "NO":  # the node cleaned it, and says how
+            methods = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+            assert "113101" in methods  # Clean Pixel Data Option
+    by_name = dict(zip(STUDY_FILES, originals.values(), strict=True))
+    # CT and MR images are not examined: their pixels arrive as they were; US1_UNCR's burned-in
+    # hospital name is blanked.
+    assert {by_name["CT_small.dcm"], by_name["MR_small.dcm"], by_name["MR2_UNCI.dcm"]} <= pixels
+    assert by_name["US1_UNCR.dcm"] not in pixels
 
     _, sent = api(a, "GET", f"/transfers/{received['transfer_id']}")
     _, held = api(b, "GET", f"/transfers/{received['transfer_id']}")
-    assert "zz-burned.dcm" in sent["detail"] and "Burned In Annotation" in sent["detail"]
+    assert "zz-burned.dcm" in sent["detail"] and "cleaned" in sent["detail"]
+    assert "not sent" not in sent["detail"]
     expected = {
         sent["offer_record"]: "transfer_offered",
         held["received_record"]: "transfer_received",
@@ -124,6 +136,17 @@ def test_send_receive_export_and_records(devnet: list[NodeProcess], tmp_path: Pa
     assert held["offer_record"] == sent["offer_record"] and sent["received_record"] == held["received_record"]
     wait_until(lambda: all(committed(auditor, rid) is not None for rid in expected), 60, "the three records")
     assert {rid: (committed(auditor, rid) or {}).get("type") for rid in expected} == expected
+
+    # The same study, refusing images whose pixels may show identity: they are named before the
+    # offer, and the offer's description counts only the three that travel.
+    refused = cli(a, "send", str(tmp_path / "study"), "--to", "hospital-b", "--purpose", "TREAT",
+                  "--burned-in", "refuse", "--timeout", "120")  # fmt: skip
+    assert refused.returncode == 0, refused.stdout + refused.stderr
+    latest = api(a, "GET", "/transfers")[1]["transfers"][0]
+    assert latest["files"] == 3 and "3 file(s) not sent" in latest["detail"]
+    for name in ("zz-burned.dcm", "US1_UNCR.dcm", "SC_rgb_16bit.dcm"):
+        assert name in latest["detail"]
+    assert 'refused by burned_in = "refuse": its pixels may show identity' in latest["detail"]
 
     # No patient identity in any log, and none in clear in either node's data (encrypted at rest).
     for member in (a, b):

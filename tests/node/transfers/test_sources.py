@@ -24,8 +24,8 @@ from mftp.node.errors import ConfigError, NodeUsageError
 from mftp.node.pacs import DimsePeer, PacsError
 from mftp.node.transfers.dimse_and_attachments import (
     ATTACHMENTS_DIR,
-    BURNED_IN,
     NOT_DEIDENTIFIABLE,
+    PIXELS_REFUSED,
     DimseStudy,
     not_sent_summary,
 )
@@ -230,19 +230,29 @@ async def test_deidentifying_modes_report_attachments_by_name(tmp_path: Path) ->
     again, _ = await import_study(tmp_path / "case", spill, attachments=True)
     assert "burned.dcm" in {f.info.name for f in again}
 
-    files, report = await import_study(tmp_path / "case", tmp_path / "spill", attachments=False)
-    assert sorted(str(pydicom.dcmread(f.path).SOPInstanceUID) for f in files) == sorted(pixels)
+    # By default (burned_in "clean") it travels and is cleaned while preparing ...
+    cleaning, _ = await import_study(tmp_path / "case", tmp_path / "spill", attachments=False)
+    assert "burned.dcm" in {f.info.name for f in cleaning}
+    # ... while "refuse" names it, with every image whose kind may carry burned-in text, before
+    # the offer.
+    files, report = await import_study(
+        tmp_path / "case", tmp_path / "spill", attachments=False, burned_in="refuse"
+    )
+    kept = {str(pydicom.dcmread(f.path).SOPInstanceUID) for f in files}
+    assert kept < set(pixels) and len(kept) == 3  # CT and MR; the US and SC images are refused
     reasons = {f.name: f.reason for f in report.failures}
-    assert reasons == {
+    refused = {name for name, reason in reasons.items() if reason == PIXELS_REFUSED}
+    assert refused == {"burned.dcm", "2-SC_rgb_16bit.dcm", "3-US1_UNCR.dcm"}
+    assert {name: reasons[name] for name in set(reasons) - refused} == {
         "plan.pdf": NOT_DEIDENTIFIABLE,
         "design/guide.stl": NOT_DEIDENTIFIABLE,
         "report.dcm": NOT_DEIDENTIFIABLE,
-        "burned.dcm": BURNED_IN,
         "notes.txt": "attachment of type text/plain: no DICOM form, a PACS cannot store it",
     }
-    assert len(report.ok) == len(pixels) and not set(reasons) & set(report.ok)
+    assert len(report.ok) == len(kept) and not set(reasons) & set(report.ok)
     line = not_sent_summary(report)
     assert "plan.pdf" in line and "design/guide.stl" in line and "send it in identified mode" in line
+    assert "burned.dcm" in line and PIXELS_REFUSED in line
     # The rest of the study goes on: every kept file de-identifies.
     policy = Policy.for_mode(Mode.PSEUDONYMISED)
     for item in files:
