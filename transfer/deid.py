@@ -18,7 +18,9 @@ Modes (decided with a hospital's privacy officer and the receiving radiologist i
         per-study pseudonym of DEIDENTIFIED.
     DEIDENTIFIED
         The same attributes as PSEUDONYMISED, but no linkage beyond the study: Patient ID and
-        Patient's Name become a keyed pseudonym of the Study Instance UID. They are not left
+        Patient's Name become a keyed pseudonym of the Study Instance UID, and the dates of each
+        study are shifted by an offset of their own (one per patient would link the studies of a
+        patient by the same shift). They are not left
         empty, because a PACS receiving several studies with an empty Patient ID may merge them
         into one "patient", a clinical hazard for the radiologist.
     ANONYMOUS
@@ -44,11 +46,12 @@ Table, options and actions
 Patient identity and dates
     Pseudonyms use the same construction as UIDs with the labels b"patient\\0" and
     b"study-patient\\0". The date offset, unless given, is derived from HMAC(secret,
-    b"date-offset\\0" + Patient ID) (the Study Instance UID when there is no Patient ID) and lies
-    1 to 10 years back: deterministic, so a patient's studies sent at different times keep their
-    intervals (how dates are shifted: :mod:`mftp.transfer.deid_actions`). Patient's Birth Date is
-    emptied in every mode (the table has no option for it); Patient's Age, kept with Retain
-    Patient Characteristics, is capped at 090Y (HIPAA Safe Harbor: ages over 89 identify).
+    b"date-offset\\0" + Patient ID) in PSEUDONYMISED mode, and from the Study Instance UID in the
+    other modes and when there is no Patient ID; it lies 1 to 10 years back: deterministic, so a
+    patient's studies sent at different times keep their intervals in PSEUDONYMISED mode (how
+    dates are shifted: :mod:`mftp.transfer.deid_actions`). Patient's Birth Date is emptied in
+    every mode (the table has no option for it); Patient's Age, kept with Retain Patient
+    Characteristics, is capped at 090Y (HIPAA Safe Harbor: ages over 89 identify).
 
 Marking
     Patient Identity Removed (0012,0062) = YES; De-identification Method (0012,0063) names the
@@ -280,6 +283,17 @@ def derive_offset_days(secret: bytes, patient_id: str) -> int:
     return -(DATE_SHIFT_MIN_DAYS + int.from_bytes(digest[:8], "big") % span)
 
 
+def _offset_subject(policy: Policy, original: _Originals) -> str:
+    """What one date offset is kept for: the patient when the mode links a patient's studies
+    (PSEUDONYMISED), else the study alone, so no two studies of a patient share a shift.
+
+    A study without a Patient ID is its own subject in every mode (as it always was).
+    """
+    if policy.mode is Mode.PSEUDONYMISED and original.patient_id:
+        return original.patient_id
+    return original.study_uid
+
+
 def _uid_key(policy: Policy, secret: bytes) -> bytes:
     if policy.mode is Mode.ANONYMOUS and policy.transfer_salt is not None:
         return hmac.new(secret, b"anonymous-transfer\0" + policy.transfer_salt, hashlib.sha256).digest()
@@ -343,7 +357,7 @@ def _deidentify_in_place(
         raise PixelsRefused(risks, 'the policy refuses such images (burned_in = "refuse")', name=name)
     original = _Originals.of(ds)
     if offset_days is None:
-        offset_days = derive_offset_days(secret, original.patient_id or original.study_uid)
+        offset_days = derive_offset_days(secret, _offset_subject(policy, original))
     ctx = Context(
         policy.dates,
         rules_for(policy.columns),

@@ -139,6 +139,21 @@ def test_dates_shift_by_one_offset_per_patient_and_intervals_survive() -> None:
     assert derive_offset_days(OTHER_SECRET, first.PatientID) != offset
 
 
+def test_deidentified_shifts_each_study_by_its_own_offset() -> None:
+    """A shared per-patient shift would link a patient's studies, which DEIDENTIFIED promises not to."""
+    first = with_changes(CT, StudyDate="20040119", StudyInstanceUID="1.2.3.1")
+    later = with_changes(CT, StudyDate="20040119", StudyInstanceUID="1.2.3.2")  # same patient, same day
+    out_first, out_later = (run(ds, policy(Mode.DEIDENTIFIED)) for ds in (first, later))
+    assert out_first.StudyDate != out_later.StudyDate
+    assert _days(first.StudyDate, out_first.StudyDate) == derive_offset_days(SECRET, "1.2.3.1")
+    # Within one study every date keeps its interval, and the shift is stable across sends.
+    assert _days(out_first.StudyDate, out_first.ContentDate) == _days(first.StudyDate, first.ContentDate)
+    assert run(first, policy(Mode.DEIDENTIFIED)).StudyDate == out_first.StudyDate
+    # PSEUDONYMISED keeps one offset per patient: the same day stays the same day.
+    pseud = [run(ds, policy(Mode.PSEUDONYMISED)) for ds in (first, later)]
+    assert pseud[0].StudyDate == pseud[1].StudyDate
+
+
 def test_a_given_offset_overrides_the_derived_one() -> None:
     out = run(CT, policy(Mode.DEIDENTIFIED), patient_offset_days=-7)
     assert _days(original(CT).StudyDate, out.StudyDate) == -7
