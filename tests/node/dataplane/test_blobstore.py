@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mftp.node.dataplane.blobstore import BlobStore
-from mftp.node.errors import NodeInputError, NodeUsageError
+from mftp.node.errors import NodeInputError, NodeUsageError, StorageDamaged
 from mftp.transfer.fetchplan import chunk_ref
 from mftp.transfer.manifest import Manifest
 from mftp.transfer.package import local_object_key, recipient_object_key, storage_key_for
@@ -157,7 +157,7 @@ def test_records_and_served_index(tmp_path: Path) -> None:
     )
     assert store.load_served(bytes(16)) is None
     store.put_record(f"served-{bytes(16).hex()}", b"\x01")
-    with pytest.raises(NodeInputError, match="corrupt"):
+    with pytest.raises(StorageDamaged, match="corrupt"):
         store.load_served(bytes(16))
 
 
