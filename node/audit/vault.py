@@ -365,9 +365,12 @@ class AuditVault:
         """Rewrite the details log without any detail naming one of ``parties``; the frames rewritten.
 
         Every frame keeps its place (one left without details stays, empty), so positions
-        never shift.  Written beside the log, synced, then renamed over it.
+        never shift.  The log's frames are in the order their records were added to
+        :attr:`details`, so only the frames of affected records are opened again; the rest are
+        copied as they are.  Written beside the log, synced, then renamed over it.
         """
-        affected = {record_id for record_id in self.details.record_ids() if self._names(record_id, parties)}
+        order = self.details.record_ids()
+        affected = {record_id for record_id in order if self._names(record_id, parties)}
         if not affected:
             return 0
         data = self._log_path.read_bytes()
@@ -376,18 +379,22 @@ class AuditVault:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             offset = 0
-            while offset + FRAME_HEADER.size <= len(data):
+            for record_id in order:
                 (size,) = FRAME_HEADER.unpack_from(data, offset)
                 end = offset + FRAME_HEADER.size + size
-                record_id, fields = canonical.decode(self._box.decrypt(data[offset + 4 : end]), max_depth=4)
-                kept = {name: (salt, value) for name, salt, value in fields}
+                kept = dict(self.details.disclose(record_id, self.details.fields(record_id) or []).fields)
                 frame = data[offset:end]
                 if record_id in affected:
+                    framed_id, _ = canonical.decode(self._box.decrypt(data[offset + 4 : end]), max_depth=4)
+                    if framed_id != record_id:
+                        raise VaultCorrupt(f"{self._log_path} changed under the node; restore it from backup")
                     kept = {name: (salt, v) for name, (salt, v) in kept.items() if not _mentions(v, parties)}
                     frame = self._frame(record_id, kept)
                 details.add(record_id, kept)
                 handle.write(frame)
                 offset = end
+            if offset != len(data):
+                raise VaultCorrupt(f"{self._log_path} changed under the node; restore it from backup")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self._log_path)
