@@ -30,7 +30,7 @@ from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.pseudonyms import KeyErasedError, commit_details
 from mftp.ledger.records import RecordType
-from mftp.node.audit.vault import FRAME_HEADER, AuditVault, vault_key
+from mftp.node.audit.vault import AuditVault, vault_key
 from mftp.node.clock import SYSTEM_CLOCK
 from mftp.node.config import load_config
 from mftp.node.devnet.client import make_study
@@ -40,59 +40,26 @@ from mftp.node.logs import JsonFormatter
 from mftp.node.process import Node
 from mftp.node.transfers.service import TransferService
 from mftp.node.transfers.state import IN, OUT, TransferState, TransferStates
+from tests.privacy import vault_plain, where_named
 
 pytestmark = pytest.mark.timeout(180)
 
 
-# --- what a privacy officer greps for ------------------------------------------------------------
-
-
-def _base64_fragments(word: bytes) -> set[bytes]:
-    """The base64 characters fixed by ``word`` alone, at each of the three byte alignments."""
-    found = set()
-    for shift in range(3):
-        encoded = base64.b64encode(b"\0" * shift + word)
-        start, end = -(-shift * 8 // 6), (shift + len(word)) * 8 // 6
-        found |= {encoded[start:end], encoded[start:end].replace(b"+", b"-").replace(b"/", b"_")}
-    return found
-
-
-def spellings(word: str) -> list[bytes]:
-    """``word`` as it could sit in a file: plain, UTF-16 both ways, hex both cases, base64."""
-    raw = word.encode()
-    return [
-        raw.lower(),
-        word.encode("utf-16-le"),
-        word.encode("utf-16-be"),
-        raw.hex().encode(),
-        raw.hex().upper().encode(),
-        *_base64_fragments(raw),
-    ]
-
-
-def where_named(root: Path, word: str, *, skip: Path | None = None) -> list[str]:
-    """Every file under ``root`` (but ``skip``) holding ``word`` in any spelling, with the spelling."""
-    hits = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if skip is not None and path.is_relative_to(skip):
-            continue
-        data = path.read_bytes()
-        lowered = data.lower()
-        hits += [f"{path.relative_to(root)}: {s!r}" for s in spellings(word) if s in data or s in lowered]
-    return hits
-
-
-def vault_plain(vault_dir: Path, identity: SigningIdentity) -> bytes:
-    """Everything in the vault's files, decrypted with the node's own key (the strongest reader)."""
-    box = nacl.secret.SecretBox(vault_key(identity))
-    plain = [box.decrypt((vault_dir / "parties.bin").read_bytes())]
-    log = (vault_dir / "details.log").read_bytes() if (vault_dir / "details.log").exists() else b""
-    offset = 0
-    while offset < len(log):
-        (size,) = FRAME_HEADER.unpack_from(log, offset)
-        plain.append(box.decrypt(log[offset + 4 : offset + 4 + size]))
-        offset += 4 + size
-    return b"\n".join(plain)
+def test_the_search_finds_a_name_in_every_spelling(tmp_path: Path) -> None:
+    for index, spelled in enumerate(
+        [
+            b"user:ALICE",
+            "alice".encode("utf-16-le"),
+            b"616c696365",
+            *(base64.b64encode(b"x" * pad + b"user:alice") for pad in range(3)),
+            *(base64.urlsafe_b64encode(b"\xff" * pad + b"alice\xfb") for pad in range(3)),
+        ]
+    ):
+        (tmp_path / f"f{index}").write_bytes(b"\x00junk" + spelled + b"junk")
+        assert where_named(tmp_path, "alice"), spelled
+        (tmp_path / f"f{index}").unlink()
+    (tmp_path / "clean").write_bytes(b"user:alic user:bob")
+    assert where_named(tmp_path, "alice") == []
 
 
 # --- the vault alone -----------------------------------------------------------------------------
