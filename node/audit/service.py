@@ -160,6 +160,8 @@ class AuditService:
         self.refused_counterparty = 0
         self._slot_rate = PeerRate(SLOT_REQUESTS_PER_S, SLOT_REQUEST_BURST, host.clock)
         self.refused_slot_requests = 0
+        self.erasure_listeners: list[Callable[[str], None]] = []
+        """Called with an erased party's former vault reference, so other stores forget it too."""
 
     def channels(self) -> dict[str, Callable[[bytes, Any], None]]:
         """The peer channels this service handles (``a.*``), for the node's dispatcher."""
@@ -197,9 +199,11 @@ class AuditService:
         fills = {}
         for role, party_id in parties.items():
             kind = next(k for k, roles in KIND_ROLES.items() if role in roles)
-            fills[role] = fill_slot(
-                self.vault.party(party_id, kind, time_ms=time_ms), record_id, time_ms, role
-            )
+            try:
+                keys = self.vault.party(party_id, kind, time_ms=time_ms)
+            except KeyErasedError:
+                raise NodeUsageError("a party of this record was erased at this institution") from None
+            fills[role] = fill_slot(keys, record_id, time_ms, role)
         return fills
 
     def author(
@@ -365,16 +369,26 @@ class AuditService:
 
         ``reason`` ``"erasure"`` destroys the party's masters and escrow key (crypto-shredding,
         after the retention period): its tags can no longer be linked, its boxes not opened.
+        It also forgets the party's name and every detail naming it
+        (:meth:`~.vault.AuditVault.erase`), and tells :attr:`erasure_listeners`, so that nothing
+        on the node names the party any more.  A party the vault knows only by name (a user
+        who never signed a record, another institution's recipient user) can be erased too.
         The record commits to the party and the new key without revealing either; its opening
         stays in the vault.
         """
+        if not isinstance(party_id, str):
+            raise NodeUsageError("party is a party id such as user:<name>")
         kind = party_id.partition(":")[0]
         try:
-            self.vault.party(party_id, kind, create=False)
             if reason == "erasure":
+                if not self.vault.knows(party_id):
+                    self.vault.party(party_id, kind, create=False)  # says why: unknown, or erased
                 body, opening = make_rotation_body(party_id, None, epoch_of(self.host.clock.now_ms()), reason)
-                self.vault.erase(party_id)
+                reference = self.vault.erase(party_id)
+                for forget in self.erasure_listeners:
+                    forget(reference)
             else:
+                self.vault.party(party_id, kind, create=False)
                 body, opening = self.vault.rotate(party_id, epoch_of(self.host.clock.now_ms()) + 1, reason)
         except (PseudonymUsageError, KeyErasedError) as exc:
             raise NodeUsageError(str(exc)) from None
@@ -431,8 +445,8 @@ class AuditService:
             return None, "the grant names another auditor"
         if self.host.clock.now_ms() >= body["expires_ms"]:
             return None, "the grant has expired"
-        opened = self.vault.disclose(grant_id, ["subject"])
-        subject = opened.fields["subject"][1] if opened is not None else ""
+        opened = self.vault.disclose(grant_id)  # the subject is gone if it was erased
+        subject = opened.fields["subject"][1] if opened is not None and "subject" in opened.fields else ""
         if not subject or subject not in self.vault.keyring.parties:
             return None, "the grant's subject is no longer held here (erased?)"
         return (self.vault.keyring.parties[subject], body), ""

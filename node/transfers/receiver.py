@@ -341,8 +341,9 @@ class Receiver:
             outcome = "refused"
             state.detail = f"a file does not match the sender's manifest: {exc}"
         parties = {Role.RECEIVER_INSTITUTION: self.audit.institution}
-        if state.to_user:
-            parties[Role.RECEIVER_USER] = state.to_user
+        to_user = self.states.party(state.to_user)  # a vault reference on disk; "" once erased
+        if to_user:
+            parties[Role.RECEIVER_USER] = to_user
         record_id, time_ms = secrets.token_bytes(16), self.service.host.clock.now_ms()
         record = self.audit.author(
             RecordType.TRANSFER_RECEIVED,
@@ -354,7 +355,7 @@ class Receiver:
             },
             fills=self.audit.fills(record_id, time_ms, parties),
             details={
-                "user": state.to_user,
+                "user": to_user,
                 "sender": state.peer,
                 "outcome": outcome,
                 "purpose": state.purpose,

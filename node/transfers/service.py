@@ -132,7 +132,9 @@ class TransferService:
         self.audit = audit
         self.store = store
         self.server = server
-        self.states = TransferStates(host.data_dir / "transfers")
+        # Users live in the audit vault; the state files hold its references.
+        self.states = TransferStates(host.data_dir / "transfers", names=audit.vault)
+        audit.erasure_listeners.append(self.states.forget)
         self.country: str = host.config.get("node", "country")
         config = host.config
         self.allowed = Allowed(
@@ -371,13 +373,16 @@ class TransferService:
     def _offer_details(
         self, state: TransferState, peer: Peer, study_uid: str, patient: str, issuer: str, description: str
     ) -> dict[str, Any]:
+        user = self.states.party(state.user)
+        if not user or (state.to_user and not self.states.party(state.to_user)):
+            raise NodeUsageError("a user of this transfer was erased meanwhile; the study is not sent")
         return {
-            "user": state.user,
+            "user": user,
             "patient": patient_party(patient, issuer) if patient else "",
             "study": study_uid,
             "description": description,
             "recipient": peer.name,
-            "recipient_user": state.to_user,
+            "recipient_user": self.states.party(state.to_user),
             "purpose": state.purpose,
             "mode": state.mode,
         }
@@ -388,9 +393,13 @@ class TransferService:
         """The signed offer: our side's slots, the recipient's (asked for now), committed details."""
         record_id = secrets.token_bytes(16)
         state.detail = "waiting for the recipient's tags"
-        time_ms, theirs = await self.audit.counterparty_fills(peer.sign_key, record_id, state.to_user)
+        to_user = details["recipient_user"]
+        time_ms, theirs = await self.audit.counterparty_fills(peer.sign_key, record_id, to_user)
         state.detail = ""
-        ours = {Role.SENDER_USER: state.user, Role.SENDER_INSTITUTION: self.audit.institution}
+        if (self.states.party(state.user), self.states.party(state.to_user)) != (details["user"], to_user):
+            # Erased while we waited: no record, and no details naming the user, may follow.
+            raise NodeUsageError("a user of this transfer was erased meanwhile; the study is not sent")
+        ours = {Role.SENDER_USER: details["user"], Role.SENDER_INSTITUTION: self.audit.institution}
         if details["patient"]:
             ours[Role.PATIENT] = details["patient"]
         fills = {**self.audit.fills(record_id, time_ms, ours), **theirs}
@@ -480,7 +489,7 @@ class TransferService:
             data_url=self._own_data_url(),
             sealed=sealed if len(sealed) <= MAX_INLINE_MANIFEST_BYTES else b"",
             record=Record.decode(record),
-            to_user=state.to_user,
+            to_user=self.states.party(state.to_user),
         ).to_value()
         try:
             self.host.send_peer(bytes.fromhex(state.peer_key), "t.offer", message)
@@ -576,13 +585,13 @@ class TransferService:
     # ----------------------------------------------------------------- views and records
 
     def list(self) -> list[dict[str, Any]]:
-        """Every transfer, sent and received, newest first."""
-        return [s.view() for s in self.states.all()]
+        """Every transfer, sent and received, newest first (users named while the vault holds them)."""
+        return [self.states.view(s) for s in self.states.all()]
 
     def get(self, transfer_id: str) -> dict[str, Any] | None:
         """One transfer's view, or ``None``."""
         state = self.states.get(check_transfer_id(transfer_id))
-        return state.view() if state is not None else None
+        return self.states.view(state) if state is not None else None
 
     def fail(self, state: TransferState, reason: str) -> None:
         # The reason goes to the operator through the API only: it may quote a source path, and

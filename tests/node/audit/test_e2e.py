@@ -7,6 +7,11 @@ the regulator's audit-only node finds exactly alice's two offers (none of bob's)
 verified inclusion proof and its details checked against their commitments, states
 completeness against a certified ledger size, and posts an AUDIT_REPORT that is committed.  A
 grant for the patient of bob's study yields the HIPAA accounting of its disclosure.
+
+Then erasure, probed as a privacy officer would (issue 15, point 3): before it, no file of any
+member outside its ``data/audit`` names alice or dr.bea; after hospital-a erases alice and
+hospital-b erases dr.bea, no file of any member (data, ledger, WAL, vault, blobs, node.log)
+names them in any spelling, the API shows them nowhere, and bob is still named.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from fhir.resources.auditevent import AuditEvent
 from mftp.ledger.audit import matches_root
 from mftp.node.devnet.client import api, cli, committed, make_study, running_devnet, wait_until
 from mftp.node.devnet.consortium import Member, NodeProcess
+from tests.privacy import where_named
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -155,3 +161,21 @@ def test_a_grant_finds_exactly_one_users_records(devnet: list[NodeProcess], tmp_
             if path.is_file() and path.parent.name != "transfers":
                 data = path.read_bytes()
                 assert b"alice" not in data and b"PAT-B1" not in data and b"dr.bea" not in data, path
+
+    # Erasure: before it, only the vaults (data/audit) hold the names; after it, nothing does.
+    for member in (a, b, regulator):
+        for word in ("alice", "dr.bea"):
+            assert where_named(member.directory, word, skip=member.directory / "data" / "audit") == [], word
+    assert api(a, "POST", "/audit/rotations", {"party": "user:alice", "reason": "erasure"})[0] == 202
+    assert api(b, "POST", "/audit/rotations", {"party": "user:dr.bea", "reason": "erasure"})[0] == 202
+    assert api(a, "POST", "/audit/rotations", {"party": "user:alice", "reason": "erasure"})[0] == 400
+    assert api(a, "POST", "/audit/users", {"user": "alice"})[0] in (400, 404)  # never re-created
+    listed = {t["transfer_id"]: t for t in api(a, "GET", "/transfers")[1]["transfers"]}
+    assert listed[str(bob["transfer_id"])]["user"] == "user:bob"
+    assert listed[str(alice_1["transfer_id"])]["user"] == listed[str(alice_2["transfer_id"])]["user"] == ""
+    assert listed[str(alice_2["transfer_id"])]["to_user"] == "user:dr.bea"  # hospital-a's word, not b's
+    assert "dr.bea" not in str(api(b, "GET", "/transfers")[1])
+    for member in (a, b, regulator):
+        assert where_named(member.directory, "alice") == [], member.name
+    for member in (b, regulator):
+        assert where_named(member.directory, "dr.bea") == [], member.name
