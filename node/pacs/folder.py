@@ -206,6 +206,8 @@ class FolderSource:
                     report.notes.append(f"{name}: DICOMDIR index skipped (the files it lists are read)")
                 elif entry.is_file(follow_symlinks=False):
                     yield folder / entry.name, name
+                else:  # a fifo (reading it would block), a socket, a device
+                    report.add_failure(name, "not a regular file or folder")
             if subfolders and depth + 1 > self._limits.max_depth:
                 report.notes.append(f"{prefix or '.'}: folders deeper than {self._limits.max_depth} skipped")
                 continue

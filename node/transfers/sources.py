@@ -44,6 +44,8 @@ from .dimse_and_attachments import (
 )
 
 DICOMWEB_PREFIX: Final = "dicomweb:"
+_PATH_MAX: Final = 4096  # Linux's limits on a whole path and on one name, in bytes
+_NAME_MAX: Final = 255
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,12 @@ class Allowed:
         refused = NodeUsageError(f"{str(path)[:300]} is not {what} inside a folder listed in transfer.{key}")
         try:
             resolved = Path(os.path.realpath(path))
-        except (OSError, ValueError):  # a NUL byte, a name too long: not a path we can have
+            # Names no file system takes would only fail later, as a PACS's or our own fault.
+            if len(os.fsencode(resolved)) >= _PATH_MAX or any(
+                len(os.fsencode(part)) > _NAME_MAX for part in resolved.parts
+            ):
+                raise refused
+        except (OSError, ValueError):  # a NUL byte, an unencodable name: not a path we can have
             raise refused from None
         if not path.is_absolute() or not any(resolved.is_relative_to(d) for d in dirs):
             raise refused
