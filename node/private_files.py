@@ -94,11 +94,28 @@ def tighten(root: Path) -> int:
     if not root.exists() or root.is_symlink():
         return changed
     changed += _narrow(root, PRIVATE_DIR_MODE)
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs:
-            changed += _narrow(Path(folder, name), PRIVATE_DIR_MODE)
-        for name in files:
-            changed += _narrow(Path(folder, name), PRIVATE_FILE_MODE)
+    stack = [root]
+    while stack:
+        try:
+            listing = os.scandir(stack.pop())
+        except FileNotFoundError:  # removed meanwhile (a spill cleaned up while we walk)
+            continue
+        with listing as entries:
+            for entry in entries:
+                # One lstat per entry (the usual case: already private); opened only to change.
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(Path(entry.path))
+                    wanted = PRIVATE_DIR_MODE
+                elif stat.S_ISREG(info.st_mode):
+                    wanted = PRIVATE_FILE_MODE
+                else:  # links (chmod would act on their target), sockets, fifos
+                    continue
+                if stat.S_IMODE(info.st_mode) != wanted:
+                    changed += _narrow(Path(entry.path), wanted)
     return changed
 
 

@@ -251,16 +251,29 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def _make_private(config_path: Path, data_dir: Path) -> None:
-    """Narrow what an older version (or a copy under another umask) left readable by others."""
-    import logging
+    """Narrow what an older version (or a copy under another umask) left readable by others.
 
+    The data directory itself is made 0700 at once, which already shuts everyone else out of
+    all it holds; the pass over its contents (one ``lstat`` per file, seconds for millions of
+    blobs) then runs beside the node instead of delaying its start.
+    """
+    import logging
+    import threading
+
+    log = logging.getLogger("mftp.node.cli")
     private_dir(data_dir)
-    changed = tighten(data_dir)
-    changed += sum(narrow_file(p) for p in (config_path, config_path.parent / "node.log") if p.exists())
-    if changed:
-        logging.getLogger("mftp.node.cli").warning(
-            "file modes narrowed to 0600/0700", extra={"fields": {"files": changed}}
-        )
+    narrowed = sum(narrow_file(p) for p in (config_path, config_path.parent / "node.log") if p.exists())
+
+    def narrow_data_dir() -> None:
+        try:
+            changed = narrowed + tighten(data_dir)
+        except OSError as exc:
+            log.warning("file modes not narrowed", extra={"fields": {"error": exc.strerror or str(exc)}})
+            return
+        if changed:
+            log.warning("file modes narrowed to 0600/0700", extra={"fields": {"files": changed}})
+
+    threading.Thread(target=narrow_data_dir, name="narrow-modes", daemon=True).start()
 
 
 @command("run", "run the node (validator or audit) until SIGINT or SIGTERM")

@@ -17,6 +17,7 @@ import pytest
 from mftp.consensus.wal import FileWal
 from mftp.node.cli.main import main
 from mftp.node.config import parse_config
+from mftp.node.devnet.client import wait_until
 from mftp.node.errors import ConfigError
 from mftp.node.private_files import (
     check_file_mode,
@@ -165,3 +166,19 @@ def test_export_file_mode_is_a_validated_config_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"transfer\.export_file_mode"):
         parse_config({"node": node, "transfer": {"export_file_mode": "0777"}}, path)
     assert dir_mode_for(0o640) == 0o750 and dir_mode_for(0o600) == 0o700 and dir_mode_for(0o644) == 0o755
+
+
+def test_run_narrows_what_an_older_version_left_readable(tmp_path: Path, wide_umask: None) -> None:
+    """``mftp-node run`` closes the data directory at once and narrows its contents beside the node."""
+    from mftp.node.cli.main import _make_private
+
+    node = tmp_path / "node"
+    (node / "data" / "ledger").mkdir(parents=True)
+    for name in ("node.toml", "node.log", "data/consensus.wal", "data/ledger/CURRENT"):
+        (node / name).write_text("x")
+    assert mode(node / "data") == 0o755 and mode(node / "node.toml") == 0o644
+    _make_private(node / "node.toml", node / "data")
+    assert mode(node / "data") == 0o700  # at once: nobody else can reach anything below it
+    assert mode(node / "node.toml") == 0o600 and mode(node / "node.log") == 0o600
+    wait_until(lambda: mode(node / "data" / "ledger" / "CURRENT") == 0o600, 10, "the narrowing pass")
+    assert mode(node / "data" / "ledger") == 0o700 and mode(node / "data" / "consensus.wal") == 0o600
