@@ -77,12 +77,13 @@ class Allowed:
         followed once, when the configuration is read).  The path is resolved as the kernel
         would (``..`` after a link goes up from the link's target); it must then lie inside a
         folder, so a link inside one that leads out, or ``..`` that climbs out, is refused.
-        With ``must_exist`` it must also be an existing file or folder.  Every refusal is the
+        With ``must_exist`` it must also be an existing file or folder; without, what exists
+        there must be a folder (an export's destination).  Every refusal is the
         same sentence, whether the path exists or not, is outside or inside: the answer tells
         nobody which files exist.  Readers and writers open the resolved path again without
         following any link (:mod:`mftp.node.pacs.folder`), so a link that appears later fails.
         """
-        what = "an existing file or folder" if must_exist else "a path"
+        what = "an existing file or folder" if must_exist else "a folder path"
         refused = NodeUsageError(f"{str(path)[:300]} is not {what} inside a folder listed in transfer.{key}")
         try:
             resolved = Path(os.path.realpath(path))
@@ -95,13 +96,14 @@ class Allowed:
             raise refused from None
         if not path.is_absolute() or not any(resolved.is_relative_to(d) for d in dirs):
             raise refused
-        if must_exist:
-            try:
-                kind = os.lstat(resolved).st_mode
-            except (OSError, ValueError):
-                raise refused from None
-            if not (stat.S_ISDIR(kind) or stat.S_ISREG(kind)):
-                raise refused
+        try:
+            kind: int | None = os.lstat(resolved).st_mode
+        except (OSError, ValueError):
+            kind = None
+        if must_exist and not (kind is not None and (stat.S_ISDIR(kind) or stat.S_ISREG(kind))):
+            raise refused
+        if not must_exist and kind is not None and not stat.S_ISDIR(kind):
+            raise refused  # an export folder that is a file: the same answer, not a failed export
         return resolved
 
     def check_url(self, url: str) -> str:

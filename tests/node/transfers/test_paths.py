@@ -117,11 +117,18 @@ def test_outside_and_missing_paths_get_the_same_answer(tmp_path: Path) -> None:
         "<path> is not an existing file or folder inside a folder listed in transfer.source_dirs"
     }
     export_answers = set()
-    for probe in (str(tmp_path / "elsewhere"), str(tmp_path / "nowhere"), "/etc/cron.d", "/no/such/dir"):
+    (tmp_path / "incoming" / "a-file").write_bytes(b"x")
+    for probe in (
+        str(tmp_path / "elsewhere"),
+        str(tmp_path / "nowhere"),
+        "/etc/cron.d",
+        "/no/such/dir",
+        str(tmp_path / "incoming" / "a-file"),  # inside, but a file: not a folder to export into
+    ):
         with pytest.raises(NodeUsageError) as refused:
             check_destination(probe, rules)
         export_answers.add(_answer(refused, probe))
-    assert export_answers == {"<path> is not a path inside a folder listed in transfer.export_dirs"}
+    assert export_answers == {"<path> is not a folder path inside a folder listed in transfer.export_dirs"}
 
 
 def test_hostile_spellings_are_refused_never_crash(tmp_path: Path) -> None:
