@@ -298,7 +298,11 @@ class FileWal:
         scan = read_frames(data)
         self.entries = scan.payloads
         self.problem = scan.problem
-        self._file = open(self.path, "r+b" if self.path.exists() else "w+b")  # noqa: SIM115 - kept open
+        # 0600 whatever the umask (the WAL holds our votes and the records we saw), and a WAL
+        # an older version left readable is narrowed when opened.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        self._file = os.fdopen(fd, "r+b")
         if scan.valid_bytes != len(data):
             self._file.truncate(scan.valid_bytes)
             os.fsync(self._file.fileno())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .errors import ConfigError
+from .private_files import check_file_mode
 
 ROLES: Final = ("validator", "audit")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -178,6 +179,8 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
         "burned_in": Key(str, "clean", _one_of("clean", "refuse")),
         "source_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
         "export_dirs": Key(list, [], lambda v: _strings(v, "folder paths")),
+        # Exported files are read by a PACS import job, often another user: the operator's mode.
+        "export_file_mode": Key(str, "0640", check_file_mode),
         "dicomweb_urls": Key(list, [], _urls),
         "dimse_peers": Key(list, [], _dimse_peers),
         "dimse_aet": Key(str, "MFTP", _ae_title),

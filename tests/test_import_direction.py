@@ -32,7 +32,7 @@ PURE_CORE_MODULES = sorted(
 )
 
 # The rooms of node/ (docs/CONVENTIONS.md): each may import the foundation, itself and these.
-FOUNDATION = {"config", "errors", "clock", "lifecycle", "logs", "metrics", "ratelimit"}
+FOUNDATION = {"config", "errors", "clock", "lifecycle", "logs", "metrics", "private_files", "ratelimit"}
 ANY_ROOM = {"*"}
 ROOM_IMPORTS: dict[str, set[str]] = {
     "foundation": set(),

@@ -34,6 +34,7 @@ from mftp.ledger.genesis import make_genesis
 
 from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, NodeError, NodeUsageError, StorageDamaged
+from ..private_files import narrow_file, private_dir, set_private_umask, tighten, write_private
 from .audit import add_audit_arguments, run_audit
 from .transfers import (
     add_export_arguments,
@@ -81,6 +82,7 @@ def load_node_identity(path: Path) -> SigningIdentity:
 
 def run_init(args: argparse.Namespace) -> int:
     """Create a node directory: key file, public identity, API token and node.toml."""
+    set_private_umask()  # every file made below is private, whatever umask we were started with
     root = Path(args.dir)
     config_path = root / "node.toml"
     if config_path.exists() and not args.force:
@@ -97,7 +99,7 @@ def run_init(args: argparse.Namespace) -> int:
     write_public_identity(root / "node.pub.json", identity.public, name=args.name)
     token = secrets.token_urlsafe(32)
     _write_private(root / "keys" / "api.token", token + "\n")
-    config_path.write_text(_render_config(args, hashlib.sha256(token.encode()).hexdigest()), encoding="utf-8")
+    write_private(config_path, _render_config(args, hashlib.sha256(token.encode()).hexdigest()))
     print(f"node {args.name!r} initialised in {root}")
     print(f"  node id       {identity.public.node_id.hex()}")
     print(f"  public key    {identity.public.sign_key.hex()}")
@@ -221,10 +223,12 @@ def run_run(args: argparse.Namespace) -> int:
     from ..logs import setup_logging
     from ..process import run_node
 
+    set_private_umask()  # the WAL, the ledger, the blobs, the vault: private whatever our umask
     config = load_config(args.config)
     setup_logging(
         config.get("node", "log_level"), config.get("node", "log_format"), config.get("node", "name")
     )
+    _make_private(config.path, config.resolve("node", "data_dir"))
     identity = load_node_identity(config.resolve("node", "identity_file"))
     genesis = Genesis.load(config.resolve("node", "genesis_file"))
     key = identity.public.sign_key
@@ -244,6 +248,32 @@ def run_run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return EXIT_OK
+
+
+def _make_private(config_path: Path, data_dir: Path) -> None:
+    """Narrow what an older version (or a copy under another umask) left readable by others.
+
+    The data directory itself is made 0700 at once, which already shuts everyone else out of
+    all it holds; the pass over its contents (one ``lstat`` per file, seconds for millions of
+    blobs) then runs beside the node instead of delaying its start.
+    """
+    import logging
+    import threading
+
+    log = logging.getLogger("mftp.node.cli")
+    private_dir(data_dir)
+    narrowed = sum(narrow_file(p) for p in (config_path, config_path.parent / "node.log") if p.exists())
+
+    def narrow_data_dir() -> None:
+        try:
+            changed = narrowed + tighten(data_dir)
+        except OSError as exc:
+            log.warning("file modes not narrowed", extra={"fields": {"error": exc.strerror or str(exc)}})
+            return
+        if changed:
+            log.warning("file modes narrowed to 0600/0700", extra={"fields": {"files": changed}})
+
+    threading.Thread(target=narrow_data_dir, name="narrow-modes", daemon=True).start()
 
 
 @command("run", "run the node (validator or audit) until SIGINT or SIGTERM")
@@ -300,6 +330,7 @@ def run_devnet(args: argparse.Namespace) -> int:
 
     from ..devnet import consortium as devnet
 
+    set_private_umask()  # the members' directories and files, and their processes, inherit it
     root = Path(args.dir)
     if args.fresh and root.exists():
         shutil.rmtree(root)

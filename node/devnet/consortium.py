@@ -31,6 +31,7 @@ from mftp.ledger.genesis import make_genesis
 
 from ..clock import SYSTEM_CLOCK
 from ..errors import NodeError, NodeUsageError
+from ..private_files import private_dir, write_private
 
 READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 20.0
@@ -114,8 +115,8 @@ def create_devnet(
         )
         identity = SigningIdentity.generate()
         directory = root / name
-        (directory / "keys").mkdir(parents=True, exist_ok=True)
-        os.chmod(directory / "keys", 0o700)
+        private_dir(directory)  # the member's directory and its keys: 0700 whatever the umask
+        private_dir(directory / "keys")
         save_identity(directory / "keys" / "node.key", identity)
         write_public_identity(directory / "node.pub.json", identity.public, name=name)
         p2p, api, data = ports[3 * index : 3 * index + 3]
@@ -131,20 +132,14 @@ def create_devnet(
     for member in members:
         genesis.save(member.directory / "genesis.json")
         token = secrets.token_urlsafe(32)
-        _write_private(member.directory / "keys" / "api.token", token + "\n")
+        write_private(member.directory / "keys" / "api.token", token + "\n")
         where = {m.name: (countries or {}).get(m.name, country) for m in members}
         text = _config_text(
             member, members, where, hashlib.sha256(token.encode()).hexdigest(), consensus or {}
         )
-        member.config_path.write_text(text, encoding="utf-8")
+        write_private(member.config_path, text)
     _save_layout(root, members)
     return members
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def _config_text(
@@ -230,7 +225,10 @@ class NodeProcess:
 
     def start(self) -> None:
         """Start the process; its logs go to ``node.log`` in the member's directory."""
-        log = (self.member.directory / "node.log").open("ab")
+        # Private whatever the umask (and narrowed if an older run left it readable).
+        log_fd = os.open(self.member.directory / "node.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(log_fd, 0o600)
+        log = os.fdopen(log_fd, "ab")
         command = [
             sys.executable,
             "-m",

@@ -8,9 +8,11 @@ file, or a copy spilled into a caller-provided folder as it streamed in) and its
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -43,8 +45,11 @@ __all__ = [
     "PacsError",
     "PacsUnavailableError",
     "SpillFile",
+    "describe_file",
     "describe_path",
     "is_safe_uid",
+    "open_dir_nofollow",
+    "open_file_nofollow",
     "sha256_of",
     "spill_name",
     "wrap_attachments",
@@ -52,6 +57,13 @@ __all__ = [
 ]
 
 _READ_CHUNK_BYTES = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Folders on the way are opened for search only where the OS allows it (O_PATH), so a folder
+# the node may cross but not list (mode 0711) does not stop the walk.
+_SEARCH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | _NOFOLLOW | os.O_CLOEXEC
+_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a fifo must not block us
+LINK_NOT_FOLLOWED = "a link, not followed"
 
 
 class PacsError(NodeInputError):
@@ -93,7 +105,9 @@ class SpillFile:
         self.folder = folder
         self._max_bytes = max_bytes
         self._tmp = folder / f".partial-{secrets.token_hex(8)}"
-        self._fp: BinaryIO | None = open(self._tmp, "xb")  # noqa: SIM115 - closed by commit/discard
+        # Private whatever the umask; O_EXCL and O_NOFOLLOW: never through a link planted there.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC
+        self._fp: BinaryIO | None = os.fdopen(os.open(self._tmp, flags, 0o600), "wb")
         self._digest = hashlib.sha256()
         self._committed = False
         self.size_bytes = 0
@@ -145,6 +159,103 @@ class SpillFile:
                 self._tmp.unlink()
 
 
+def _refused(name: str, dir_fd: int, why: OSError) -> OSError:
+    """The error for ``name`` (in ``dir_fd``) that could not be opened as asked: a link says so."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return OSError(errno.ELOOP, LINK_NOT_FOLLOWED)
+    return why
+
+
+def open_dir_nofollow(
+    path: Path | Sequence[str],
+    *,
+    below: int | None = None,
+    create_mode: int | None = None,
+    listing: bool = True,
+) -> int:
+    """A descriptor of the folder ``path``, opened one component at a time, no link followed.
+
+    ``path`` is absolute (walked from ``/``; pass a path already resolved, so the only links
+    met are ones that appeared since) or a sequence of names below the folder descriptor
+    ``below``.  With ``create_mode``, missing folders are made with exactly that mode (not
+    narrowed by the umask).  A link at any level raises ``OSError(ELOOP, "a link, not
+    followed")``; ``.``, ``..`` and empty names raise ``EINVAL``.  ``listing=False`` opens the
+    last folder for search only (enough for ``dir_fd`` use, not for :func:`os.scandir`).
+    """
+    if below is None:
+        if not isinstance(path, Path) or not path.is_absolute():
+            raise OSError(errno.EINVAL, "not an absolute path")
+        names: Sequence[str] = path.parts[1:]
+        current = os.open("/", _SEARCH_FLAGS)
+    else:
+        names = path.parts if isinstance(path, Path) else path
+        current = os.dup(below)
+    try:
+        for index, name in enumerate(names):
+            if name in ("", ".", "..") or "/" in name:
+                raise OSError(errno.EINVAL, f"unsafe path component {name[:40]!r}")
+            flags = _LIST_FLAGS if listing and index == len(names) - 1 else _SEARCH_FLAGS
+            try:
+                child = os.open(name, flags, dir_fd=current)
+            except FileNotFoundError:
+                if create_mode is None:
+                    raise
+                child = _make_dir(name, current, create_mode)
+            except OSError as exc:
+                raise _refused(name, current, exc) from None
+            os.close(current)
+            current = child
+        if listing and not names:  # "/" itself, or ``below`` as it was opened
+            reopened = os.open(".", _LIST_FLAGS, dir_fd=current)
+            os.close(current)
+            current = reopened
+        return current
+    except BaseException:
+        os.close(current)
+        raise
+
+
+def _make_dir(name: str, parent: int, mode: int) -> int:
+    """Make the folder ``name`` in ``parent`` with exactly ``mode``; its descriptor.
+
+    The mode is set through the new folder's own descriptor (opened without following a
+    link), so a link swapped in after ``mkdir`` cannot redirect the change elsewhere.
+    """
+    try:
+        os.mkdir(name, mode, dir_fd=parent)
+    except FileExistsError:  # made meanwhile by someone else: use it, keep its mode
+        return os.open(name, _LIST_FLAGS, dir_fd=parent)
+    child = os.open(name, _LIST_FLAGS, dir_fd=parent)
+    os.fchmod(child, mode)
+    return child
+
+
+def open_file_nofollow(path: Path, *, dir_fd: int | None = None) -> int:
+    """A read descriptor of the regular file ``path``, no link followed at any level.
+
+    An absolute ``path`` is walked from ``/`` (see :func:`open_dir_nofollow`); with ``dir_fd``,
+    ``path`` is relative to that folder.  Anything but a regular file (a fifo, a device, a
+    folder) raises ``OSError``.
+    """
+    if dir_fd is None:
+        parent = open_dir_nofollow(path.parent, listing=False)
+    else:
+        parent = open_dir_nofollow(path.parts[:-1], below=dir_fd, listing=False)
+    try:
+        try:
+            fd = os.open(path.name, _READ_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            raise _refused(path.name, parent, exc) from None
+    finally:
+        os.close(parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def describe_path(
     path: Path,
     name: str,
@@ -159,17 +270,36 @@ def describe_path(
     the file needs a File Meta header before it can be stored). Raises
     :class:`TransferInputError` naming ``name`` for anything that cannot travel.
     """
-    with open(path, "rb") as fp:
-        size = os.fstat(fp.fileno()).st_size
-        if max_bytes is not None and size > max_bytes:
-            raise TransferInputError(f"larger than {max_bytes} bytes", name=name)
-        try:
-            probe = probe_dicom(fp, size, name=name, limits=probe_limits)
-        except NotDicomError:
-            fp.seek(0)
-            return _describe_attachment(fp, name, size, attachment_types), None
+    fd = os.open(path, _READ_FLAGS)  # a link in the file's place is not followed
+    with os.fdopen(fd, "rb") as fp:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        return describe_file(
+            fp, name, attachment_types=attachment_types, probe_limits=probe_limits, max_bytes=max_bytes
+        )
+
+
+def describe_file(
+    fp: BufferedReader,
+    name: str,
+    *,
+    attachment_types: Mapping[str, str] = DEFAULT_ATTACHMENT_TYPES,
+    probe_limits: ProbeLimits | None = None,
+    max_bytes: int | None = None,
+) -> tuple[SourceFile, DicomProbe | None]:
+    """:func:`describe_path` of a file already open (read from its start)."""
+    size = os.fstat(fp.fileno()).st_size
+    if max_bytes is not None and size > max_bytes:
+        raise TransferInputError(f"larger than {max_bytes} bytes", name=name)
+    fp.seek(0)
+    try:
+        probe = probe_dicom(fp, size, name=name, limits=probe_limits)
+    except NotDicomError:
         fp.seek(0)
-        return dicom_file(name, size, sha256_of(fp), probe), probe
+        return _describe_attachment(fp, name, size, attachment_types), None
+    fp.seek(0)
+    return dicom_file(name, size, sha256_of(fp), probe), probe
 
 
 def _describe_attachment(
@@ -185,14 +315,27 @@ def _describe_attachment(
 
 
 def wrap_bare_dataset(
-    path: Path, info: SourceFile, probe: DicomProbe, spill_dir: Path, *, index: int
+    path: Path,
+    info: SourceFile,
+    probe: DicomProbe,
+    spill_dir: Path,
+    *,
+    index: int,
+    source: BinaryIO | None = None,
 ) -> LocalFile:
     """Copy a data set without Part 10 header into ``spill_dir``, a File Meta header in front.
 
     The data set bytes are copied untouched; the description gets the new size and SHA-256.
+    ``source``, when given, is ``path`` already open (read from its start): the bytes copied
+    are those of the file that was described, whatever has been put at ``path`` since.
     """
     prefix = part10_prefix(probe)
-    with SpillFile(spill_dir, max_bytes=info.size_bytes + len(prefix)) as spill, open(path, "rb") as src:
+    with contextlib.ExitStack() as stack:
+        spill = stack.enter_context(SpillFile(spill_dir, max_bytes=info.size_bytes + len(prefix)))
+        if source is None:
+            source = stack.enter_context(os.fdopen(os.open(path, _READ_FLAGS & ~os.O_NONBLOCK), "rb"))
+        src = source
+        src.seek(0)
         spill.write(prefix)
         while chunk := src.read(_READ_CHUNK_BYTES):
             spill.write(chunk)

@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +29,16 @@ from mftp.transfer.errors import TransferInputError
 from mftp.transfer.study import DEFAULT_ATTACHMENT_TYPES, DeliveryReport, FileKind, ImportReport
 from mftp.transfer.study_probe import ProbeLimits
 
-from .common import LocalFile, describe_path, is_safe_uid, wrap_bare_dataset
+from ..private_files import dir_mode_for
+from .common import (
+    LINK_NOT_FOLLOWED,
+    LocalFile,
+    describe_file,
+    is_safe_uid,
+    open_dir_nofollow,
+    open_file_nofollow,
+    wrap_bare_dataset,
+)
 
 __all__ = ["FolderLimits", "FolderSink", "FolderSource"]
 
@@ -125,15 +135,18 @@ class FolderSource:
 
     def _one(self, path: Path, name: str, spill_dir: Path, index: int) -> LocalFile | str:
         try:
-            info, probe = describe_path(
-                path,
-                name,
-                attachment_types=self._attachment_types,
-                probe_limits=self._probe_limits,
-                max_bytes=self._limits.max_file_bytes,
-            )
-            if probe is not None and not probe.has_part10_header:
-                return wrap_bare_dataset(path, info, probe, spill_dir, index=index)
+            # Opened from "/" one component at a time without following a link: the file read
+            # is the one the walk found, even if a folder on its way was swapped for a link.
+            with os.fdopen(open_file_nofollow(path), "rb") as fp:
+                info, probe = describe_file(
+                    fp,
+                    name,
+                    attachment_types=self._attachment_types,
+                    probe_limits=self._probe_limits,
+                    max_bytes=self._limits.max_file_bytes,
+                )
+                if probe is not None and not probe.has_part10_header:
+                    return wrap_bare_dataset(path, info, probe, spill_dir, index=index, source=fp)
             return LocalFile(path, info)
         except TransferInputError as exc:
             return str(exc)
@@ -141,33 +154,60 @@ class FolderSource:
             return f"cannot read: {exc.strerror or exc}"
 
     def _files(self, report: ImportReport) -> Iterator[tuple[Path, str]]:
-        for root in self._paths:
-            if root.is_dir():
+        for given in self._paths:
+            # What the caller names is resolved once (the API checked it against
+            # transfer.source_dirs); the last component is not followed, nor anything below.
+            if given.name in ("", ".", ".."):
+                root = Path(os.path.realpath(given))
+            else:
+                root = Path(os.path.realpath(given.parent)) / given.name
+            try:
+                info = os.lstat(root)
+            except OSError:
+                report.add_failure(given.name, "no such file or folder")
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                report.add_failure(given.name, LINK_NOT_FOLLOWED)
+            elif stat.S_ISDIR(info.st_mode):
                 yield from self._walk(root, report)
-            elif root.is_file():
+            elif stat.S_ISREG(info.st_mode):
                 yield root, root.name
             else:
-                report.add_failure(root.name, "no such file or folder")
+                report.add_failure(given.name, "not a regular file or folder")
 
     def _walk(self, root: Path, report: ImportReport) -> Iterator[tuple[Path, str]]:
-        # Depth first and sorted, so a study is read in the same order every time. Links to
-        # folders are not followed, so a loop of links cannot make the walk endless.
-        stack: list[tuple[str, str, int]] = [(str(root), "", 0)]
+        # Depth first and sorted, so a study is read in the same order every time. Each folder
+        # is listed through a descriptor opened without following a link at any level, and a
+        # link met in a folder is reported, never followed (to a file or a folder): a folder
+        # in transfer.source_dirs holding links to files elsewhere sends none of them.
+        stack: list[tuple[Path, str, int]] = [(root, "", 0)]
         while stack:
             folder, prefix, depth = stack.pop()
-            with os.scandir(folder) as scan:
-                entries = sorted(scan, key=lambda e: e.name)
+            try:
+                fd = open_dir_nofollow(folder)
+            except OSError as exc:
+                report.add_failure(prefix or folder.name, f"cannot read: {exc.strerror or exc}")
+                continue
+            try:
+                with os.scandir(fd) as scan:
+                    entries = sorted(scan, key=lambda e: e.name)
+            finally:
+                os.close(fd)
             subfolders = []
             for entry in entries:
                 name = prefix + entry.name
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    subfolders.append((entry.path, name + "/", depth + 1))
+                if entry.is_symlink():
+                    report.add_failure(name, LINK_NOT_FOLLOWED)
+                elif entry.is_dir(follow_symlinks=False):
+                    subfolders.append((folder / entry.name, name + "/", depth + 1))
                 elif entry.name.upper() == "DICOMDIR":
                     report.notes.append(f"{name}: DICOMDIR index skipped (the files it lists are read)")
-                elif entry.is_file():
-                    yield Path(entry.path), name
+                elif entry.is_file(follow_symlinks=False):
+                    yield folder / entry.name, name
+                else:  # a fifo (reading it would block), a socket, a device
+                    report.add_failure(name, "not a regular file or folder")
             if subfolders and depth + 1 > self._limits.max_depth:
                 report.notes.append(f"{prefix or '.'}: folders deeper than {self._limits.max_depth} skipped")
                 continue
@@ -180,11 +220,20 @@ class FolderSink:
     Attachments go to ``<study>/attachments/`` keeping their relative path (made safe). Every
     file is written under a hidden temporary name, flushed, checked against its SHA-256 and
     renamed into place; a file of the same name is replaced, so delivering twice is harmless.
+
+    The folder given is resolved once (the API checked it against ``transfer.export_dirs``);
+    below it nothing is followed: every folder is created or opened through a descriptor
+    without following a link, a link planted under a study's, series' or attachment folder's
+    name makes its files fail, and a link under a file's name is replaced by the file (a
+    rename replaces the link itself), never written through. Files get ``file_mode`` and the
+    folders made for them :func:`~mftp.node.private_files.dir_mode_for` it, whatever the umask.
     """
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, file_mode: int = 0o640) -> None:
         self._root = root
         self._fsync = fsync
+        self._file_mode = file_mode
+        self._dir_mode = dir_mode_for(file_mode)
 
     async def deliver(self, files: Sequence[LocalFile], *, study_uid: str | None = None) -> DeliveryReport:
         """Write ``files``; attachments go to ``study_uid`` (default: the files' only study)."""
@@ -194,21 +243,36 @@ class FolderSink:
         """Blocking form of :meth:`deliver`."""
         report = DeliveryReport()
         attach_to = study_uid or self._only_study(files)
-        touched: set[Path] = set()
-        for item in files:
-            try:
-                target = self._target(item, attach_to)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._write(item, target)
-                touched.add(target.parent)
-                report.add_ok(item.info.name, item.info.size_bytes)
-            except TransferInputError as exc:
-                report.add_failure(item.info.name, exc)
-            except OSError as exc:
-                report.add_failure(item.info.name, f"cannot write: {exc.strerror or exc}")
-        if self._fsync:
-            for folder in touched:
-                _fsync_dir(folder)
+        folders: dict[tuple[str, ...], int] = {}  # open descriptors of the folders written into
+        try:
+            root_fd: int | None = open_dir_nofollow(
+                Path(os.path.realpath(self._root)), create_mode=self._dir_mode
+            )
+        except OSError as exc:
+            root_fd, why = None, f"cannot write: {exc.strerror or exc}"
+        try:
+            for item in files:
+                try:
+                    if root_fd is None:
+                        raise TransferInputError(why)
+                    *parents, name = self._target(item, attach_to)
+                    where = tuple(parents)
+                    if where not in folders:
+                        folders[where] = open_dir_nofollow(where, below=root_fd, create_mode=self._dir_mode)
+                    self._write(item, folders[where], name)
+                    report.add_ok(item.info.name, item.info.size_bytes)
+                except TransferInputError as exc:
+                    report.add_failure(item.info.name, exc)
+                except OSError as exc:
+                    report.add_failure(item.info.name, f"cannot write: {exc.strerror or exc}")
+            if self._fsync:
+                for fd in folders.values():
+                    _fsync_dir(fd)
+        finally:
+            for fd in folders.values():
+                os.close(fd)
+            if root_fd is not None:
+                os.close(root_fd)
         return report
 
     @staticmethod
@@ -216,24 +280,30 @@ class FolderSink:
         studies = {f.info.study_instance_uid for f in files if f.info.kind is FileKind.DICOM}
         return studies.pop() if len(studies) == 1 else None
 
-    def _target(self, item: LocalFile, attach_to: str | None) -> Path:
+    @staticmethod
+    def _target(item: LocalFile, attach_to: str | None) -> list[str]:
+        """Where ``item`` goes, as names of folders below the root and the file's name."""
         info = item.info
         if info.kind is FileKind.ATTACHMENT:
             study = attach_to if attach_to and is_safe_uid(attach_to) else "unassigned"
             parts = [_safe_component(p) for p in Path(info.name).parts if p not in ("", ".", "..", "/")]
-            return self._root.joinpath(study, "attachments", *parts)
+            return [study, "attachments", *(parts or ["_"])]
         for uid in (info.study_instance_uid, info.series_instance_uid, info.sop_instance_uid):
             if not is_safe_uid(uid):
                 raise TransferInputError(f"UID {uid[:70]!r} is not valid, cannot name a file", name=info.name)
-        return (
-            self._root / info.study_instance_uid / info.series_instance_uid / f"{info.sop_instance_uid}.dcm"
-        )
+        return [info.study_instance_uid, info.series_instance_uid, f"{info.sop_instance_uid}.dcm"]
 
-    def _write(self, item: LocalFile, target: Path) -> None:
-        tmp = target.with_name(f"{_PARTIAL_PREFIX}{secrets.token_hex(6)}-{target.name}")
+    def _write(self, item: LocalFile, folder: int, name: str) -> None:
+        tmp = f"{_PARTIAL_PREFIX}{secrets.token_hex(6)}-{name}"
+        # O_EXCL and O_NOFOLLOW: the temporary name is never a file or a link someone planted.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             digest = hashlib.sha256()
-            with open(item.path, "rb") as src, open(tmp, "xb") as dst:
+            with (
+                os.fdopen(os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as src,
+                os.fdopen(os.open(tmp, flags, self._file_mode, dir_fd=folder), "wb") as dst,
+            ):
+                os.fchmod(dst.fileno(), self._file_mode)  # the operator's mode, not the umask's
                 while chunk := src.read(_COPY_CHUNK_BYTES):
                     digest.update(chunk)
                     dst.write(chunk)
@@ -244,10 +314,10 @@ class FolderSink:
                 raise TransferInputError(
                     "content changed since it was imported (SHA-256 differs)", name=item.info.name
                 )
-            os.replace(tmp, target)
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp, dir_fd=folder)
 
 
 def _safe_component(part: str) -> str:
@@ -255,11 +325,7 @@ def _safe_component(part: str) -> str:
     return cleaned or "_"
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(fd: int) -> None:
     # The rename is durable only once the folder itself is flushed.
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(fd)

@@ -40,6 +40,7 @@ from ..audit.service import user_party
 from ..clock import SYSTEM_CLOCK, Clock
 from ..dataplane.blobstore import BlobStore
 from ..errors import NodeInputError, NodeUsageError
+from ..private_files import private_dir
 from .context import TransferContext
 from .preparing import restore_files
 from .sources import check_destination, deliver
@@ -169,12 +170,12 @@ class StudyAccess:
         purpose = self.check_purpose(purpose, state)
         manifest = await self.manifest(state)
         spill = self.service.host.data_dir / "spill" / f"export-{secrets.token_hex(8)}"
-        spill.mkdir(mode=0o700, parents=True)
+        private_dir(spill)  # 0700 whatever the umask; a link in its place is refused
         try:
             files = await asyncio.to_thread(
                 restore_files, self.service.store, manifest, self.service.object_key, spill
             )
-            report = await deliver(files, destination)
+            report = await deliver(files, destination, file_mode=self.service.allowed.export_file_mode)
         finally:
             shutil.rmtree(spill, ignore_errors=True)
         if report.failed_count:

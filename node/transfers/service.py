@@ -83,6 +83,7 @@ from ..dataplane.blobstore import BlobStore
 from ..dataplane.server import DataPlaneServer
 from ..errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from ..pacs import LocalFile
+from ..private_files import parse_file_mode, private_dir
 from .access import StudyAccess
 from .context import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferHost
 from .dimse_and_attachments import transfer_detail
@@ -143,6 +144,7 @@ class TransferService:
             tuple(config.get("transfer", "dicomweb_urls")),
             tuple(config.get("transfer", "dimse_peers")),
             config.get("transfer", "dimse_aet"),
+            parse_file_mode(config.get("transfer", "export_file_mode")),
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reoffer_task: asyncio.Task[None] | None = None
@@ -165,8 +167,7 @@ class TransferService:
         shutil.rmtree(self.host.data_dir / "spill", ignore_errors=True)
         # Libraries' temporary files too (pynetdicom spools each received instance to one
         # before we move it into a spill folder): inside data_dir, private, cleaned here.
-        private_tmp = self.host.data_dir / "spill" / "tmp"
-        private_tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_tmp = private_dir(self.host.data_dir / "spill" / "tmp")
         tempfile.tempdir = str(private_tmp)
         for state in self.states.all():
             if state.direction == IN and state.state in ("fetching", "verifying"):
@@ -283,7 +284,7 @@ class TransferService:
         spill = self.host.data_dir / "spill" / state.transfer_id
         manifest: Manifest | None = None
         try:
-            spill.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(spill)  # 0700 whatever the umask; a link in its place is refused
             files, report = await import_study(
                 source,
                 spill,

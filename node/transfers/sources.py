@@ -18,6 +18,8 @@ Every path and URL is checked against the node's allow-lists (:class:`Allowed`).
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -43,6 +45,8 @@ from .dimse_and_attachments import (
 )
 
 DICOMWEB_PREFIX: Final = "dicomweb:"
+_PATH_MAX: Final = 4096  # Linux's limits on a whole path and on one name, in bytes
+_NAME_MAX: Final = 255
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,42 @@ class Allowed:
     dicomweb_urls: tuple[str, ...]
     dimse_peers: tuple[str, ...] = ()  # "AET@host:port", matched exactly
     dimse_aet: str = "MFTP"  # our calling AE title
+    export_file_mode: int = 0o640  # transfer.export_file_mode, for files exported into a folder
 
-    def check_path(self, path: Path, dirs: tuple[Path, ...], key: str) -> Path:
-        """``path`` resolved (links included); :class:`NodeUsageError` unless inside one of ``dirs``."""
-        resolved = path.resolve()
-        if not any(resolved.is_relative_to(d) for d in dirs):
-            raise NodeUsageError(f"{path} is not inside a folder listed in transfer.{key}")
+    def check_path(self, path: Path, dirs: tuple[Path, ...], key: str, *, must_exist: bool = False) -> Path:
+        """``path`` resolved (links included); :class:`NodeUsageError` unless inside one of ``dirs``.
+
+        ``dirs`` are resolved folders (the operator's links to them, and above them, are
+        followed once, when the configuration is read).  The path is resolved as the kernel
+        would (``..`` after a link goes up from the link's target); it must then lie inside a
+        folder, so a link inside one that leads out, or ``..`` that climbs out, is refused.
+        With ``must_exist`` it must also be an existing file or folder; without, what exists
+        there must be a folder (an export's destination).  Every refusal is the
+        same sentence, whether the path exists or not, is outside or inside: the answer tells
+        nobody which files exist.  Readers and writers open the resolved path again without
+        following any link (:mod:`mftp.node.pacs.folder`), so a link that appears later fails.
+        """
+        what = "an existing file or folder" if must_exist else "a folder path"
+        refused = NodeUsageError(f"{str(path)[:300]} is not {what} inside a folder listed in transfer.{key}")
+        try:
+            resolved = Path(os.path.realpath(path))
+            # Names no file system takes would only fail later, as a PACS's or our own fault.
+            if len(os.fsencode(resolved)) >= _PATH_MAX or any(
+                len(os.fsencode(part)) > _NAME_MAX for part in resolved.parts
+            ):
+                raise refused
+        except (OSError, ValueError):  # a NUL byte, an unencodable name: not a path we can have
+            raise refused from None
+        if not path.is_absolute() or not any(resolved.is_relative_to(d) for d in dirs):
+            raise refused
+        try:
+            kind: int | None = os.lstat(resolved).st_mode
+        except (OSError, ValueError):
+            kind = None
+        if must_exist and not (kind is not None and (stat.S_ISDIR(kind) or stat.S_ISREG(kind))):
+            raise refused
+        if not must_exist and kind is not None and not stat.S_ISDIR(kind):
+            raise refused  # an export folder that is a file: the same answer, not a failed export
         return resolved
 
     def check_url(self, url: str) -> str:
@@ -110,9 +144,9 @@ def parse_source(text: str, allowed: Allowed) -> Source:
             raise NodeUsageError("a DICOMweb source is dicomweb:<http(s) base URL>#<Study Instance UID>")
         return DicomWebStudy(allowed.check_url(url), study_uid)
     path = Path(text)
-    if not path.is_absolute() or not path.exists():
-        raise NodeUsageError(f"source must be an existing absolute path on the node's host: {text}")
-    return allowed.check_path(path, allowed.source_dirs, "source_dirs")
+    if not path.is_absolute():  # said from the text alone: no file is looked at
+        raise NodeUsageError(f"source must be an absolute path on the node's host: {text[:300]}")
+    return allowed.check_path(path, allowed.source_dirs, "source_dirs", must_exist=True)
 
 
 async def import_study(
@@ -194,11 +228,12 @@ def check_destination(text: str, allowed: Allowed) -> str:
     return str(allowed.check_path(Path(text), allowed.export_dirs, "export_dirs"))
 
 
-async def deliver(files: list[LocalFile], destination: str) -> DeliveryReport:
-    """Deliver ``files`` to a folder, by STOW-RS to a DICOMweb server, or by C-STORE to a DIMSE peer."""
+async def deliver(files: list[LocalFile], destination: str, *, file_mode: int = 0o640) -> DeliveryReport:
+    """Deliver ``files`` to a folder (its files of ``file_mode``), by STOW-RS to a DICOMweb server,
+    or by C-STORE to a DIMSE peer."""
     if is_dimse(destination):
         return await deliver_dimse(files, destination)
     if destination.startswith(("http://", "https://")):
         async with aiohttp.ClientSession() as session:
             return await DicomWebSink(destination, session).deliver(files)
-    return await FolderSink(Path(destination)).deliver(files)
+    return await FolderSink(Path(destination), file_mode=file_mode).deliver(files)

@@ -201,11 +201,11 @@ async def test_failed_writes_leave_nothing_half_written(
     calls = {"n": 0}
     real_replace = os.replace
 
-    def flaky_replace(src: str | Path, dst: str | Path) -> None:
+    def flaky_replace(src: str | Path, dst: str | Path, **dir_fds: int) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(28, "No space left on device")
-        real_replace(src, dst)
+        real_replace(src, dst, **dir_fds)
 
     monkeypatch.setattr(folder.os, "replace", flaky_replace)
     out = tmp_path / "out"
