@@ -1,0 +1,14 @@
+"""People (issue 16): who uses this node, how they prove it, and what each may do.
+
+The pure core and the storage of accounts, sign-in and sessions; nothing here speaks HTTP or
+reads the command line (the API routes and ``mftp-node user ...`` come in a later step).
+
+- :mod:`.errors`: the refusals (sign-in, session, role, step-up, rate), each with its API status;
+- :mod:`.roles`: the roles (clinician, operator, auditor), the permission table and the
+  ``requires`` metadata a route table states;
+
+Imports only the foundation (``errors``, ``clock``, ``lifecycle``) and the cores, so that the
+API, the audit and the transfer rooms can all import it later without a cycle.  The account
+store derives its own key from the node's identity, as the audit vault does, rather than
+importing the vault.
+"""
