@@ -4,6 +4,7 @@ The pure core and the storage of accounts, sign-in and sessions; nothing here sp
 reads the command line (the API routes and ``mftp-node user ...`` come in a later step).
 
 - :mod:`.errors`: the refusals (sign-in, session, role, step-up, rate), each with its API status;
+- :mod:`.accounts`: the encrypted account store (0700 folder, 0600 file) and Argon2id passwords;
 - :mod:`.roles`: the roles (clinician, operator, auditor), the permission table and the
   ``requires`` metadata a route table states;
 
