@@ -7,6 +7,7 @@ reads the command line (the API routes and ``mftp-node user ...`` come in a late
 - :mod:`.accounts`: the encrypted account store (0700 folder, 0600 file) and Argon2id passwords;
 - :mod:`.second_factor`: TOTP (drift, replay), recovery codes, the operator's one-time enrolment code;
 - :mod:`.sessions`: the session lifecycle (idle, absolute, step-up, CSRF) and hashed API tokens;
+- :mod:`.abuse`: failure limits per name and per address, lockout, wrong API tokens;
 - :mod:`.roles`: the roles (clinician, operator, auditor), the permission table and the
   ``requires`` metadata a route table states;
 
