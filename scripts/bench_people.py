@@ -7,6 +7,9 @@
   :class:`~mftp.node.people.accounts.PasswordCost` (what every sign-in pays, once);
 - ``dummy_ms``: the same for a name that matches no account (a dummy check): it should be
   ``hash_ms`` within the noise, or the time would tell whether a user exists;
+- ``signin_unknown_ms`` / ``signin_wrong_password_ms``: a whole refused first sign-in step
+  (:meth:`~mftp.node.people.signin.SignIn.password`) for a name that matches no account and
+  for a real account with a wrong password, on a store in a temporary folder;
 - baselines measured in the same run: ``rfc9106_ms`` (RFC 9106's second recommendation,
   64 MiB, 3 passes, 4 lanes) and ``owasp_19mib_ms`` (OWASP's 19 MiB, 2 passes, 1 lane).
 
@@ -17,14 +20,24 @@ Progress goes to stderr; the last line on stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from mftp.node.people.accounts import PasswordCost, Passwords
+from mftp.crypto.signing import SigningIdentity
+from mftp.node.clock import FakeClock
+from mftp.node.people.abuse import AbuseGuard, AbusePolicy
+from mftp.node.people.accounts import AccountStore, PasswordCost, Passwords, store_keys
+from mftp.node.people.errors import SignInRefused
+from mftp.node.people.roles import Role
+from mftp.node.people.sessions import SessionBook, TokenBook
+from mftp.node.people.signin import SignIn
 
 PASSWORD = "correct horse battery staple"
 
@@ -36,6 +49,27 @@ def _median_ms(check: Callable[[], object], rounds: int) -> float:
         check()
         times.append((time.perf_counter() - start) * 1000)
     return round(statistics.median(times), 1)
+
+
+def _signin_figures(rounds: int) -> dict[str, float]:
+    """Refused sign-ins of an unknown name and of a known one, alternated (same load for both)."""
+    with tempfile.TemporaryDirectory() as folder:
+        clock = FakeClock()
+        identity = SigningIdentity.generate()
+        store = AccountStore(Path(folder), identity, clock)
+        tokens = TokenBook(Path(folder), store_keys(identity)[0], clock)
+        lenient = AbusePolicy(name_failures=10**6, address_failures=10**6, lockout_after=10**6)
+        signin = SignIn(store, SessionBook(clock), tokens, AbuseGuard(clock, lenient), clock, lambda e: None)
+        store.add("dr.hansen", [Role.CLINICIAN])
+        store.set_password("dr.hansen", PASSWORD)
+        times: dict[str, list[float]] = {"signin_unknown_ms": [], "signin_wrong_password_ms": []}
+        for _ in range(rounds):
+            for key, name in (("signin_unknown_ms", "nobody"), ("signin_wrong_password_ms", "dr.hansen")):
+                start = time.perf_counter()
+                with contextlib.suppress(SignInRefused):
+                    signin.password(name, PASSWORD + "!", "10.0.0.1")
+                times[key].append((time.perf_counter() - start) * 1000)
+        return {key: round(statistics.median(values), 1) for key, values in times.items()}
 
 
 def main() -> None:
@@ -60,6 +94,7 @@ def main() -> None:
         print(f"{name}: {figures[name]} ms", file=sys.stderr)
         if name == "hash_ms":
             figures["dummy_ms"] = _median_ms(lambda p=passwords: p.verify("", PASSWORD), rounds)
+    figures.update(_signin_figures(rounds))
     default = PasswordCost()
     figures["default_cost"] = f"t={default.time_cost},m={default.memory_kib}KiB,p={default.parallelism}"
     print(json.dumps(figures))

@@ -10,6 +10,9 @@ reads the command line (the API routes and ``mftp-node user ...`` come in a late
 - :mod:`.abuse`: failure limits per name and per address, lockout, wrong API tokens;
 - :mod:`.roles`: the roles (clinician, operator, auditor), the permission table and the
   ``requires`` metadata a route table states;
+- :mod:`.events`: security events and their export as FHIR AuditEvent and DICOM audit messages;
+- :mod:`.signin`: sign-in (password, then second factor), enrolment, the principal of a request,
+  authorisation against a route's rule, and the ledger's user of a request;
 
 Imports only the foundation (``errors``, ``clock``, ``lifecycle``) and the cores, so that the
 API, the audit and the transfer rooms can all import it later without a cycle.  The account

@@ -317,6 +317,12 @@ class AccountStore:
         self._file.write({"v": STORE_VERSION, "accounts": [_account_value(a) for a in accounts.values()]})
         self._accounts = accounts
 
+    def resave(self) -> None:
+        """Write the store again unchanged (a fresh nonce): the disk work a failure costs a
+        known account, spent for an unknown name too, so its time does not tell them apart."""
+        with self._lock:
+            self._save(self._accounts)
+
     def keyed_hash(self, secret: str | bytes) -> bytes:
         """HMAC-SHA256 of a high-entropy secret (a code or token) under the store's hash key."""
         data = secret.encode("utf-8") if isinstance(secret, str) else secret

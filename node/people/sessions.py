@@ -130,6 +130,7 @@ class Session:
     last_seen_s: float
     csrf_token: str  # not a credential alone: it only proves the page came from us
     second_factor_s: float | None = None
+    purpose: str = "sign-in"  # or "enrol": a first second factor is being set up
 
     def move(self, target: SessionState) -> None:
         """Change state through :data:`SESSION_LIFECYCLE` only."""
@@ -160,8 +161,12 @@ class SessionBook:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def start(self, name: str) -> tuple[str, Session]:
-        """A new session after a good password: its id (for the cookie, once) and the session."""
+    def start(self, name: str, purpose: str = "sign-in") -> tuple[str, Session]:
+        """A new session after a good password: its id (for the cookie, once) and the session.
+
+        ``purpose`` "enrol" marks a session whose second factor is being set up, so that the
+        enrolment steps and the sign-in steps cannot be mixed.
+        """
         now = self._clock.monotonic_s()
         if len(self._sessions) >= MAX_SESSIONS:
             self.sweep()
@@ -169,7 +174,13 @@ class SessionBook:
                 raise SessionRefused("too many sessions on this node; try again later")
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         session = Session(
-            _sha256(session_id), name, SessionState.PASSWORD_OK, now, now, secrets.token_urlsafe(CSRF_BYTES)
+            _sha256(session_id),
+            name,
+            SessionState.PASSWORD_OK,
+            now,
+            now,
+            secrets.token_urlsafe(CSRF_BYTES),
+            purpose=purpose,
         )
         self._sessions[session.id_hash] = session
         return session_id, session
