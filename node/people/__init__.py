@@ -6,6 +6,7 @@ reads the command line (the API routes and ``mftp-node user ...`` come in a late
 - :mod:`.errors`: the refusals (sign-in, session, role, step-up, rate), each with its API status;
 - :mod:`.accounts`: the encrypted account store (0700 folder, 0600 file) and Argon2id passwords;
 - :mod:`.second_factor`: TOTP (drift, replay), recovery codes, the operator's one-time enrolment code;
+- :mod:`.passkeys`: WebAuthn registration and authentication ceremonies (py_webauthn), challenges;
 - :mod:`.sessions`: the session lifecycle (idle, absolute, step-up, CSRF) and hashed API tokens;
 - :mod:`.abuse`: failure limits per name and per address, lockout, wrong API tokens;
 - :mod:`.roles`: the roles (clinician, operator, auditor), the permission table and the

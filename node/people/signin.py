@@ -9,6 +9,7 @@ Sign-in::
 
     password(name, password)        -> session "password_ok"   (no event: half a sign-in)
     second_factor(session, code)    -> session "active"          SIGN_IN
+    passkey(session, assertion)     -> the same, with a WebAuthn passkey
     second_factor(active session)   -> step-up fresh again       STEP_UP
 
 Enrolment (after ``user add`` or ``user reset-mfa`` handed over a one-time code)::
@@ -30,6 +31,7 @@ from typing import Protocol
 
 from ..clock import Clock
 from ..errors import NodeUsageError
+from . import passkeys as pk
 from . import second_factor as sf
 from .abuse import AbuseGuard
 from .accounts import Account, AccountStore, check_password_shape, normalize_name
@@ -79,9 +81,12 @@ class SignIn:
         clock: Clock,
         emit: Emit,
         directory: PasswordDirectory | None = None,
+        relying_party: pk.RelyingParty | None = None,
     ) -> None:
         self.store, self.sessions, self.tokens, self.guard = store, sessions, tokens, guard
         self._clock, self._emit, self._directory = clock, emit, directory
+        self._rp = relying_party
+        self.challenges = pk.Challenges(clock)
 
     # ------------------------------------------------------------------ helpers
 
@@ -143,23 +148,48 @@ class SignIn:
         On an active session this is a step-up.  A refused code counts towards lockout like a
         wrong password.
         """
+        now = self._clock.now_ms()
+        if recovery:
+            return self._second_step(
+                session_id,
+                address,
+                "recovery",
+                lambda a: sf.use_recovery_code(a, code, self.store.keyed_hash),
+            )
+        return self._second_step(session_id, address, "totp", lambda a: sf.verify_totp(a, code, now))
+
+    def passkey_options(self, session_id: str) -> str:
+        """The WebAuthn request options for signing in (or stepping up) with a passkey."""
+        rp = self._relying_party()
+        session = self.sessions.find(session_id)
+        account = self.store.get(session.name)
+        if account is None or not account.passkeys or session.purpose != "sign-in":
+            raise SignInRefused()
+        challenge = self.challenges.issue(session.id_hash, "authenticate")
+        return pk.authentication_options(rp, account, challenge)
+
+    def passkey(self, session_id: str, credential_json: str, address: str) -> Session:
+        """The second step with a passkey: the browser's answer to :meth:`passkey_options`."""
+        rp = self._relying_party()
+        session = self.sessions.find(session_id)
+        challenge = self.challenges.take(session.id_hash, "authenticate")
+        return self._second_step(
+            session_id, address, "passkey", lambda a: pk.authenticate(rp, a, credential_json, challenge)
+        )
+
+    def _second_step(
+        self, session_id: str, address: str, factor: str, verify: Callable[[Account], Account]
+    ) -> Session:
         session = self.sessions.find(session_id)
         if session.purpose != "sign-in":
             raise SessionRefused("finish enrolment first")
         account = self.store.get(session.name)
-        factor = "recovery" if recovery else "totp"
         self._limit(session.name, account, address, factor)
         if account is None or not self._may_sign_in(account):
             self.sessions.end(session_id)
             raise self._refuse(account, session.name, address, factor)
-        now = self._clock.now_ms()
         try:
-            if recovery:
-                account = self.store.update(
-                    account.name, lambda a: sf.use_recovery_code(a, code, self.store.keyed_hash)
-                )
-            else:
-                account = self.store.update(account.name, lambda a: sf.verify_totp(a, code, now))
+            account = self.store.update(account.name, verify)  # saved only if it verifies
         except SignInRefused:
             raise self._refuse(account, session.name, address, factor) from None
         self.store.update(account.name, self.guard.after_success)
@@ -167,9 +197,46 @@ class SignIn:
         stepping_up = session.state is SessionState.ACTIVE
         self.sessions.second_factor_ok(session)
         self._event(EventKind.STEP_UP if stepping_up else EventKind.SIGN_IN, True, account, address, factor)
-        if recovery:
+        if factor == "recovery":
             self._event(EventKind.RECOVERY_CODE_USED, True, account, address, factor)
         return session
+
+    def passkey_registration_options(self, session_id: str, csrf_token: str) -> str:
+        """WebAuthn creation options for adding a passkey: an active session with a fresh step-up."""
+        rp = self._relying_party()
+        principal = self.from_session(session_id, mutating=True, csrf_token=csrf_token)
+        require_step_up(principal, self._clock, self.sessions.policy)  # a new factor is consequential
+        session = self.sessions.find(session_id)
+        account = self.store.get(principal.name)
+        if account is None:
+            raise SessionRefused("the session is over; sign in again")
+        challenge = self.challenges.issue(session.id_hash, "register")
+        handle = self.store.keyed_hash("webauthn-user:" + account.name)[:16]
+        return pk.registration_options(rp, account, handle, challenge)
+
+    def add_passkey(self, session_id: str, csrf_token: str, credential_json: str, address: str) -> None:
+        """Keep the passkey the browser created in answer to :meth:`passkey_registration_options`."""
+        rp = self._relying_party()
+        principal = self.from_session(session_id, mutating=True, csrf_token=csrf_token)
+        require_step_up(principal, self._clock, self.sessions.policy)
+        session = self.sessions.find(session_id)
+        challenge = self.challenges.take(session.id_hash, "register")
+        now = self._clock.now_ms()
+        try:
+            account = self.store.update(
+                principal.name, lambda a: pk.register(rp, a, credential_json, challenge, now)
+            )
+        except SignInRefused:
+            self._event(
+                EventKind.SECOND_FACTOR_ENROLLED, False, self.store.get(principal.name), address, "passkey"
+            )
+            raise
+        self._event(EventKind.SECOND_FACTOR_ENROLLED, True, account, address, "passkey")
+
+    def _relying_party(self) -> pk.RelyingParty:
+        if self._rp is None:
+            raise NodeUsageError("passkeys are not configured on this node (no relying party)")
+        return self._rp
 
     def sign_out(self, session_id: str, address: str) -> None:
         """End a session (unknown ones are ignored) and report it."""

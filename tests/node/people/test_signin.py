@@ -23,15 +23,18 @@ from mftp.node.people.errors import (
     StepUpRequired,
 )
 from mftp.node.people.events import EventKind, SecurityEvent
+from mftp.node.people.passkeys import RelyingParty
 from mftp.node.people.roles import Permission, Role, RouteRule
 from mftp.node.people.sessions import SessionBook, SessionState, TokenBook
 from mftp.node.people.signin import SignIn, acting_user
+from tests.soft_authenticator import SoftAuthenticator
 
 PASSWORD = "correct horse battery"
 ADDRESS = "10.0.0.7"
 MIN_MS = 60_000
 SEND = RouteRule(Permission.STUDY_SEND, step_up=True)
 VIEW = RouteRule(Permission.STUDY_VIEW)
+RP = RelyingParty("node.st-olav.example", "St Olav MFTP", ("https://node.st-olav.example",))
 
 
 @dataclass
@@ -81,7 +84,9 @@ class Node:
 def node(tmp_path: Path, identity: SigningIdentity, clock: FakeClock, store: AccountStore) -> Node:
     events: list[SecurityEvent] = []
     tokens = TokenBook(tmp_path / "people", store_keys(identity)[0], clock)
-    signin = SignIn(store, SessionBook(clock), tokens, AbuseGuard(clock), clock, events.append)
+    signin = SignIn(
+        store, SessionBook(clock), tokens, AbuseGuard(clock), clock, events.append, relying_party=RP
+    )
     return Node(signin, store, clock, events)
 
 
@@ -334,3 +339,56 @@ def test_sign_out_is_reported(node: Node) -> None:
     assert node.kinds()[-2:] == [EventKind.SIGN_IN, EventKind.SIGN_OUT]
     with pytest.raises(SessionRefused):
         node.signin.from_session(session_id, mutating=False, csrf_token=None)
+
+
+# ------------------------------------------------------------------ passkeys through sign-in
+
+
+def test_add_a_passkey_then_sign_in_with_it(node: Node) -> None:
+    node.enrol("dr.hansen", [Role.CLINICIAN])
+    device = SoftAuthenticator(RP.rp_id, RP.origins[0])
+    session_id, csrf = node.sign_in("dr.hansen")
+    options = node.signin.passkey_registration_options(session_id, csrf)
+    node.signin.add_passkey(session_id, csrf, device.create(options), ADDRESS)
+    assert node.events[-1].kind is EventKind.SECOND_FACTOR_ENROLLED and node.events[-1].factor == "passkey"
+    node.signin.sign_out(session_id, ADDRESS)
+    session_id, _ = node.signin.password("dr.hansen", PASSWORD, ADDRESS)
+    options = node.signin.passkey_options(session_id)
+    assertion = device.get(options)
+    session = node.signin.passkey(session_id, assertion, ADDRESS)
+    assert session.state is SessionState.ACTIVE and node.events[-1].factor == "passkey"
+    with pytest.raises(SignInRefused):  # the challenge was single use: a replayed assertion fails
+        node.signin.passkey(session_id, assertion, ADDRESS)
+
+
+def test_adding_a_passkey_needs_a_fresh_step_up_and_the_csrf_token(node: Node) -> None:
+    node.enrol("dr.hansen", [Role.CLINICIAN])
+    session_id, csrf = node.sign_in("dr.hansen")
+    with pytest.raises(SessionRefused, match="CSRF"):
+        node.signin.passkey_registration_options(session_id, "forged")
+    node.clock.advance(5 * MIN_MS + 1)
+    with pytest.raises(StepUpRequired):
+        node.signin.passkey_registration_options(session_id, csrf)
+
+
+def test_a_wrong_passkey_assertion_counts_as_a_failure(node: Node) -> None:
+    node.enrol("dr.hansen", [Role.CLINICIAN])
+    device = SoftAuthenticator(RP.rp_id, RP.origins[0])
+    session_id, csrf = node.sign_in("dr.hansen")
+    node.signin.add_passkey(
+        session_id, csrf, device.create(node.signin.passkey_registration_options(session_id, csrf)), ADDRESS
+    )
+    options = node.signin.passkey_options(session_id)
+    with pytest.raises(SignInRefused):
+        node.signin.passkey(session_id, device.get(options, origin="https://evil.example"), ADDRESS)
+    assert node.store.get("dr.hansen").failures == 1  # type: ignore[union-attr]
+    assert node.kinds()[-1] is EventKind.SIGN_IN_FAILED
+
+
+def test_passkeys_need_a_configured_relying_party(node: Node) -> None:
+    node.enrol("dr.hansen", [Role.CLINICIAN])
+    session_id, _ = node.signin.password("dr.hansen", PASSWORD, ADDRESS)
+    s = node.signin
+    bare = SignIn(s.store, s.sessions, s.tokens, s.guard, node.clock, node.events.append)
+    with pytest.raises(NodeUsageError, match="not configured"):
+        bare.passkey_options(session_id)
