@@ -10,12 +10,17 @@ TYPETREE := build/typetree
 
 .PHONY: venv system-deps demo test lint typecheck pytest clean
 
-# Orthanc is the real PACS of the tests and the demo (Debian packages).
+# Orthanc is the real PACS of the tests and the demo, slapd the real directory (LDAP) of the
+# people tests (Debian packages).  The tests run their own slapd on free loopback ports; on a
+# host with systemd, installing slapd also starts Debian's own service, which they do not use.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v Orthanc >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; }
+	@[ -x /usr/sbin/slapd ] && command -v ldapsearch >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slapd ldap-utils >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

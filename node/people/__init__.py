@@ -14,6 +14,7 @@ reads the command line (the API routes and ``mftp-node user ...`` come in a late
 - :mod:`.events`: security events and their export as FHIR AuditEvent and DICOM audit messages;
 - :mod:`.signin`: sign-in (password, then second factor), enrolment, the principal of a request,
   authorisation against a route's rule, and the ledger's user of a request;
+- :mod:`.ldap`: a hospital directory (LDAP bind after a DN search, TLS only) as the password factor;
 - :mod:`.admin`: the operator's actions on accounts and tokens, each reported as an event;
 
 Imports only the foundation (``errors``, ``clock``, ``lifecycle``) and the cores, so that the
