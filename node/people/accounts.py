@@ -24,7 +24,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -120,19 +120,25 @@ class Account:
     TOTP secret, which verification needs in the clear (it is encrypted with the store).
     """
 
-    name: str
-    roles: frozenset[Role]
-    created_ms: int
+    name: str = field(repr=False)  # a repr may end up in a log: no name, no secret in it
+    roles: frozenset[Role] = frozenset()
+    created_ms: int = 0
     service: bool = False  # a service account signs in only with API tokens
     disabled: bool = False
     directory: bool = False  # the hospital directory (LDAP) supplies the password factor
-    password_hash: str = ""  # Argon2id PHC string; "" before enrolment or for directory users
-    totp_secret: bytes = b""  # confirmed secret; b"" when none
+    password_hash: str = field(
+        default="", repr=False
+    )  # Argon2id PHC string; "" before enrolment or for directory users
+    totp_secret: bytes = field(default=b"", repr=False)  # confirmed secret; b"" when none
     totp_last_step: int = -1  # the last accepted time step: a code is never accepted twice
-    totp_pending: bytes = b""  # secret shown at enrolment, not yet confirmed by a code
-    recovery_hashes: tuple[bytes, ...] = ()  # keyed hashes of unused recovery codes
-    passkeys: tuple[Passkey, ...] = ()
-    enrolment_hash: bytes = b""  # keyed hash of the one-time enrolment code
+    totp_pending: bytes = field(
+        default=b"", repr=False
+    )  # secret shown at enrolment, not yet confirmed by a code
+    recovery_hashes: tuple[bytes, ...] = field(
+        default=(), repr=False
+    )  # keyed hashes of unused recovery codes
+    passkeys: tuple[Passkey, ...] = field(default=(), repr=False)
+    enrolment_hash: bytes = field(default=b"", repr=False)  # keyed hash of the one-time enrolment code
     enrolment_expires_ms: int = 0
     failures: int = 0  # failed sign-ins since the last good one
     locked_until_ms: int = 0  # 0: not locked

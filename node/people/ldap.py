@@ -34,7 +34,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from ..errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mftp.node.people")
 
 AD_FILTER: Final = "(&(objectClass=user)(sAMAccountName={name}))"
 MAX_SECRET_FILE_BYTES: Final = 4096
@@ -171,13 +171,13 @@ class LdapDirectory:
             conn = self._connection(self.config.bind_dn, self.config.bind_password)
         except LDAPException as exc:
             self.unreachable += 1
-            log.warning("directory search bind failed: %s", type(exc).__name__)
+            log.warning("directory search bind failed", extra={"fields": {"error": type(exc).__name__}})
             return None
         try:
             conn.search(self.config.base_dn, query, search_scope=ldap3.SUBTREE, attributes=[], size_limit=2)
             entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
         except LDAPException as exc:
-            log.warning("directory search failed: %s", type(exc).__name__)
+            log.warning("directory search failed", extra={"fields": {"error": type(exc).__name__}})
             return None
         finally:
             conn.unbind()
@@ -194,7 +194,7 @@ class LdapDirectory:
             conn = self._connection(dn, password)
         except (LDAPCommunicationError, LDAPStartTLSError) as exc:
             self.unreachable += 1
-            log.warning("directory user bind failed: %s", type(exc).__name__)
+            log.warning("directory user bind failed", extra={"fields": {"error": type(exc).__name__}})
             return False
         except LDAPException:
             return False  # wrong password, or the entry may not bind: the same to the caller

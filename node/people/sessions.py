@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Final
@@ -108,9 +108,9 @@ def cookie_attributes(tls: bool) -> dict[str, object]:
 class Principal:
     """Who a request acts for: an account name, by a session or by an API token."""
 
-    name: str
-    via: str  # "session" or "token"
-    roles: frozenset[Role]  # a session: the account's roles; a token: its one role
+    name: str = field(repr=False)  # a repr may end up in a log
+    via: str = "session"  # or "token"
+    roles: frozenset[Role] = frozenset()  # a session: the account's roles; a token: its one role
     second_factor_s: float | None = None  # monotonic time of the session's last second factor
 
     @property
@@ -123,12 +123,12 @@ class Principal:
 class Session:
     """One browser session (its id is known only to the browser)."""
 
-    id_hash: bytes
-    name: str
+    id_hash: bytes = field(repr=False)
+    name: str = field(repr=False)  # a repr may end up in a log
     state: SessionState
     created_s: float
     last_seen_s: float
-    csrf_token: str  # not a credential alone: it only proves the page came from us
+    csrf_token: str = field(repr=False)  # not a credential alone: it proves the page came from us
     second_factor_s: float | None = None
     purpose: str = "sign-in"  # or "enrol": a first second factor is being set up
 
@@ -275,8 +275,8 @@ class ApiToken:
     """One personal (or service) API token, without its secret."""
 
     token_id: str  # public handle for listing and revoking (16 hex digits)
-    token_hash: bytes  # SHA-256 of the secret
-    name: str  # the owning account
+    token_hash: bytes = field(repr=False)  # SHA-256 of the secret
+    name: str = field(repr=False)  # the owning account (a repr may end up in a log)
     role: Role
     label: str
     created_ms: int

@@ -172,3 +172,14 @@ def test_a_directory_account_enrols_and_signs_in_with_its_directory_password(
     assert session.state is SessionState.ACTIVE
     with pytest.raises(SignInRefused):
         signin.password("dr.hansen", "wrong", "10.0.0.1")
+
+
+def test_outages_are_logged_without_the_name(slapd: LdapServer, caplog: pytest.LogCaptureFixture) -> None:
+    gone = directory(slapd, "ldaps://127.0.0.1:9", timeout_s=1.0)
+    with caplog.at_level("WARNING", logger="mftp.node.people"):
+        gone.check_password("dr.hansen", "directory password 1")
+    assert caplog.records and all(
+        "hansen" not in r.getMessage() and "hansen" not in str(getattr(r, "fields", ""))
+        for r in caplog.records
+    )
+    assert all("directory password" not in str(getattr(r, "fields", "")) for r in caplog.records)

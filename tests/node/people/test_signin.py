@@ -392,3 +392,15 @@ def test_passkeys_need_a_configured_relying_party(node: Node) -> None:
     bare = SignIn(s.store, s.sessions, s.tokens, s.guard, node.clock, node.events.append)
     with pytest.raises(NodeUsageError, match="not configured"):
         bare.passkey_options(session_id)
+
+
+def test_reprs_that_may_reach_a_log_carry_no_name_and_no_secret(node: Node) -> None:
+    node.enrol("dr.hansen", [Role.CLINICIAN])
+    session_id, csrf = node.sign_in("dr.hansen")
+    secret, token = node.signin.tokens.create("dr.hansen", Role.CLINICIAN, 86_400_000)
+    account = node.store.get("dr.hansen")
+    principal = node.signin.from_session(session_id, mutating=True, csrf_token=csrf)
+    session = node.signin.sessions.find(session_id)
+    text = repr([account, principal, session, token])
+    for leak in ("hansen", csrf, session_id, secret, "argon2", repr(node.secrets["dr.hansen"])):
+        assert leak not in text
