@@ -11,7 +11,10 @@ TYPETREE := build/typetree
 .PHONY: venv system-deps demo test lint typecheck pytest clean
 
 # Orthanc is the real PACS of the tests and the demo; tesseract reads burned-in text for the
-# pixel cleaning, and dciodvfy (dicom3tools) validates de-identified output in the tests (Debian packages).
+# pixel cleaning, and dciodvfy (dicom3tools) validates de-identified output in the tests; slapd is
+# the real directory (LDAP) of the people tests (Debian packages).  The tests run their own slapd
+# on free loopback ports; on a host with systemd, installing slapd also starts Debian's own
+# service, which they do not use.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v Orthanc >/dev/null 2>&1 && command -v tesseract >/dev/null 2>&1 && \
@@ -19,6 +22,9 @@ system-deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb \
 	    tesseract-ocr dicom3tools >/dev/null; }
+	@[ -x /usr/sbin/slapd ] && command -v ldapsearch >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slapd ldap-utils >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -8,6 +8,7 @@ Rooms (each subpackage's ``__init__`` has its own map):
 ``dataplane/``          encrypted objects on disk and the HTTPS plane that serves them
 ``pacs/``               PACS adapters: folders, DICOMweb, DIMSE (sources and sinks)
 ``transfers/``          a study's send and receipt: sources, preparing, offers, access, state
+``people/``             accounts, roles, sign-in with a second factor, sessions, API tokens
 ``audit/``              the institution's vault, pseudonym slots, disclosure, the auditor's scans
 ``api/``                the HTTP API: routes, errors, JSON views of ledger objects, OpenAPI
 ``cli/``                ``mftp-node`` and its subcommands
@@ -18,8 +19,8 @@ At the top: :mod:`.process` assembles and runs one node; :mod:`.config`, :mod:`.
 foundation every room may use; :mod:`.devnet` runs a whole consortium on loopback.
 
 Who may import whom (``tests/test_import_direction.py`` keeps it so): the foundation imports only
-the foundation; the leaves ``p2p``, ``pacs``, ``dataplane`` and ``api`` import only the
-foundation; ``chain`` also ``p2p``; ``audit`` also ``api``; ``transfers`` also ``dataplane``,
+the foundation; the leaves ``p2p``, ``pacs``, ``dataplane``, ``api`` and ``people`` import
+only the foundation; ``chain`` also ``p2p``; ``audit`` also ``api``; ``transfers`` also ``dataplane``,
 ``pacs`` and ``audit``; ``process``, ``devnet`` and ``cli`` may import anything.  No cycle
 between any two modules.
 """

@@ -40,8 +40,9 @@ def _last_json(*args: str, timeout_s: float = 240) -> dict[str, Any]:
             {"append_records_per_s", "verify_records_per_s", "proofs_per_s"},
         ),
         (["scripts/bench_transfer.py", "--mb", "2"], {"prepare_s", "loopback_mb_per_s"}),
+        (["scripts/bench_people.py", "--quick"], {"hash_ms", "dummy_ms", "rfc9106_ms", "signin_unknown_ms"}),
     ],
-    ids=["audit", "ledger", "transfer"],
+    ids=["audit", "ledger", "transfer", "people"],
 )
 def test_bench_script_prints_its_figures(args: list[str], named: set[str]) -> None:
     assert named <= set(_last_json(*args))

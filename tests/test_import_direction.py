@@ -41,6 +41,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "dataplane": set(),
     "api": set(),
     "devnet": set(),
+    "people": set(),
     "chain": {"p2p"},
     "audit": {"api"},
     "transfers": {"dataplane", "pacs", "audit"},
