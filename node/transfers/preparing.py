@@ -41,6 +41,7 @@ from ..clock import SYSTEM_CLOCK
 from ..dataplane.blobstore import BlobStore
 from ..errors import NodeError
 from ..pacs import LocalFile, describe_path
+from ..pacs.common import open_file_nofollow
 
 ENTRY_CODEC: Final = "mftp-dcm"
 PARALLEL_MIN_FILES: Final = 16
@@ -78,13 +79,27 @@ Prepared = tuple[EntryMeta, bytes, str]
 
 def prepare_file(path: str, name: str, policy: Policy, secret: bytes, prefer_speed: bool = False) -> Prepared:
     """De-identify and compress one file (a module function, so a worker process can run it)."""
-    result = deidentify_file(Path(path).read_bytes(), policy, secret, name=name, text_finder=TEXT_FINDER)
+    result = deidentify_file(_read_nofollow(path, name), policy, secret, name=name, text_finder=TEXT_FINDER)
     data = result.data
     blob = compress(data, name=name, prefer_speed=prefer_speed)
     # The blob records the SHA-256 of ``data`` (compress hashed it): no second pass over the file.
     digest = bytes.fromhex(describe(blob, name=name).sha256)
     cleaned = result.pixels.summary if result.pixels is not None else ""
     return EntryMeta(name, "instance", len(data), digest, ENTRY_CODEC), blob, cleaned
+
+
+def _read_nofollow(path: str, name: str) -> bytes:
+    """The bytes of the file the scan found, read again without following a link at any level.
+
+    Between the scan and this read a link could be swapped in for the file or a folder above
+    it (by anyone who can write into a source folder): that file is then refused by name.
+    """
+    try:
+        fd = open_file_nofollow(Path(os.path.abspath(path)))
+    except OSError as exc:
+        raise TransferInputError(f"cannot be read: {exc.strerror or exc}", name=name) from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 def _warm() -> None:

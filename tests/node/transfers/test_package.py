@@ -31,7 +31,7 @@ from mftp.node.transfers.sources import one_study
 from mftp.transfer.deid import Mode, Policy
 from mftp.transfer.errors import TransferInputError
 from mftp.transfer.package import Packager, recipient_object_key, storage_key_for
-from mftp.transfer.study import ImportReport
+from mftp.transfer.study import FileReport, ImportReport
 
 SENDER, RECIPIENT = SigningIdentity.generate(), SigningIdentity.generate()
 SECRET = b"s" * 32
@@ -299,3 +299,20 @@ def test_workers_end_when_their_node_is_killed(tmp_path: Path) -> None:
 
 def _alive(pid: int) -> bool:
     return _process_alive(pid)
+
+
+def test_a_file_swapped_for_a_link_after_the_scan_is_refused_by_name(tmp_path: Path) -> None:
+    """Whoever can write into a source folder could swap a scanned file, or the folder above it,
+    for a link to a file elsewhere before it is prepared: it is read without following links."""
+    files, store, packager = _study_to_package(tmp_path, b"l" * 16)
+    outside = tmp_path / "elsewhere.dcm"
+    outside.write_bytes(files[1].path.read_bytes())
+    files[1].path.unlink()
+    files[1].path.symlink_to(outside)
+    report = FileReport()
+    result = package_study(
+        files, packager, store, Policy.for_mode(Mode.PSEUDONYMISED), SECRET, lambda *_: None, report=report
+    )
+    assert len(result.manifest.entries) == len(files) - 1
+    (failure,) = report.failures
+    assert failure.name == files[1].info.name and "a link, not followed" in failure.reason
