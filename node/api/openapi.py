@@ -60,6 +60,12 @@ WAIT_MS: Final = IntParam(
 PROOF_HEIGHT: Final = IntParam("height", "query", "ledger as of this height (default head)", minimum=1)
 CONSISTENCY_FROM: Final = IntParam("from", "query", "older height", minimum=1, required=True)
 CONSISTENCY_TO: Final = IntParam("to", "query", "newer height (default head)", minimum=1)
+EXPORT_WAIT_MS: Final = IntParam(
+    "wait_ms",
+    "query",
+    "wait up to this long for the export job to end before answering (larger values wait 30000); "
+    "default 0: answer at once",
+)
 
 ERROR = _json(_ref("Error"), "error")
 HEIGHT = HEIGHT_PARAM.spec()
@@ -81,6 +87,9 @@ TRANSFER_ID = _param(
 )
 
 
+JOB_ID = _param(
+    "job_id", "path", "export job id, 32 hex digits", {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+)
 VIEW_ID = _param(
     "view_id",
     "path",
@@ -125,7 +134,8 @@ def _transfer_paths() -> dict[str, Any]:
     export = _strings(
         ["destination", "user"],
         {
-            "destination": "absolute folder path on the node's host",
+            "destination": "absolute folder path on the node's host, a DICOMweb base URL (STOW-RS) or "
+            "dimse:<AET>@<host>:<port> (C-STORE), on the node's allow-lists",
             "user": "who accesses the study: a user name or user:<id>",
             "purpose": "default: the offer's",
         },
@@ -161,11 +171,32 @@ def _transfer_paths() -> dict[str, Any]:
         },
         "/transfers/{transfer_id}/export": {
             "post": _token_op(
-                "Deliver a complete received study into a folder (records STUDY_ACCESSED)",
-                _json(_ref("ExportResult"), "delivered"),
-                parameters=[TRANSFER_ID],
+                "Export a complete received study (folder, DICOMweb URL or dimse:AET@host:port) as a job: "
+                "202 at once with the job to follow. The same request (transfer, destination, purpose, "
+                "user) repeated while its job runs, or within an hour after it completed, returns that "
+                "job (200 once done): no second export, no second STUDY_ACCESSED record. A failed job "
+                "is not reused.",
+                _json(_ref("ExportResult"), "the job is done (a repeat, or it ended within wait_ms)"),
+                parameters=[TRANSFER_ID, EXPORT_WAIT_MS.spec()],
                 requestBody={**body, "content": {"application/json": {"schema": export}}},
-                responses={"502": _json(_ref("Error"), "a file did not verify or could not be written")},
+                responses={
+                    "202": _json(
+                        _ref("ExportResult"),
+                        "accepted; follow it with GET /transfers/{transfer_id}/export/{job_id}",
+                    ),
+                    "502": _json(
+                        _ref("Error"), "the job failed: a file did not verify or could not be delivered"
+                    ),
+                },
+            )
+        },
+        "/transfers/{transfer_id}/export/{job_id}": {
+            "get": _token_op(
+                "An export job: state (queued, running, done, failed), progress (files_done of files), "
+                "the STUDY_ACCESSED record once done, or the error and whose fault it is",
+                _json(_ref("ExportResult"), "the job"),
+                parameters=[TRANSFER_ID, JOB_ID],
+                responses={"404": _json(_ref("Error"), "no such job (a restarted node forgets its jobs)")},
             )
         },
         **_view_paths(body),
@@ -254,12 +285,31 @@ def _transfer_schemas() -> dict[str, Any]:
                 "access_records": {"type": "array", "items": HEX},
                 "user": string,
                 "to_user": string,
+                "fault": {
+                    "type": "string",
+                    "enum": ["", "caller", "input", "storage", "node"],
+                    "description": "when failed, whose fault: caller = the node refused the study",
+                },
             },
         },
         "ExportResult": {
             "type": "object",
-            "required": ["transfer_id", "files", "record"],
-            "properties": {"transfer_id": HEX, "files": integer, "record": HEX},
+            "required": ["job_id", "transfer_id", "state", "files", "files_done", "record"],
+            "properties": {
+                "job_id": HEX,
+                "transfer_id": HEX,
+                "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                "phase": {
+                    "type": "string",
+                    "enum": ["queued", "restoring", "delivering", "recording", "finished"],
+                },
+                "files": integer,
+                "files_done": integer,
+                "record": HEX,
+                "error": string,
+                "fault": {"type": "string", "enum": ["", "caller", "input", "storage", "node"]},
+                "created_ms": integer,
+            },
         },
         "StudyView": {
             "type": "object",

@@ -37,6 +37,7 @@ from .openapi import (
     BLOCKS_TO,
     CONSISTENCY_FROM,
     CONSISTENCY_TO,
+    EXPORT_WAIT_MS,
     HEIGHT_PARAM,
     PROOF_HEIGHT,
     WAIT_MS,
@@ -54,6 +55,9 @@ MAX_WAITING_REQUESTS: Final = 64
 MAX_SUBMIT_RECORDS: Final = 1000
 MAX_JSON_DEPTH: Final = 32
 """Deepest nesting of arrays and objects in a request body (ours need 3)."""
+LIVE_JOB_STATES: Final = frozenset({"queued", "running"})
+FAILED_JOB_STATUS: Final = {"caller": 400, "storage": 500, "node": 500, "input": 502}
+"""A failed job's fault as a status, as the error middleware maps the same errors."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -85,6 +89,9 @@ class StudyViews(Protocol):
     async def read_instance(self, transfer_id: str, view_id: str, name: str) -> bytes:
         """One instance of an open view, restored and checked."""
 
+    async def export_job(self, transfer_id: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """An export job's view (waiting up to ``wait_s`` for it to end), or ``None`` if unknown."""
+
 
 class TransferView(Protocol):
     """What the transfer routes need (:class:`~mftp.node.transfers.service.TransferService`)."""
@@ -107,7 +114,7 @@ class TransferView(Protocol):
     async def export(
         self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
     ) -> dict[str, Any]:
-        """Deliver a received study into a folder for ``user``."""
+        """Start exporting a received study for ``user``; the view of its export job."""
 
 
 class RouteProvider(Protocol):
@@ -230,6 +237,7 @@ class Api:
         app.router.add_get("/transfers", self._authenticated(self.list_transfers))
         app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
         app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
+        app.router.add_get("/transfers/{transfer_id}/export/{job_id}", self._authenticated(self.export_job))
         app.router.add_post("/transfers/{transfer_id}/views", self._authenticated(self.open_view))
         # Entry names are relative paths ("series-1/0001.dcm"): the last segment may hold "/".
         app.router.add_get(
@@ -468,12 +476,31 @@ class Api:
         return web.json_response(found)
 
     async def export(self, request: web.Request) -> web.Response:
-        """Deliver a received study into a folder: ``{"destination", "user", "purpose"?}``."""
+        """Export a received study: ``{"destination", "user", "purpose"?}``; its job, 202 at once.
+
+        The same request repeated returns the same job (see :mod:`mftp.node.transfers.jobs`): 200
+        once it is done.  ``?wait_ms=`` waits up to that long (at most 30 s) for the job to end:
+        200 if it did, the failure's status if it failed, else 202.
+        """
         body = await json_object(request, required=("destination", "user"), optional=("purpose",))
-        result = await self._transfer_service().export(
-            request.match_info["transfer_id"], body["destination"], body.get("purpose"), body["user"]
+        wait_ms = min(_int_arg(request, EXPORT_WAIT_MS, 0), MAX_WAIT_MS)
+        service = self._transfer_service()
+        transfer_id = request.match_info["transfer_id"]
+        job = await service.export(transfer_id, body["destination"], body.get("purpose"), body["user"])
+        if wait_ms and job["state"] in LIVE_JOB_STATES:
+            job = await service.access.export_job(transfer_id, job["job_id"], wait_ms / 1000) or job
+        if job["state"] == "failed":
+            return web.json_response(job, status=FAILED_JOB_STATUS.get(job["fault"], 502))
+        return web.json_response(job, status=202 if job["state"] in LIVE_JOB_STATES else 200)
+
+    async def export_job(self, request: web.Request) -> web.Response:
+        """An export job: state, progress (``files_done`` of ``files``), record or error."""
+        job = await self._transfer_service().access.export_job(
+            request.match_info["transfer_id"], request.match_info["job_id"]
         )
-        return web.json_response(result)
+        if job is None:
+            return _error(404, "no such export job (a restarted node forgets its jobs)")
+        return web.json_response(job)
 
     async def open_view(self, request: web.Request) -> web.Response:
         """Open a received study in a viewer: ``{"user", "purpose"?}``; 201 with the view."""

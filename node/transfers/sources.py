@@ -30,7 +30,7 @@ import pydicom.errors
 
 from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
 
-from ..errors import NodeUsageError
+from ..errors import NodeUsageError, sentences
 from ..pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile
 from .dimse_and_attachments import (
     DimseStudy,
@@ -220,8 +220,9 @@ async def import_study(
 def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:
     """The Study Instance UID the files share; :class:`NodeUsageError` unless exactly one."""
     if not files:
-        reasons = "; ".join(f.reason for f in report.failures[:3]) or "no files"
-        raise NodeUsageError(f"the source holds no DICOM instance that can travel ({reasons})")
+        # Each reason a sentence of its own: a reason may hold ";" or ":" itself (BURNED_IN does).
+        reasons = list(dict.fromkeys(f.reason for f in report.failures))[:3] or ["it holds no files"]
+        raise NodeUsageError(sentences("the source holds no DICOM instance that can travel", *reasons))
     studies = {f.info.study_instance_uid for f in files}
     if len(studies) != 1:
         raise NodeUsageError(f"the source holds {len(studies)} studies; send one study at a time")
