@@ -113,7 +113,9 @@ def exit_code(status: int) -> int:
 def _refused(command: str, status: int, answer: Any) -> int:
     message = answer.get("error", answer) if isinstance(answer, dict) else answer
     what = "the node refused the request" if 400 <= status < 500 else "the node could not do it"
-    print(f"mftp-node {command}: {sentences(f'{what} (HTTP {status})', str(message))}", file=sys.stderr)
+    # The node's message as it wrote it (scripts match on it), after a colon: one clause, not two
+    # sentences run together.
+    print(f"mftp-node {command}: {what} (HTTP {status}): {str(message).strip()}", file=sys.stderr)
     return exit_code(status)
 
 
