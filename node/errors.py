@@ -53,3 +53,20 @@ class ConfigError(NodeUsageError):
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{path}: {len(problems)} configuration error(s):\n{lines}")
         self.problems = problems
+
+
+def sentences(*parts: str) -> str:
+    """``parts`` as sentences: each stripped, begun with a capital and ended with a full stop.
+
+    Messages are assembled from parts (a summary, then reasons from files or peers); run
+    together they read as one wrong sentence ("failed the source holds ..."), so every part is
+    made a sentence of its own and they are joined by a space.  Empty parts are dropped.
+    """
+    out = []
+    for part in parts:
+        text = part.strip()
+        if not text:
+            continue
+        text = text[0].upper() + text[1:]
+        out.append(text if text[-1] in ".!?" else text + ".")
+    return " ".join(out)

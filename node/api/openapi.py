@@ -6,7 +6,8 @@ checks that every route of the application is described here and vice versa.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
 
@@ -25,8 +26,49 @@ def _param(
     return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
 
 
+MAX_INT: Final = 2**63 - 1
+"""The largest integer any parameter takes (heights and waits are far below it)."""
+
+
+@dataclass(frozen=True)
+class IntParam:
+    """An integer parameter: the one source of its bounds, for the server's check and this document."""
+
+    name: str
+    where: str  # "path" or "query"
+    description: str
+    minimum: int = 0
+    maximum: int = MAX_INT
+    required: bool = False
+
+    def spec(self) -> dict[str, Any]:
+        """Its OpenAPI parameter object."""
+        schema = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        return _param(self.name, self.where, self.description, schema, self.required or self.where == "path")
+
+
+HEIGHT_PARAM: Final = IntParam("height", "path", "block height (1 is the first block)", minimum=1)
+BLOCKS_FROM: Final = IntParam("from", "query", "first height (default: ten below the head)", minimum=1)
+BLOCKS_TO: Final = IntParam("to", "query", "last height (default: the head; at most 100 blocks)", minimum=1)
+WAIT_MS: Final = IntParam(
+    "wait_ms",
+    "query",
+    "if block `from` is not committed yet, wait up to this long for it (a long poll: ask for "
+    "`from = head + 1` to follow the chain without polling); larger values wait 30000, and a "
+    "request is answered at once when 64 requests already wait",
+)
+PROOF_HEIGHT: Final = IntParam("height", "query", "ledger as of this height (default head)", minimum=1)
+CONSISTENCY_FROM: Final = IntParam("from", "query", "older height", minimum=1, required=True)
+CONSISTENCY_TO: Final = IntParam("to", "query", "newer height (default head)", minimum=1)
+EXPORT_WAIT_MS: Final = IntParam(
+    "wait_ms",
+    "query",
+    "wait up to this long for the export job to end before answering (larger values wait 30000); "
+    "default 0: answer at once",
+)
+
 ERROR = _json(_ref("Error"), "error")
-HEIGHT = _param("height", "path", "block height (1 is the first block)", {"type": "integer", "minimum": 1})
+HEIGHT = HEIGHT_PARAM.spec()
 RECORD_ID = _param(
     "record_id", "path", "record id, 32 hex digits", {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 )
@@ -45,6 +87,9 @@ TRANSFER_ID = _param(
 )
 
 
+JOB_ID = _param(
+    "job_id", "path", "export job id, 32 hex digits", {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+)
 VIEW_ID = _param(
     "view_id",
     "path",
@@ -90,7 +135,8 @@ def _transfer_paths() -> dict[str, Any]:
     export = _strings(
         ["destination", "user"],
         {
-            "destination": "absolute folder path on the node's host",
+            "destination": "absolute folder path on the node's host, a DICOMweb base URL (STOW-RS) or "
+            "dimse:<AET>@<host>:<port> (C-STORE), on the node's allow-lists",
             "user": "who accesses the study: a user name or user:<id>",
             "purpose": "default: the offer's",
         },
@@ -126,11 +172,32 @@ def _transfer_paths() -> dict[str, Any]:
         },
         "/transfers/{transfer_id}/export": {
             "post": _token_op(
-                "Deliver a complete received study into a folder (records STUDY_ACCESSED)",
-                _json(_ref("ExportResult"), "delivered"),
-                parameters=[TRANSFER_ID],
+                "Export a complete received study (folder, DICOMweb URL or dimse:AET@host:port) as a job: "
+                "202 at once with the job to follow. The same request (transfer, destination, purpose, "
+                "user) repeated while its job runs, or within an hour after it completed, returns that "
+                "job (200 once done): no second export, no second STUDY_ACCESSED record. A failed job "
+                "is not reused.",
+                _json(_ref("ExportResult"), "the job is done (a repeat, or it ended within wait_ms)"),
+                parameters=[TRANSFER_ID, EXPORT_WAIT_MS.spec()],
                 requestBody={**body, "content": {"application/json": {"schema": export}}},
-                responses={"502": _json(_ref("Error"), "a file did not verify or could not be written")},
+                responses={
+                    "202": _json(
+                        _ref("ExportResult"),
+                        "accepted; follow it with GET /transfers/{transfer_id}/export/{job_id}",
+                    ),
+                    "502": _json(
+                        _ref("Error"), "the job failed: a file did not verify or could not be delivered"
+                    ),
+                },
+            )
+        },
+        "/transfers/{transfer_id}/export/{job_id}": {
+            "get": _token_op(
+                "An export job: state (queued, running, done, failed), progress (files_done of files), "
+                "the STUDY_ACCESSED record once done, or the error and whose fault it is",
+                _json(_ref("ExportResult"), "the job"),
+                parameters=[TRANSFER_ID, JOB_ID],
+                responses={"404": _json(_ref("Error"), "no such job (a restarted node forgets its jobs)")},
             )
         },
         **_view_paths(body),
@@ -219,12 +286,31 @@ def _transfer_schemas() -> dict[str, Any]:
                 "access_records": {"type": "array", "items": HEX},
                 "user": string,
                 "to_user": string,
+                "fault": {
+                    "type": "string",
+                    "enum": ["", "caller", "input", "storage", "node"],
+                    "description": "when failed, whose fault: caller = the node refused the study",
+                },
             },
         },
         "ExportResult": {
             "type": "object",
-            "required": ["transfer_id", "files", "record"],
-            "properties": {"transfer_id": HEX, "files": integer, "record": HEX},
+            "required": ["job_id", "transfer_id", "state", "files", "files_done", "record"],
+            "properties": {
+                "job_id": HEX,
+                "transfer_id": HEX,
+                "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                "phase": {
+                    "type": "string",
+                    "enum": ["queued", "restoring", "delivering", "recording", "finished"],
+                },
+                "files": integer,
+                "files_done": integer,
+                "record": HEX,
+                "error": string,
+                "fault": {"type": "string", "enum": ["", "caller", "input", "storage", "node"]},
+                "created_ms": integer,
+            },
         },
         "StudyView": {
             "type": "object",
@@ -440,19 +526,7 @@ def _paths() -> dict[str, Any]:
         "/blocks": _get(
             "Blocks in a range of heights (at most 100 at a time)",
             any_object,
-            [
-                _param("from", "query", "first height", {"type": "integer", "minimum": 1}, required=False),
-                _param("to", "query", "last height", {"type": "integer", "minimum": 1}, required=False),
-                _param(
-                    "wait_ms",
-                    "query",
-                    "if block `from` is not committed yet, wait up to this long for it (a long poll: "
-                    "ask for `from = head + 1` to follow the chain without polling); at most 30000, "
-                    "and answered at once when 64 requests already wait",
-                    {"type": "integer", "minimum": 0},
-                    required=False,
-                ),
-            ],
+            [BLOCKS_FROM.spec(), BLOCKS_TO.spec(), WAIT_MS.spec()],
         ),
         "/blocks/{height}": _get(
             "One block with its records and commit certificate", _ref("Block"), [HEIGHT]
@@ -502,24 +576,55 @@ def _paths() -> dict[str, Any]:
         "/proofs/inclusion/{record_id}": _get(
             "Inclusion proof of a record in the ledger at a height, with the certified header",
             any_object,
-            [
-                RECORD_ID,
-                _param(
-                    "height", "query", "ledger as of this height (default head)", {"type": "integer"}, False
-                ),
-            ],
+            [RECORD_ID, PROOF_HEIGHT.spec()],
         ),
         "/proofs/consistency": _get(
             "Consistency proof between the ledgers of two heights",
             any_object,
-            [
-                _param("from", "query", "older height", {"type": "integer", "minimum": 1}),
-                _param(
-                    "to", "query", "newer height (default head)", {"type": "integer", "minimum": 1}, False
-                ),
-            ],
+            [CONSISTENCY_FROM.spec(), CONSISTENCY_TO.spec()],
         ),
     }
+
+
+_ERRORS: Final = {
+    "400": "bad request: a parameter out of its documented bounds, a body that is not the documented "
+    "JSON (or nested deeper than 32), or a request the node cannot do as asked",
+    "401": "a valid API token is required (Authorization: Bearer <token>)",
+    "404": "no such item",
+    "413": "body larger than api.max_request_bytes",
+    "500": "this node's stored data is damaged (its operator must restore it), or an internal error",
+    "502": "a peer, the PACS or a stored file misbehaved",
+    "503": "this node does not run transfers",
+}
+
+
+def _with_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every error status each operation can answer, added where its entry does not say more.
+
+    The error middleware (:mod:`.server`) can answer 500 anywhere and 404 wherever a path names
+    an item; parameters and bodies can be refused (400), bodies can be too large (413); calls with
+    the token can be refused (401) and reach services that depend on peers or a PACS (502);
+    transfer routes answer 503 on a node without transfers.  A method a path does not have is
+    answered 405 with an ``Allow`` header (not an operation, so not listed per operation).
+    """
+    for path, item in paths.items():
+        for op in item.values():
+            codes = ["500"]
+            if op.get("parameters") or "requestBody" in op:
+                codes.append("400")
+            if "requestBody" in op:
+                codes.append("413")
+            if "{" in path:
+                codes.append("404")
+            if "security" in op:
+                codes += ["400", "401", "502"]
+            if path.startswith("/transfers"):
+                codes.append("503")
+            if path.startswith("/audit"):
+                codes.append("404")  # a grant or record the ledger does not hold
+            for code in codes:
+                op["responses"].setdefault(code, _json(_ref("Error"), _ERRORS[code]))
+    return paths
 
 
 def openapi_document() -> dict[str, Any]:
@@ -532,7 +637,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "Inspect the ledger of an MFTP node and submit records. Reads are open on the "
             "node's (loopback) address; calls that change anything need an API token.",
         },
-        "paths": {**_paths(), **_transfer_paths(), **_audit_paths()},
+        "paths": _with_errors({**_paths(), **_transfer_paths(), **_audit_paths()}),
         "components": {
             "schemas": {**_schemas(), **_transfer_schemas(), **_audit_schemas()},
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},

@@ -16,7 +16,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol
 
@@ -30,7 +32,18 @@ from mftp.ledger.records import Record
 
 from ..errors import NodeInputError, NodeUsageError, ResidencyRefused, StorageDamaged
 from .ledger_json import block_view, certificate_view, header_view, stored_record_view, validators_view
-from .openapi import openapi_document
+from .openapi import (
+    BLOCKS_FROM,
+    BLOCKS_TO,
+    CONSISTENCY_FROM,
+    CONSISTENCY_TO,
+    EXPORT_WAIT_MS,
+    HEIGHT_PARAM,
+    PROOF_HEIGHT,
+    WAIT_MS,
+    IntParam,
+    openapi_document,
+)
 
 log = logging.getLogger("mftp.node.api.server")
 
@@ -40,6 +53,11 @@ MAX_WAIT_MS: Final = 30_000
 MAX_WAITING_REQUESTS: Final = 64
 """Requests waiting for a block at once; beyond this they are answered at once (a client re-asks)."""
 MAX_SUBMIT_RECORDS: Final = 1000
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects in a request body (ours need 3)."""
+LIVE_JOB_STATES: Final = frozenset({"queued", "running"})
+FAILED_JOB_STATUS: Final = {"caller": 400, "storage": 500, "node": 500, "input": 502}
+"""A failed job's fault as a status, as the error middleware maps the same errors."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -71,6 +89,9 @@ class StudyViews(Protocol):
     async def read_instance(self, transfer_id: str, view_id: str, name: str) -> bytes:
         """One instance of an open view, restored and checked."""
 
+    async def export_job(self, transfer_id: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """An export job's view (waiting up to ``wait_s`` for it to end), or ``None`` if unknown."""
+
 
 class TransferView(Protocol):
     """What the transfer routes need (:class:`~mftp.node.transfers.service.TransferService`)."""
@@ -100,7 +121,7 @@ class TransferView(Protocol):
     async def export(
         self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
     ) -> dict[str, Any]:
-        """Deliver a received study into a folder for ``user``."""
+        """Start exporting a received study for ``user``; the view of its export job."""
 
 
 class RouteProvider(Protocol):
@@ -114,19 +135,60 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def _int_arg(request: web.Request, name: str, default: int | None = None) -> int:
-    raw = request.match_info.get(name) or request.query.get(name)
+def _int_arg(request: web.Request, param: IntParam, default: int | None = None) -> int:
+    """``param`` of the request within the bounds the OpenAPI document states; 400 otherwise."""
+    source = request.match_info if param.where == "path" else request.query
+    raw = source.get(param.name)
     if raw is None:
         if default is None:
-            raise web.HTTPBadRequest(text=f"missing {name}")
+            raise web.HTTPBadRequest(text=f"missing {param.name}")
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
-    if value < 0:
-        raise web.HTTPBadRequest(text=f"{name} must not be negative")
+        value = int(raw) if raw.strip() == raw and raw.lstrip("-").isdigit() else None
+    except ValueError:  # more digits than Python converts
+        value = None
+    if value is None:
+        raise web.HTTPBadRequest(text=f"{param.name} must be an integer")
+    if not param.minimum <= value <= param.maximum:
+        raise web.HTTPBadRequest(text=f"{param.name} must be from {param.minimum} to {param.maximum}")
     return value
+
+
+# A JSON string (escapes included): removed before counting brackets, which a string may hold.
+# Possessive, and an unterminated string runs to the end: one pass, no backtracking, linear time.
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]++|\\.?)*+"?', re.DOTALL)
+_NOT_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(data: bytes, limit: int) -> int:
+    """How deep arrays and objects nest in ``data``, counted up to ``limit + 1`` without recursion.
+
+    Python's ``json`` parser recurses once per level, so a body nested a thousand deep raises
+    ``RecursionError`` inside it: the depth is measured on the raw bytes first.  Malformed JSON
+    may be miscounted; the parser refuses it afterwards anyway.
+    """
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKET)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+async def read_json(request: web.Request, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The request's JSON body: 413 beyond the size limit, 400 if malformed or nested too deep."""
+    data = await request.read()  # bounded by the application's client_max_size (413)
+    # Fewer brackets than the bound (the common case) is counted at memchr speed.
+    openers = data.count(b"[") + data.count(b"{")
+    if openers > max_depth and json_depth(data, max_depth) > max_depth:
+        raise web.HTTPBadRequest(text=f"JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError cannot happen below the depth bound
+        raise web.HTTPBadRequest(text="the body is not JSON") from None
 
 
 def _hex_arg(request: web.Request, name: str, size: int) -> bytes:
@@ -182,6 +244,7 @@ class Api:
         app.router.add_get("/transfers", self._authenticated(self.list_transfers))
         app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
         app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
+        app.router.add_get("/transfers/{transfer_id}/export/{job_id}", self._authenticated(self.export_job))
         app.router.add_post("/transfers/{transfer_id}/views", self._authenticated(self.open_view))
         # Entry names are relative paths ("series-1/0001.dcm"): the last segment may hold "/".
         app.router.add_get(
@@ -198,7 +261,12 @@ class Api:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status >= 400 and exc.content_type != "application/json":
-                return _error(exc.status, exc.text or exc.reason)
+                answer = _error(exc.status, exc.text or exc.reason)
+                # Keep what the status needs (Allow on a 405), not the old body's framing.
+                for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+                    if name in exc.headers:
+                        answer.headers[name] = exc.headers[name]
+                return answer
             raise
         except NodeUsageError as exc:  # the caller's request cannot be done (residency: 403)
             return _error(403 if isinstance(exc, ResidencyRefused) else 400, str(exc))
@@ -211,6 +279,13 @@ class Api:
             return _error(404, str(exc))
         except LedgerError as exc:
             return _error(400, str(exc))
+        except Exception as exc:  # a bug of ours: the caller gets a JSON 500, the log its type
+            # The type only: a message or traceback may quote a path or a party.
+            log.error(
+                "internal error in an API call",
+                extra={"fields": {"path": request.path, "error": type(exc).__name__}},
+            )
+            return _error(500, "internal error; the node's log has the error type")
 
     def _authenticated(self, handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
@@ -266,8 +341,8 @@ class Api:
         asking for ``from = head + 1`` answers the moment that block is stored.
         """
         store = self.node.ledger.store
-        wait_ms = min(_int_arg(request, "wait_ms", 0), MAX_WAIT_MS)
-        start = _int_arg(request, "from", max(1, store.head_height - 9))
+        wait_ms = min(_int_arg(request, WAIT_MS, 0), MAX_WAIT_MS)
+        start = _int_arg(request, BLOCKS_FROM, max(1, store.head_height - 9))
         if wait_ms and start > store.head_height and self._waiting < MAX_WAITING_REQUESTS:
             self._waiting += 1
             try:
@@ -275,14 +350,14 @@ class Api:
             finally:
                 self._waiting -= 1
         head = store.head_height
-        end = min(_int_arg(request, "to", head), head, start + MAX_RANGE_BLOCKS - 1)
-        blocks = [block_view(store.block(h), store.certificate(h)) for h in range(max(start, 1), end + 1)]
+        end = min(_int_arg(request, BLOCKS_TO, max(head, 1)), head, start + MAX_RANGE_BLOCKS - 1)
+        blocks = [block_view(store.block(h), store.certificate(h)) for h in range(start, end + 1)]
         return web.json_response({"head": head, "blocks": blocks})
 
     async def block(self, request: web.Request) -> web.Response:
         """One block with its certificate."""
         store = self.node.ledger.store
-        height = _int_arg(request, "height")
+        height = _int_arg(request, HEIGHT_PARAM)
         if not 1 <= height <= store.head_height:
             return _error(404, f"no block at height {height} (head is {store.head_height})")
         return web.json_response(
@@ -292,7 +367,7 @@ class Api:
     async def block_records(self, request: web.Request) -> web.Response:
         """The records of one block."""
         store = self.node.ledger.store
-        height = _int_arg(request, "height")
+        height = _int_arg(request, HEIGHT_PARAM)
         if not 1 <= height <= store.head_height:
             return _error(404, f"no block at height {height}")
         block = store.block(height)
@@ -314,7 +389,7 @@ class Api:
         """An inclusion proof of a record in the ledger at a height, with the certified header."""
         store = self.node.ledger.store
         record_id = _hex_arg(request, "record_id", 16)
-        height = _int_arg(request, "height", store.head_height)
+        height = _int_arg(request, PROOF_HEIGHT, store.head_height)
         if store.record(record_id) is None:
             return _error(404, "no such record")
         stored, proof = prove_record(store, record_id, height)
@@ -333,8 +408,8 @@ class Api:
     async def consistency_proof(self, request: web.Request) -> web.Response:
         """A consistency proof between the ledgers of two heights."""
         store = self.node.ledger.store
-        old = _int_arg(request, "from")
-        new = _int_arg(request, "to", store.head_height)
+        old = _int_arg(request, CONSISTENCY_FROM)
+        new = _int_arg(request, CONSISTENCY_TO, max(store.head_height, 1))
         if not 1 <= old <= new <= store.head_height:
             return _error(404, f"need 1 <= from <= to <= {store.head_height}")
         proof = prove_extension(store, old, new)
@@ -354,7 +429,7 @@ class Api:
     async def submit(self, request: web.Request) -> web.Response:
         """Submit signed records: ``{"record": b64}`` or ``{"records": [b64, ...]}`` (canonical bytes)."""
         try:
-            body = await request.json()
+            body = await read_json(request)
             items = [body["record"]] if "record" in body else list(body["records"])
             if not 1 <= len(items) <= MAX_SUBMIT_RECORDS:
                 raise ValueError("count")
@@ -414,12 +489,31 @@ class Api:
         return web.json_response(found)
 
     async def export(self, request: web.Request) -> web.Response:
-        """Deliver a received study into a folder: ``{"destination", "user", "purpose"?}``."""
+        """Export a received study: ``{"destination", "user", "purpose"?}``; its job, 202 at once.
+
+        The same request repeated returns the same job (see :mod:`mftp.node.transfers.jobs`): 200
+        once it is done.  ``?wait_ms=`` waits up to that long (at most 30 s) for the job to end:
+        200 if it did, the failure's status if it failed, else 202.
+        """
         body = await json_object(request, required=("destination", "user"), optional=("purpose",))
-        result = await self._transfer_service().export(
-            request.match_info["transfer_id"], body["destination"], body.get("purpose"), body["user"]
+        wait_ms = min(_int_arg(request, EXPORT_WAIT_MS, 0), MAX_WAIT_MS)
+        service = self._transfer_service()
+        transfer_id = request.match_info["transfer_id"]
+        job = await service.export(transfer_id, body["destination"], body.get("purpose"), body["user"])
+        if wait_ms and job["state"] in LIVE_JOB_STATES:
+            job = await service.access.export_job(transfer_id, job["job_id"], wait_ms / 1000) or job
+        if job["state"] == "failed":
+            return web.json_response(job, status=FAILED_JOB_STATUS.get(job["fault"], 502))
+        return web.json_response(job, status=202 if job["state"] in LIVE_JOB_STATES else 200)
+
+    async def export_job(self, request: web.Request) -> web.Response:
+        """An export job: state, progress (``files_done`` of ``files``), record or error."""
+        job = await self._transfer_service().access.export_job(
+            request.match_info["transfer_id"], request.match_info["job_id"]
         )
-        return web.json_response(result)
+        if job is None:
+            return _error(404, "no such export job (a restarted node forgets its jobs)")
+        return web.json_response(job)
 
     async def open_view(self, request: web.Request) -> web.Response:
         """Open a received study in a viewer: ``{"user", "purpose"?}``; 201 with the view."""
@@ -444,10 +538,7 @@ async def json_object(
     request: web.Request, *, required: tuple[str, ...], optional: tuple[str, ...] = ()
 ) -> dict[str, str]:
     """The request's JSON object of string fields; 400 naming what is wrong."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="expected a JSON object") from None
+    body = await read_json(request)
     allowed = set(required) | set(optional)
     if (
         not isinstance(body, dict)

@@ -4,7 +4,21 @@ These commands never touch the node's keys or data: they call the authenticated 
 (``api.listen`` of ``--config``, token from ``keys/api.token`` beside it or ``--token-file``),
 so the study is read and written by the node process, on the node's host.  ``send`` shows a
 progress bar (rich) by polling ``GET /transfers/{id}``: files prepared, then the recipient's
-acknowledgement and verified receipt.
+acknowledgement and verified receipt.  ``export`` starts an export job and follows it the same
+way (``GET /transfers/{id}/export/{job_id}``): the node answers at once, so no client timeout
+cuts a long export short, and running the same command again returns the same job instead of
+exporting (and recording the access) twice.
+
+Exit codes of these commands (and of ``view`` and ``audit``), from the node's answer:
+
+* 0: done.
+* 5: the node refused the request (HTTP 400, 403, 404, 409, 413, 422): data residency, a bad
+  source (such as a study whose every instance has burned-in annotation in a de-identifying
+  mode), a destination off the allow-lists, an unknown transfer; also a transfer that failed
+  because the node refused its study after accepting the request (``fault`` ``caller``), and one
+  the recipient refused.  Not retryable as is.
+* 3: the API token was not accepted (401), or the node's stored data is damaged (500).
+* 1: anything else (a peer, the PACS, the network; 502, 503; a job still running at ``--timeout``).
 """
 
 from __future__ import annotations
@@ -20,17 +34,24 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from ..clock import SYSTEM_CLOCK
 from ..config import load_config
-from ..errors import NodeError, NodeUsageError
+from ..errors import NodeError, NodeUsageError, sentences
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 3
 EXIT_REFUSED: Final = 5
 """The node refused the request (data residency, bad source): not retryable as is."""
+REFUSED_STATUSES: Final = frozenset({400, 403, 404, 409, 413, 422})
+CONFIG_STATUSES: Final = frozenset({401, 500})
+EXIT_BY_FAULT: Final = {"caller": EXIT_REFUSED, "storage": EXIT_CONFIG}
+"""A failed transfer's or job's ``fault`` (:func:`mftp.node.transfers.jobs.fault_of`) as an exit code."""
 POLL_S: Final = 0.3
 DONE_OUT: Final = frozenset({"delivered", "refused", "failed"})
+DONE_JOB: Final = frozenset({"done", "failed"})
 
 
 class ApiClient:
@@ -82,10 +103,27 @@ def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(args.config, args.token_file)
 
 
+def exit_code(status: int) -> int:
+    """The exit code for an HTTP error answer of the node (see the module docstring)."""
+    if status in REFUSED_STATUSES:
+        return EXIT_REFUSED
+    return EXIT_CONFIG if status in CONFIG_STATUSES else EXIT_FAILURE
+
+
 def _refused(command: str, status: int, answer: Any) -> int:
     message = answer.get("error", answer) if isinstance(answer, dict) else answer
-    print(f"mftp-node {command}: the node refused ({status}): {message}", file=sys.stderr)
-    return EXIT_REFUSED if status in (400, 403, 404, 409) else EXIT_FAILURE
+    what = "the node refused the request" if 400 <= status < 500 else "the node could not do it"
+    # The node's message as it wrote it (scripts match on it), after a colon: one clause, not two
+    # sentences run together.
+    print(f"mftp-node {command}: {what} (HTTP {status}): {str(message).strip()}", file=sys.stderr)
+    return exit_code(status)
+
+
+def failure_exit(state: str, fault: str) -> int:
+    """The exit code of a transfer or job that ended ``state`` (not done) for ``fault``."""
+    if state == "refused":  # the recipient refused the offer: the request cannot succeed as is
+        return EXIT_REFUSED
+    return EXIT_BY_FAULT.get(fault, EXIT_FAILURE)
 
 
 # ---------------------------------------------------------------------------------- send
@@ -110,12 +148,13 @@ def run_send(args: argparse.Namespace) -> int:
     if args.no_wait:
         return EXIT_OK
     final = _follow(client, transfer_id, args.timeout)
-    print(f"transfer {transfer_id}: {final['state']} {final.get('detail', '')}".rstrip())
+    delivered = final["state"] == "delivered"
+    print(sentences(f"transfer {transfer_id} {final['state']}", final.get("detail", "")))
     if final.get("offer_record"):
         print(f"  offered record   {final['offer_record']}")
     if final.get("received_record"):
         print(f"  received record  {final['received_record']}")
-    return EXIT_OK if final["state"] == "delivered" else EXIT_FAILURE
+    return EXIT_OK if delivered else failure_exit(final["state"], final.get("fault", ""))
 
 
 def _follow(client: ApiClient, transfer_id: str, timeout_s: float) -> dict[str, Any]:
@@ -219,9 +258,10 @@ def run_inbox(args: argparse.Namespace) -> int:
         progress = ""
         if t["state"] == "fetching" and t["fetch_bytes"]:
             progress = f" {t['fetched_bytes']}/{t['fetch_bytes']} bytes"
+        detail = f". {sentences(t['detail'])}" if t["detail"] else ""
         print(
             f"{t['transfer_id']}  {arrow} {t['peer']:<14} {t['purpose']:<7} {t['mode']:<13} "
-            f"{t['files']:>5} files  {t['state']}{progress} {t['detail']}".rstrip()
+            f"{t['files']:>5} files  {t['state']}{progress}{detail}"
         )
     return EXIT_OK
 
@@ -237,18 +277,63 @@ def add_inbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Deliver a received study into a folder on the node's host."""
+    """Export a received study (on the node's host) as a job, and follow it to its end."""
     destination = args.destination
-    if not destination.startswith(("http://", "https://", "dimse:")):
+    if not destination[:8].lower().startswith(("http://", "https://", "dimse:")):
         destination = str(Path(destination).resolve())
     body = {"destination": destination, "user": args.user}
     if args.purpose:
         body["purpose"] = args.purpose
-    status, answer = _client(args).call("POST", f"/transfers/{args.transfer_id}/export", body)
-    if status != 200:
-        return _refused("export", status, answer)
-    print(f"exported {answer['files']} files to {body['destination']}; accessed record {answer['record']}")
-    return EXIT_OK
+    client = _client(args)
+    transfer = quote(args.transfer_id, safe="")
+    status, job = client.call("POST", f"/transfers/{transfer}/export", body)
+    if status not in (200, 202):
+        return _refused("export", status, job)
+    if status == 202:
+        print(f"export job {job['job_id']} of transfer {job['transfer_id']} {job['state']}")
+    if not args.no_wait:
+        job = _follow_job(client, transfer, job, args.timeout)
+    if job["state"] == "done":
+        print(f"exported {job['files']} files to {destination}; accessed record {job['record']}")
+        return EXIT_OK
+    if job["state"] == "failed":
+        print(
+            "mftp-node export: " + sentences(f"export job {job['job_id']} failed", job["error"]),
+            file=sys.stderr,
+        )
+        return failure_exit("failed", job.get("fault", ""))
+    print(
+        f"export job {job['job_id']} is still {job['state']}; running the same command again follows it",
+        file=sys.stderr if not args.no_wait else sys.stdout,
+    )
+    return EXIT_OK if args.no_wait else EXIT_FAILURE
+
+
+def _follow_job(client: ApiClient, transfer: str, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Poll an export job with a progress bar until it ends (or ``timeout_s`` passes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = SYSTEM_CLOCK.monotonic_s() + timeout_s
+    with Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("queued", total=None)
+        while True:
+            bar.update(
+                task,
+                description={"restoring": "restoring and verifying", "delivering": "delivering"}.get(
+                    job.get("phase", ""), job["state"]
+                ),
+                completed=job["files_done"],
+                total=job["files"] or None,
+            )
+            if job["state"] in DONE_JOB or SYSTEM_CLOCK.monotonic_s() >= deadline:
+                return job
+            time.sleep(POLL_S)
+            status, answer = client.call("GET", f"/transfers/{transfer}/export/{job['job_id']}")
+            if status != 200:
+                raise NodeError(f"the node lost export job {job['job_id']}: {answer}")
+            job = answer
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,4 +347,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument("--purpose", help="HL7 PurposeOfUse code of this access (default: the offer's)")
+    parser.add_argument("--no-wait", action="store_true", help="return once the node started the export job")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow the export job")
     _common(parser)

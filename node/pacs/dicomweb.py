@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -80,6 +80,22 @@ class DicomWebLimits:
     """STOW-RS: instances per request."""
     batch_bytes: int = 256 << 20
     """STOW-RS: bytes per request (a single larger instance goes alone)."""
+
+
+def _refuse_redirect(response: aiohttp.ClientResponse, what: str) -> None:
+    """Raise :class:`PacsError` if ``response`` is a redirect (3xx), which is never followed.
+
+    Every request is made with ``allow_redirects=False``: a redirect could lead from a server on
+    the allow-list to any host (an internal service, another PACS), and the list was checked for
+    the first URL only.  The PACS is at fault: the operator configures its final URL instead.
+    """
+    if 300 <= response.status < 400:
+        target = urlsplit(response.headers.get("Location", ""))
+        where = f" to {target.scheme}://{target.netloc.rpartition('@')[2]}" if target.netloc else ""
+        raise PacsError(
+            f"{what}: the DICOMweb server answered HTTP {response.status}, a redirect{where}. "
+            "Redirects are not followed; list the server's final URL in transfer.dicomweb_urls"
+        )
 
 
 def _timeout(limits: DicomWebLimits) -> aiohttp.ClientTimeout:
@@ -145,8 +161,13 @@ class DicomWebSource:
     async def _get_json(self, url: str, params: Mapping[str, str]) -> object:
         try:
             async with self._session.get(
-                url, params=params, headers={"Accept": _ACCEPT_JSON}, timeout=_timeout(self._limits)
+                url,
+                params=params,
+                headers={"Accept": _ACCEPT_JSON},
+                timeout=_timeout(self._limits),
+                allow_redirects=False,
             ) as response:
+                _refuse_redirect(response, "QIDO-RS")
                 if response.status == 204:
                     return []
                 if response.status != 200:
@@ -171,8 +192,9 @@ class DicomWebSource:
         url = f"{self._base}/studies/{quote(study_uid)}"
         try:
             async with self._session.get(
-                url, headers={"Accept": _ACCEPT_STUDY}, timeout=_timeout(self._limits)
+                url, headers={"Accept": _ACCEPT_STUDY}, timeout=_timeout(self._limits), allow_redirects=False
             ) as response:
+                _refuse_redirect(response, "WADO-RS")
                 if response.status == 404:
                     raise PacsError("study not found on the DICOMweb server")
                 if response.status != 200:
@@ -315,7 +337,7 @@ class DicomWebSink:
             for i, batch in enumerate(batches):
                 try:
                     await self._store_batch(batch, report)
-                except PacsUnavailableError as exc:
+                except PacsError as exc:  # unreachable, or a redirect: the rest cannot go either
                     for rest in batches[i:]:
                         for item in rest:
                             report.add_failure(item.info.name, exc)
@@ -348,7 +370,9 @@ class DicomWebSink:
                 data=_stow_body(batch, boundary),
                 headers=headers,
                 timeout=_timeout(self._limits),
+                allow_redirects=False,
             ) as response:
+                _refuse_redirect(response, "STOW-RS")
                 status = response.status
                 doc = await _read_json(response, self._limits) if _is_json(response) else None
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -1,8 +1,9 @@
 """Access to received studies: export to a folder or PACS, each access recorded on the ledger.
 
-**Export** (:meth:`StudyAccess.export`): each file is decrypted and verified again, written to
-a private spill folder (mode 0700, under data_dir), delivered to a folder or a DICOMweb server
-(:mod:`.sources`), and the spill is removed; then a ``STUDY_ACCESSED`` record (action
+**Export** (:meth:`StudyAccess.export`): a job (:mod:`.jobs`), answered at once and repeated
+harmlessly; in it each file is decrypted and verified again, written to a private spill folder
+(mode 0700, under data_dir), delivered to a folder, a DICOMweb server or a DIMSE peer
+(:mod:`.sources`), and the spill is removed; then one ``STUDY_ACCESSED`` record (action
 ``export``) is signed.  An access has no receiver: slots 0 and 1 of the record hold the acting
 user and our institution.
 
@@ -21,6 +22,7 @@ Logs name transfers by id; never a patient, a UID or a file path of the study.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -33,15 +35,16 @@ from mftp.crypto.signing import PublicIdentity
 from mftp.ledger.pseudonyms import Role
 from mftp.ledger.records import PURPOSES, RecordType
 from mftp.transfer.codec import decompress
-from mftp.transfer.errors import TransferInputError
+from mftp.transfer.errors import TransferError, TransferInputError
 from mftp.transfer.manifest import Entry, Manifest, ObjectInfo, check_restored, open_manifest
 
 from ..audit.service import user_party
 from ..clock import SYSTEM_CLOCK, Clock
 from ..dataplane.blobstore import BlobStore
-from ..errors import NodeInputError, NodeUsageError
+from ..errors import NodeError, NodeInputError, NodeUsageError
 from ..private_files import private_dir
 from .context import TransferContext
+from .jobs import ExportJob, ExportJobs, JobState, job_key
 from .preparing import restore_files
 from .sources import check_destination, deliver
 from .state import IN, TransferState, check_transfer_id
@@ -135,6 +138,7 @@ class StudyAccess:
     def __init__(self, service: TransferContext) -> None:
         self.service = service
         self.views = OpenViews(clock=service.host.clock)
+        self.jobs = ExportJobs(clock=service.host.clock)
 
     def received(self, transfer_id: str) -> TransferState:
         """The complete received transfer ``transfer_id``; :class:`NodeUsageError` otherwise."""
@@ -163,26 +167,83 @@ class StudyAccess:
     async def export(
         self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
     ) -> dict[str, Any]:
-        """Deliver a complete received study to ``destination`` (folder or DICOMweb URL) for ``user``."""
+        """Start delivering a complete received study to ``destination`` for ``user``; the job's view.
+
+        The request is checked at once (a :class:`NodeUsageError` for an unknown or incomplete
+        transfer, a destination off the allow-lists, a bad purpose); then the export runs as a job
+        (:mod:`.jobs`), or the job of the same request, still running or recently done, is returned.
+        """
         user = user_party(user)
         state = self.received(transfer_id)
         destination = check_destination(destination, self.service.allowed)
         purpose = self.check_purpose(purpose, state)
-        manifest = await self.manifest(state)
-        spill = self.service.host.data_dir / "spill" / f"export-{secrets.token_hex(8)}"
-        private_dir(spill)  # 0700 whatever the umask; a link in its place is refused
+        key = job_key(state.transfer_id, destination, purpose, user)
+        job = self.jobs.find(key)
+        if job is None:
+            job = self.jobs.add(key, state.transfer_id)
+            self.service.spawn(f"export-{job.job_id}", self._export(job, state, destination, purpose, user))
+            log.info("export job started", extra={"fields": {"transfer": transfer_id, "job": job.job_id}})
+        return job.view()
+
+    async def export_job(self, transfer_id: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """The view of export job ``job_id`` of ``transfer_id`` (``None`` if unknown).
+
+        With ``wait_s``, waits up to that long for the job to end first.
+        """
+        job = self.jobs.get(transfer_id, job_id)
+        if job is None:
+            return None
+        if wait_s > 0 and not job.final:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(job.ended.wait()), wait_s)
+        return job.view()
+
+    async def _export(
+        self, job: ExportJob, state: TransferState, destination: str, purpose: str, user: str
+    ) -> None:
+        """The body of an export job: restore, deliver, then record the access once."""
         try:
-            files = await asyncio.to_thread(
-                restore_files, self.service.store, manifest, self.service.object_key, spill
+            async with self.jobs.slots:
+                job.move(JobState.RUNNING)
+                manifest = await self.manifest(state)
+                job.files, job.phase = len(manifest.entries), "restoring"
+                spill = self.service.host.data_dir / "spill" / f"export-{secrets.token_hex(8)}"
+                private_dir(spill)  # 0700 whatever the umask; a link in its place is refused
+                try:
+                    files = await asyncio.to_thread(
+                        restore_files,
+                        self.service.store,
+                        manifest,
+                        self.service.object_key,
+                        spill,
+                        lambda done: setattr(job, "files_done", done),
+                    )
+                    job.phase = "delivering"
+                    file_mode = self.service.allowed.export_file_mode
+                    report = await deliver(files, destination, file_mode=file_mode)
+                finally:
+                    shutil.rmtree(spill, ignore_errors=True)
+                if report.failed_count:
+                    raise NodeInputError(
+                        f"export failed for {report.failed_count} file(s): {report.summary()}"
+                    )
+                job.phase = "recording"
+                job.record = await self.record_access(state, manifest, user, purpose, "export")
+        except asyncio.CancelledError:
+            self.jobs.finish(job, NodeInputError("the node stopped before the export ended"))
+            raise
+        except (NodeError, TransferError, OSError) as exc:
+            # The reason goes to the caller through the API only: it may name a destination path.
+            self.jobs.finish(job, exc)
+            log.warning(
+                "export job failed", extra={"fields": {"transfer": state.transfer_id, "job": job.job_id}}
             )
-            report = await deliver(files, destination, file_mode=self.service.allowed.export_file_mode)
-        finally:
-            shutil.rmtree(spill, ignore_errors=True)
-        if report.failed_count:
-            raise NodeInputError(f"export failed for {report.failed_count} file(s): {report.summary()}")
-        record_id = await self.record_access(state, manifest, user, purpose, "export")
-        log.info("study exported", extra={"fields": {"transfer": transfer_id, "files": len(files)}})
-        return {"transfer_id": transfer_id, "files": len(files), "record": record_id}
+            return
+        self.jobs.finish(job)
+        log.info(
+            "study exported",
+            extra={"fields": {"transfer": state.transfer_id, "job": job.job_id, "files": len(files)}},
+        )
 
     async def open_view(self, transfer_id: str, user: str, purpose: str | None = None) -> dict[str, Any]:
         """Open a complete received study for ``user`` to view; records one ``view`` access.

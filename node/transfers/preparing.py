@@ -429,9 +429,16 @@ def verify_entries(
 
 
 def restore_files(
-    store: BlobStore, manifest: Manifest, key_for: Callable[[ObjectInfo], bytes], spill: Path
+    store: BlobStore,
+    manifest: Manifest,
+    key_for: Callable[[ObjectInfo], bytes],
+    spill: Path,
+    progress: Callable[[int], None] | None = None,
 ) -> list[LocalFile]:
-    """Decrypt, decompress and verify each file into ``spill`` (mode 0600; blocking)."""
+    """Decrypt, decompress and verify each file into ``spill`` (mode 0600; blocking).
+
+    ``progress`` is called with the number of files restored so far, after each one.
+    """
     files = []
     for entry, compressed in store.iter_entries(manifest, key_for):
         original = decompress(compressed, max_output_bytes=entry.size, name=entry.name)
@@ -442,4 +449,6 @@ def restore_files(
             handle.write(original)
         info, _ = describe_path(path, entry.name)
         files.append(LocalFile(path, info))
+        if progress is not None:
+            progress(len(files))
     return files

@@ -87,6 +87,7 @@ from ..private_files import parse_file_mode, private_dir
 from .access import StudyAccess
 from .context import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferHost
 from .dimse_and_attachments import transfer_detail
+from .jobs import fault_of
 from .messages import Offer, decode_receipt
 from .preparing import PreparePool, package_study, prefers_speed
 from .receiver import Receiver
@@ -343,6 +344,7 @@ class TransferService:
         except asyncio.CancelledError:
             raise
         except (NodeError, TransferError, OSError) as exc:
+            state.fault = fault_of(exc)  # "caller": the node refused the study (exit 5 at the CLI)
             self.fail(state, str(exc))
             self.server.abandon_transfer(bytes.fromhex(state.transfer_id))
             if manifest is not None:  # prepared, then the offer failed: nobody will fetch or read it

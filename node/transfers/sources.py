@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ import pydicom.errors
 from mftp.transfer.deid_pixels import BurnedInChoice
 from mftp.transfer.study import DeliveryReport, FileKind, ImportReport
 
-from ..errors import NodeUsageError
+from ..errors import NodeUsageError, sentences
 from ..pacs import DicomWebSink, DicomWebSource, FolderSink, FolderSource, LocalFile
 from .dimse_and_attachments import (
     DimseStudy,
@@ -108,30 +109,111 @@ class Allowed:
         return resolved
 
     def check_url(self, url: str) -> str:
-        """``url``; :class:`NodeUsageError` unless it is under an allowed server.
+        """``url`` normalised (:func:`normalise_url`); :class:`NodeUsageError` unless under an allowed server.
 
-        Scheme and host must match exactly, and the port too unless the allowed entry names
-        none (then any port of that host); the path must lie under the allowed path on a
-        ``/`` boundary.  A plain string prefix would let ``https://pacs.h.org`` admit
-        ``https://pacs.h.org.evil.net`` or ``https://pacs.h.org@evil.net``.
+        Both sides are normalised first (scheme and host in lower case, the default port made
+        explicit, percent-escapes of unreserved characters decoded), and a URL with dot segments,
+        credentials, a query or a fragment is refused outright.  Then scheme and host must match
+        exactly, and the port too unless the allowed entry names none (then any port of that
+        host); the path must lie under the allowed path on a ``/`` boundary.  A plain string
+        prefix would let ``https://pacs.h.org`` admit ``https://pacs.h.org.evil.net``,
+        ``https://pacs.h.org@evil.net`` or ``https://pacs.h.org/dicom-web/../admin``.  The
+        normalised form is returned so that the client requests exactly what was checked.
         """
-        if not any(_url_within(url, allowed) for allowed in self.dicomweb_urls):
+        try:
+            given = normalise_url(url)
+        except NodeUsageError as exc:
+            raise NodeUsageError(f"{exc}; refused before matching transfer.dicomweb_urls") from None
+        if not any(_url_within(given, allowed) for allowed in self.dicomweb_urls):
             raise NodeUsageError(f"{url} is not a DICOMweb server listed in transfer.dicomweb_urls")
-        return url
+        return given.text
 
 
-def _url_within(url: str, allowed: str) -> bool:
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PATH_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+MAX_URL_CHARS: Final = 2048
+
+
+@dataclass(frozen=True)
+class NormalURL:
+    """A URL in the one form the allow-list compares (see :func:`normalise_url`)."""
+
+    scheme: str
+    host: str
+    port: int | None  # as written; None when the URL names none
+    path: str  # no trailing "/", escapes of unreserved characters decoded, others in upper case
+
+    @property
+    def effective_port(self) -> int:
+        """The port a client connects to."""
+        return self.port if self.port is not None else _DEFAULT_PORTS[self.scheme]
+
+    @property
+    def text(self) -> str:
+        """The URL spelt out, the default port left out."""
+        port = "" if self.effective_port == _DEFAULT_PORTS[self.scheme] else f":{self.effective_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}{port}{self.path}"
+
+
+def _normal_segment(segment: str) -> str:
+    """One path segment with escapes of unreserved characters decoded and the rest upper-cased."""
+
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else f"%{match.group(1).upper()}"
+
+    return _ESCAPE.sub(one, segment)
+
+
+def normalise_url(url: str) -> NormalURL:
+    """``url`` as a :class:`NormalURL`; :class:`NodeUsageError` naming what is wrong.
+
+    Refused: another scheme than http(s), credentials (``user@``), a query or a fragment, a
+    malformed port, characters outside RFC 3986 (spaces, backslashes, controls), an escaped
+    ``/`` (``%2F``), and any dot segment (``.``/``..``, escaped or not) or empty segment, since a
+    server or client would resolve them to a path outside the one checked.
+    """
+    if len(url) > MAX_URL_CHARS or not url.isascii() or not url.isprintable() or " " in url:
+        raise NodeUsageError("a DICOMweb URL is a printable ASCII http(s) URL of at most 2048 characters")
     try:
-        given, rule = urlsplit(url), urlsplit(allowed)
-        same_server = (given.scheme, given.hostname) == (rule.scheme, rule.hostname) and (
-            rule.port is None or given.port == rule.port
-        )
-    except ValueError:  # a malformed port
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise NodeUsageError(f"{url} is not a valid URL (malformed host or port)") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise NodeUsageError(f"{url} is not an http(s) URL with a host")
+    if "@" in parts.netloc:
+        raise NodeUsageError(f"{url} carries credentials; give the server's URL without user@")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise NodeUsageError(f"{url} has a query or fragment; give the server's base URL")
+    if port == 0 or not _PATH_CHARS.fullmatch(parts.path) or "%" in _ESCAPE.sub("", parts.path):
+        raise NodeUsageError(f"{url} has a bad port or characters a URL path may not hold")
+    segments = [_normal_segment(s) for s in parts.path.rstrip("/").split("/")[1:]]
+    for segment in segments:
+        if segment in ("", ".", "..") or "%2F" in segment or "%5C" in segment:
+            raise NodeUsageError(f"{url} has an empty, dot ('.', '..') or escaped-slash path segment")
+    return NormalURL(scheme, host, port, "".join("/" + s for s in segments))
+
+
+def is_http_url(text: str) -> bool:
+    """Whether ``text`` is spelt as an http(s) URL (the scheme in any case, as RFC 3986 allows)."""
+    return text[:8].lower().startswith(("http://", "https://"))
+
+
+def _url_within(given: NormalURL, allowed: str) -> bool:
+    try:
+        rule = normalise_url(allowed)
+    except NodeUsageError:  # a bad entry allows nothing (the configuration check names it)
         return False
-    if not same_server or given.username or given.password or rule.hostname is None:
-        return False
-    base = rule.path.rstrip("/")
-    return given.path == base or given.path.startswith(base + "/") or not base
+    same_server = (given.scheme, given.host) == (rule.scheme, rule.host) and (
+        rule.port is None or given.effective_port == rule.effective_port
+    )
+    return same_server and (given.path == rule.path or given.path.startswith(rule.path + "/"))
 
 
 def parse_source(text: str, allowed: Allowed) -> Source:
@@ -140,7 +222,7 @@ def parse_source(text: str, allowed: Allowed) -> Source:
         return parse_dimse_source(text, allowed.dimse_peers, allowed.dimse_aet)
     if text.startswith(DICOMWEB_PREFIX):
         url, _, study_uid = text.removeprefix(DICOMWEB_PREFIX).partition("#")
-        if not url.startswith(("http://", "https://")) or not study_uid:
+        if not is_http_url(url) or not study_uid:
             raise NodeUsageError("a DICOMweb source is dicomweb:<http(s) base URL>#<Study Instance UID>")
         return DicomWebStudy(allowed.check_url(url), study_uid)
     path = Path(text)
@@ -180,8 +262,9 @@ async def import_study(
 def one_study(files: list[LocalFile], report: ImportReport, max_instances: int) -> str:
     """The Study Instance UID the files share; :class:`NodeUsageError` unless exactly one."""
     if not files:
-        reasons = "; ".join(f.reason for f in report.failures[:3]) or "no files"
-        raise NodeUsageError(f"the source holds no DICOM instance that can travel ({reasons})")
+        # Each reason a sentence of its own: a reason may hold ";" or ":" itself (BURNED_IN does).
+        reasons = list(dict.fromkeys(f.reason for f in report.failures))[:3] or ["it holds no files"]
+        raise NodeUsageError(sentences("the source holds no DICOM instance that can travel", *reasons))
     studies = {f.info.study_instance_uid for f in files}
     if len(studies) != 1:
         raise NodeUsageError(f"the source holds {len(studies)} studies; send one study at a time")
@@ -218,7 +301,7 @@ def check_destination(text: str, allowed: Allowed) -> str:
     """``text`` checked against the allow-lists: an absolute folder path, a DICOMweb URL or a DIMSE peer."""
     if is_dimse(text):
         return check_dimse_destination(text, allowed.dimse_peers, allowed.dimse_aet)
-    if text.startswith(("http://", "https://")):
+    if is_http_url(text):
         return allowed.check_url(text)
     if not Path(text).is_absolute():
         raise NodeUsageError(

@@ -105,6 +105,7 @@ class TransferState:
     # Users by vault reference once saved (a ``user:...`` id until then), "" if none or erased:
     user: str = ""  # who sent; on a received transfer, empty
     to_user: str = ""  # the recipient user the sender named, if any
+    fault: str = ""  # when failed: whose fault, as jobs.fault_of says ("caller": the node refused)
 
     def __post_init__(self) -> None:
         self.state = Phase(self.state)  # a name from a file or a caller: refused if unknown

@@ -205,7 +205,18 @@ class FakeTransfers:
     ) -> dict[str, Any]:
         if transfer_id != "ab" * 16:
             raise NodeUsageError("no received transfer")
-        return {"transfer_id": transfer_id, "files": 3, "record": "cd" * 16}
+        return {
+            "job_id": "ef" * 16,
+            "transfer_id": transfer_id,
+            "state": "done",
+            "phase": "finished",
+            "files": 3,
+            "files_done": 3,
+            "record": "cd" * 16,
+            "error": "",
+            "fault": "",
+            "created_ms": 0,
+        }
 
     @staticmethod
     def view() -> dict[str, Any]:

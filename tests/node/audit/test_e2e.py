@@ -87,7 +87,7 @@ def test_a_grant_finds_exactly_one_users_records(devnet: list[NodeProcess], tmp_
     status, exported = api(
         b,
         "POST",
-        f"/transfers/{alice_2['transfer_id']}/export",
+        f"/transfers/{alice_2['transfer_id']}/export?wait_ms=30000",  # a job: wait for it to end
         {"destination": str(tmp_path / "out"), "user": "dr.bea"},
     )
     assert status == 200, exported

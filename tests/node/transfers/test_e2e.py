@@ -178,7 +178,10 @@ def test_dicomweb_source_and_destination(
     )
 
     status, result = api(
-        b, "POST", f"/transfers/{transfer_id}/export", {"destination": orthanc.dicomweb_url, "user": "dr.b"}
+        b,
+        "POST",
+        f"/transfers/{transfer_id}/export?wait_ms=30000",  # a job: wait for it to end
+        {"destination": orthanc.dicomweb_url, "user": "dr.b"},
     )
     assert status == 200 and result["files"] == len(originals), result
     studies = orthanc.get_json("/studies?expand")
