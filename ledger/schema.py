@@ -90,7 +90,9 @@ def check(schema: Schema, value: Any, where: str, error: type[LedgerInputError] 
     if value.keys() != keys:
         missing = keys - value.keys()
         extra = value.keys() - keys
-        raise error(f"{where}: missing fields {sorted(missing)}, unknown fields {sorted(extra)}")
+        # A peer's map may mix key types (str and bytes): sort by repr, never compare them.
+        unknown = sorted(map(repr, extra))[:8]
+        raise error(f"{where}: missing fields {sorted(missing, key=repr)}, unknown fields {unknown}")
     for name, problem_of in checks:
         # The error path is only formatted on failure.
         problem = problem_of(value[name])

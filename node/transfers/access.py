@@ -239,6 +239,15 @@ class StudyAccess:
                 "export job failed", extra={"fields": {"transfer": state.transfer_id, "job": job.job_id}}
             )
             return
+        except Exception as exc:  # our own bug: the job still ends, failed, and says so (a 500)
+            self.jobs.finish(job, exc)
+            log.error(
+                "export job failed",
+                extra={
+                    "fields": {"transfer": state.transfer_id, "job": job.job_id, "error": type(exc).__name__}
+                },
+            )
+            return
         self.jobs.finish(job)
         log.info(
             "study exported",

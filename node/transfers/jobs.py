@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from mftp.transfer.errors import TransferError
+
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import NodeUsageError, StorageDamaged
+from ..errors import NodeError, NodeUsageError, StorageDamaged
 from ..lifecycle import Lifecycle
 
 MAX_JOBS: Final = 256
@@ -68,7 +70,9 @@ def fault_of(exc: BaseException) -> str:
         return "caller"
     if isinstance(exc, OSError):  # our spill folder: a full or read-only disk
         return "node"
-    return "input"  # a peer's, the PACS's or a stored file's (NodeInputError, TransferError)
+    if isinstance(exc, NodeError | TransferError):
+        return "input"  # a peer's, the PACS's or a stored file's (NodeInputError, TransferError)
+    return "node"  # anything else is our own bug
 
 
 def job_key(*parts: str) -> str:

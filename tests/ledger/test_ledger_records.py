@@ -16,6 +16,7 @@ from mftp.crypto import canonical
 from mftp.ledger import sample
 from mftp.ledger.errors import InvalidRecordError, LedgerInputError, LedgerUsageError
 from mftp.ledger.records import (
+    BODY_SCHEMAS,
     MAX_ENVELOPE_BYTES,
     MAX_RECORD_BYTES,
     SCHEMA_VERSION,
@@ -24,6 +25,7 @@ from mftp.ledger.records import (
     RecordType,
     make_record,
 )
+from mftp.ledger.schema import check as schema_check
 from tests.ledger.ledger_helpers import PUBLIC_TYPES
 
 AUTHOR = sample.identities(1, "records")[0]
@@ -235,3 +237,11 @@ def test_signing_bytes_cut_from_the_encoding_equal_the_canonical_ones(
 def test_random_bytes_raise_only_input_errors(data: bytes) -> None:
     with contextlib.suppress(LedgerInputError):  # anything else fails the test
         Record.decode(data)
+
+
+def test_a_map_with_mixed_key_types_is_an_input_error_not_a_crash() -> None:
+    """Found by the fuzzing test above (seed 4): sorting str and bytes keys for the message raised
+    TypeError, which a peer's record must never cause."""
+    schema = BODY_SCHEMAS[RecordType.AUDIT_GRANT]
+    with pytest.raises(InvalidRecordError, match="unknown fields"):
+        schema_check(schema, {"audito": 1, b"\x00" * 32: "x"}, "record.body(AUDIT_GRANT)")

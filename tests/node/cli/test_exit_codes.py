@@ -21,7 +21,7 @@ from mftp.node.cli import transfers as cli
 from mftp.node.cli import view as view_cli
 from mftp.node.errors import NodeInputError, NodeUsageError, ResidencyRefused, StorageDamaged, sentences
 from mftp.node.pacs import LocalFile
-from mftp.node.transfers.dimse_and_attachments import BURNED_IN
+from mftp.node.transfers.dimse_and_attachments import PIXELS_REFUSED
 from mftp.node.transfers.jobs import fault_of
 from mftp.node.transfers.sources import one_study
 from mftp.node.transfers.state import OUT, TransferState
@@ -62,6 +62,7 @@ SEND = {
     "to": "hospital-b",
     "to_user": None,
     "mode": "pseudonymised",
+    "burned_in": None,
     "no_wait": False,
 }
 
@@ -73,7 +74,7 @@ def _transfer(state: str, detail: str = "", fault: str = "") -> dict[str, Any]:
     return {**view, "state": state, "detail": detail, "fault": fault}
 
 
-BURNED_MESSAGE = sentences("the source holds no DICOM instance that can travel", BURNED_IN)
+BURNED_MESSAGE = sentences("the source holds no DICOM instance that can travel", PIXELS_REFUSED)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +85,12 @@ BURNED_MESSAGE = sentences("the source holds no DICOM instance that can travel",
         ((400, {"error": "source must be an existing absolute path"}), None, 5, "absolute path"),
         ((400, {"error": "http://x is not a DICOMweb server listed"}), None, 5, "DICOMweb"),
         # Refused by the node after it accepted the request: the study cannot travel.
-        ((202, {"transfer_id": TRANSFER}), _transfer("failed", BURNED_MESSAGE, "caller"), 5, "Burned In"),
+        (
+            (202, {"transfer_id": TRANSFER}),
+            _transfer("failed", BURNED_MESSAGE, "caller"),
+            5,
+            "pixels may show",
+        ),
         # Refused by the recipient.
         ((202, {"transfer_id": TRANSFER}), _transfer("refused", "unknown recipient user"), 5, "refused"),
         # Not refusals: a peer or the PACS failed (1), our disk is damaged (3), the token (3).
@@ -134,7 +140,7 @@ async def test_a_burned_in_refusal_reads_as_sentences(
     printed = capsys.readouterr().out
     assert (
         f"Transfer {TRANSFER} failed. The source holds no DICOM instance that can travel. "
-        "Burned In Annotation is YES: the pixels may show identity; send it in identified mode." in printed
+        'Refused by burned_in = "refuse": its pixels may show identity.' in printed
     )
     assert await asyncio.to_thread(cli.run_inbox, _args(all=True, json=False)) == cli.EXIT_OK
     assert "failed. The source holds" in capsys.readouterr().out
@@ -169,14 +175,14 @@ async def test_export_view_and_audit_map_statuses_alike(
 
 def test_the_refusal_message_is_made_of_sentences() -> None:
     report = ImportReport()
-    report.add_failure("a.dcm", BURNED_IN)
-    report.add_failure("b.dcm", BURNED_IN)
+    report.add_failure("a.dcm", PIXELS_REFUSED)
+    report.add_failure("b.dcm", PIXELS_REFUSED)
     report.add_failure("c.pdf", "attachment of type application/pdf: no DICOM form")
     with pytest.raises(NodeUsageError) as refused:
         one_study([], report, 10)
     assert str(refused.value) == (
         "The source holds no DICOM instance that can travel. "
-        "Burned In Annotation is YES: the pixels may show identity; send it in identified mode. "
+        'Refused by burned_in = "refuse": its pixels may show identity. '
         "Attachment of type application/pdf: no DICOM form."
     )
     with pytest.raises(

@@ -97,10 +97,13 @@ def test_a_node_under_umask_022_keeps_its_files_private_and_tells_no_paths(
     same_answer(
         {p: api(b, "POST", f"/transfers/{transfer_id}/export", {**export, "destination": p}) for p in outside}
     )
-    status, answer = api(
-        b, "POST", f"/transfers/{transfer_id}/export", {**export, "destination": str(tmp_path / "incoming")}
+    status, answer = api(  # an export is a job: wait for it to end (the same as the e2e tests)
+        b,
+        "POST",
+        f"/transfers/{transfer_id}/export?wait_ms=30000",
+        {**export, "destination": str(tmp_path / "incoming")},
     )
-    assert status == 200, answer
+    assert status == 200 and answer["state"] == "done", answer
     written = [p for p in (tmp_path / "incoming").rglob("*")]
     assert any(p.suffix == ".dcm" for p in written)
     for path in written:  # hospital-b's transfer.export_file_mode = "0600", whatever the umask

@@ -73,7 +73,7 @@ async def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
                 progress(i)
         return [object()] * FILES
 
-    async def deliver(files: list[Any], destination: str) -> DeliveryReport:
+    async def deliver(files: list[Any], destination: str, file_mode: int | None = None) -> DeliveryReport:
         await world.gate.wait()
         if world.fail_with is not None:
             raise world.fail_with
@@ -246,7 +246,7 @@ async def test_the_cli_reports_a_failed_job_as_sentences_with_its_exit_code(
     # Refused by the node at once: exit 5, one message of whole sentences.
     assert await asyncio.to_thread(cli.run_export, _args(tmp_path, destination="/etc")) == cli.EXIT_REFUSED
     err = capsys.readouterr().err
-    assert "export: the node refused the request (HTTP 400): /etc is not inside a folder" in err
+    assert "export: the node refused the request (HTTP 400): /etc is not a folder path inside" in err
 
 
 def test_the_job_table_is_bounded_and_forgets_old_completed_jobs() -> None:
