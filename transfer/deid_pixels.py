@@ -391,6 +391,19 @@ def _ocr_frames(count: int) -> list[int]:
     return sorted({round(i * (count - 1) / (OCR_MAX_FRAMES - 1)) for i in range(OCR_MAX_FRAMES)})
 
 
+def unexaminable(ds: Dataset, name: str) -> str | None:
+    """Why the pixels of ``ds`` cannot be examined, or ``None`` when they decode.
+
+    The same decoding :func:`clean` does, run before a study is offered, so that an image the
+    cleaning would refuse is named (and left out of the offer's description) up front.
+    """
+    try:
+        _decode(ds, name)
+    except NotExaminable as exc:
+        return str(exc).removeprefix(f"{name}: ")
+    return None
+
+
 def clean(ds: Dataset, reasons: Sequence[str], finder: TextFinder | None, name: str) -> PixelReport:
     """Find and blank the text in ``ds``'s pixels, in place; store them uncompressed.
 

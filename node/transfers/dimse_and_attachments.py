@@ -39,7 +39,7 @@ from typing import Final
 import pydicom
 import pydicom.errors
 
-from mftp.transfer.deid_pixels import BurnedInChoice, text_risks
+from mftp.transfer.deid_pixels import BurnedInChoice, text_risks, unexaminable
 from mftp.transfer.study import DeliveryReport, FileFailure, FileKind, FileReport, ImportReport, SourceFile
 from mftp.transfer.study_encapsulate import ENCAPSULATED_TYPES
 
@@ -52,6 +52,7 @@ DIMSE_PREFIX: Final = "dimse:"
 NOT_DEIDENTIFIABLE: Final = "its content cannot be de-identified; send it in identified mode"
 PIXELS_REFUSED: Final = 'refused by burned_in = "refuse": its pixels may show identity'
 """Why an image is left out before the offer (one reason for all, so the summary groups them)."""
+PIXELS_UNEXAMINABLE: Final = "its pixels may show identity and cannot be examined: {cause}"
 ENCAPSULATED_DOCUMENT_CLASSES: Final = "1.2.840.10008.5.1.4.1.1.104."
 """Prefix of the Encapsulated PDF, CDA, STL, OBJ and MTL Storage SOP Class UIDs (PS3.4 B.5)."""
 ATTACHMENTS_DIR: Final = "attachments"
@@ -207,21 +208,38 @@ async def travelling_files(
         elif item.info.kind is FileKind.ATTACHMENT or _is_encapsulated_document(item.info):
             _drop_ok(report, item.info.name, item.info.size_bytes)
             report.add_failure(item.info.name, NOT_DEIDENTIFIABLE)
-        elif burned_in == "refuse" and len(await asyncio.to_thread(_text_risks, item)) > 0:
+        elif (refusal := await asyncio.to_thread(_pixel_refusal, item, burned_in)) is not None:
             _drop_ok(report, item.info.name, item.info.size_bytes)  # refused anyway: say so before the offer
-            report.add_failure(item.info.name, PIXELS_REFUSED)
+            report.add_failure(item.info.name, refusal)
         elif item.info.kind is FileKind.DICOM:
             kept.append(item)
     return kept
 
 
-def _text_risks(item: LocalFile) -> tuple[str, ...]:
-    """Why the pixels of ``item`` may show identity, from its headers (private flags included)."""
+def _pixel_refusal(item: LocalFile, burned_in: BurnedInChoice) -> str | None:
+    """Why ``item`` will not travel for its pixels, decided before the offer; ``None`` if it will.
+
+    Only images whose pixels may show identity (:func:`text_risks`, from the headers, private
+    flags included) are looked at: with "refuse" they stay home; with "clean" those whose pixels
+    cannot be decoded and examined do (the cleaning would refuse them after the offer, and the
+    offer's description must count only what travels).
+    """
+    if item.info.kind is not FileKind.DICOM:
+        return None
     try:
         ds = pydicom.dcmread(item.path, stop_before_pixels=True)
     except (OSError, pydicom.errors.InvalidDicomError, ValueError):
-        return ()  # unreadable: de-identification reports it by name
-    return text_risks(ds)
+        return None  # unreadable: de-identification reports it by name
+    if not text_risks(ds):
+        return None
+    if burned_in == "refuse":
+        return PIXELS_REFUSED
+    try:
+        whole = pydicom.dcmread(item.path)
+    except (OSError, pydicom.errors.InvalidDicomError, ValueError):
+        return None
+    cause = unexaminable(whole, item.info.name)
+    return None if cause is None else PIXELS_UNEXAMINABLE.format(cause=cause)
 
 
 def not_sent_summary(report: FileReport) -> str:

@@ -230,9 +230,18 @@ async def test_deidentifying_modes_report_attachments_by_name(tmp_path: Path) ->
     again, _ = await import_study(tmp_path / "case", spill, attachments=True)
     assert "burned.dcm" in {f.info.name for f in again}
 
-    # By default (burned_in "clean") it travels and is cleaned while preparing ...
-    cleaning, _ = await import_study(tmp_path / "case", tmp_path / "spill", attachments=False)
+    # By default (burned_in "clean") it travels and is cleaned while preparing; an image whose
+    # pixels cannot be examined (here cut short) is named before the offer instead, so the offer
+    # counts only what travels.
+    broken = pydicom.dcmread(tmp_path / "case" / "burned.dcm")
+    broken.SOPInstanceUID = pydicom.uid.generate_uid()
+    broken.PixelData = bytes(broken.PixelData)[:100]
+    broken.save_as(tmp_path / "case" / "broken.dcm")
+    cleaning, early = await import_study(tmp_path / "case", tmp_path / "spill", attachments=False)
     assert "burned.dcm" in {f.info.name for f in cleaning}
+    (unexaminable,) = [f for f in early.failures if f.name == "broken.dcm"]
+    assert unexaminable.reason.startswith("its pixels may show identity and cannot be examined: ")
+    (tmp_path / "case" / "broken.dcm").unlink()
     # ... while "refuse" names it, with every image whose kind may carry burned-in text, before
     # the offer.
     files, report = await import_study(
