@@ -15,8 +15,9 @@ Rooms (each subpackage's ``__init__`` has its own map):
 ======================  ===============================================================
 
 At the top: :mod:`.process` assembles and runs one node; :mod:`.config`, :mod:`.errors`,
-:mod:`.clock`, :mod:`.lifecycle`, :mod:`.logs`, :mod:`.metrics` and :mod:`.ratelimit` are the
-foundation every room may use; :mod:`.devnet` runs a whole consortium on loopback.
+:mod:`.clock`, :mod:`.lifecycle`, :mod:`.logs`, :mod:`.metrics`, :mod:`.private_files`,
+:mod:`.ratelimit` and :mod:`.urls` are the foundation every room may use; the room
+:mod:`.devnet` runs a whole consortium on loopback.
 
 Who may import whom (``tests/test_import_direction.py`` keeps it so): the foundation imports only
 the foundation; the leaves ``p2p``, ``pacs``, ``dataplane``, ``api`` and ``people`` import

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import ConfigError
+from .errors import ConfigError, NodeUsageError
 from .private_files import check_file_mode
+from .urls import normalise_url
 
 ROLES: Final = ("validator", "audit")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -76,8 +77,16 @@ def _strings(v: list[Any], what: str) -> str | None:
 
 
 def _urls(v: list[Any]) -> str | None:
-    bad = [x for x in v if not isinstance(x, str) or not x.startswith(("http://", "https://"))]
-    return f"not http(s) URL prefixes: {bad}" if bad else None
+    """Each entry an http(s) base URL in a form the allow-list can match (see :mod:`.urls`)."""
+    problems = []
+    for entry in v:
+        try:
+            if not isinstance(entry, str):
+                raise NodeUsageError(f"{entry!r} is not a string")
+            normalise_url(entry)
+        except NodeUsageError as exc:
+            problems.append(str(exc))
+    return "; ".join(problems) if problems else None
 
 
 # DICOM AE titles (PS3.5 6.2: 16 characters at most) restricted to a conservative ASCII set with no

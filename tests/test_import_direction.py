@@ -32,7 +32,17 @@ PURE_CORE_MODULES = sorted(
 )
 
 # The rooms of node/ (docs/CONVENTIONS.md): each may import the foundation, itself and these.
-FOUNDATION = {"config", "errors", "clock", "lifecycle", "logs", "metrics", "private_files", "ratelimit"}
+FOUNDATION = {
+    "config",
+    "errors",
+    "clock",
+    "lifecycle",
+    "logs",
+    "metrics",
+    "private_files",
+    "ratelimit",
+    "urls",
+}
 ANY_ROOM = {"*"}
 ROOM_IMPORTS: dict[str, set[str]] = {
     "foundation": set(),

@@ -91,3 +91,12 @@ def test_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.resolve("node", "data_dir") == (tmp_path / "sub" / "data").resolve()
     assert config.get("consensus", "timeout_commit_ms") == 100
+
+
+def test_dicomweb_urls_are_checked_as_the_allow_list_compares_them(tmp_path: Path) -> None:
+    """An entry the allow-list could never match (dot segments, credentials) is named at load."""
+    for bad in ("http://pacs/dicom-web/../tools", "http://user@pacs/dicom-web", "ftp://pacs/x"):
+        path = tmp_path / "node.toml"
+        path.write_text(f'[node]\nname = "a"\ncountry = "NO"\n[transfer]\ndicomweb_urls = ["{bad}"]\n')
+        with pytest.raises(ConfigError, match="dicomweb_urls"):
+            load_config(path)

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from mftp.node.errors import NodeUsageError
 from mftp.node.pacs import DicomWebSink, DicomWebSource, LocalFile, PacsError, describe_path
-from mftp.node.transfers.sources import Allowed, check_destination, normalise_url, parse_source
+from mftp.node.transfers.sources import Allowed, check_destination, parse_source
+from mftp.node.urls import normalise_url
 from mftp.transfer.study import ImportReport
 
 from .test_dicomweb_faults import STUDY, instance
