@@ -31,6 +31,7 @@ from mftp.ledger.proofs import prove_extension, prove_record
 from mftp.ledger.records import Record
 
 from ..errors import NodeInputError, NodeUsageError, ResidencyRefused, StorageDamaged
+from ..people.roles import RULE_ATTRIBUTE, Permission, public, requires, rule_of
 from .ledger_json import block_view, certificate_view, header_view, stored_record_view, validators_view
 from .openapi import (
     BLOCKS_FROM,
@@ -288,6 +289,8 @@ class Api:
             return _error(500, "internal error; the node's log has the error type")
 
     def _authenticated(self, handler: Handler) -> Handler:
+        rule = rule_of(handler)
+
         async def check(request: web.Request) -> web.StreamResponse:
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
@@ -302,23 +305,29 @@ class Api:
                 return _error(401, "a valid API token is required (Authorization: Bearer <token>)")
             return await handler(request)
 
+        if rule is not None:  # the route keeps the role it states (tests walk the route table)
+            setattr(check, RULE_ATTRIBUTE, rule)
         return check
 
     # ------------------------------------------------------------------ reads
 
+    @public()
     async def openapi(self, request: web.Request) -> web.Response:
         """The OpenAPI 3 document of this API."""
         return web.json_response(openapi_document())
 
+    @public()
     async def status(self, request: web.Request) -> web.Response:
         """Node status."""
         return web.json_response(self.node.status())
 
+    @public()
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus metrics."""
         body = generate_latest(self.node.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    @public()
     async def validators(self, request: web.Request) -> web.Response:
         """The validator set that votes on the next block, and the audit nodes."""
         state = self.node.ledger.state
@@ -330,10 +339,12 @@ class Api:
             }
         )
 
+    @public()
     async def peers(self, request: web.Request) -> web.Response:
         """Peers of this node."""
         return web.json_response({"peers": self.node.peers()})
 
+    @public()
     async def blocks(self, request: web.Request) -> web.Response:
         """Blocks in a range of heights (at most 100); ``wait_ms`` waits for ``from`` to be committed.
 
@@ -354,6 +365,7 @@ class Api:
         blocks = [block_view(store.block(h), store.certificate(h)) for h in range(start, end + 1)]
         return web.json_response({"head": head, "blocks": blocks})
 
+    @public()
     async def block(self, request: web.Request) -> web.Response:
         """One block with its certificate."""
         store = self.node.ledger.store
@@ -364,6 +376,7 @@ class Api:
             block_view(store.block(height), store.certificate(height), with_records=True)
         )
 
+    @public()
     async def block_records(self, request: web.Request) -> web.Response:
         """The records of one block."""
         store = self.node.ledger.store
@@ -378,6 +391,7 @@ class Api:
                 views.append(stored_record_view(found))
         return web.json_response({"height": height, "records": views})
 
+    @public()
     async def record(self, request: web.Request) -> web.Response:
         """One record by id, with where it is in the chain."""
         found = self.node.ledger.store.record(_hex_arg(request, "record_id", 16))
@@ -385,6 +399,7 @@ class Api:
             return _error(404, "no such record")
         return web.json_response(stored_record_view(found))
 
+    @public()
     async def inclusion_proof(self, request: web.Request) -> web.Response:
         """An inclusion proof of a record in the ledger at a height, with the certified header."""
         store = self.node.ledger.store
@@ -405,6 +420,7 @@ class Api:
             }
         )
 
+    @public()
     async def consistency_proof(self, request: web.Request) -> web.Response:
         """A consistency proof between the ledgers of two heights."""
         store = self.node.ledger.store
@@ -426,6 +442,7 @@ class Api:
 
     # ----------------------------------------------------------------- writes
 
+    @requires(Permission.NODE_SETTINGS)
     async def submit(self, request: web.Request) -> web.Response:
         """Submit signed records: ``{"record": b64}`` or ``{"records": [b64, ...]}`` (canonical bytes)."""
         try:
@@ -461,6 +478,7 @@ class Api:
             raise web.HTTPServiceUnavailable(text="this node does not run transfers")
         return self.transfers
 
+    @requires(Permission.STUDY_SEND)
     async def send(self, request: web.Request) -> web.Response:
         """Send a study: ``{"source", "to", "purpose", "mode", "user", "to_user"?, "burned_in"?}``; 202."""
         body = await json_object(
@@ -477,10 +495,12 @@ class Api:
         )
         return web.json_response({"transfer_id": transfer_id}, status=202)
 
+    @requires(Permission.STUDY_RECEIVE)
     async def list_transfers(self, request: web.Request) -> web.Response:
         """Every transfer of this node, sent (outbox) and received (inbox), newest first."""
         return web.json_response({"transfers": self._transfer_service().list()})
 
+    @requires(Permission.STUDY_RECEIVE)
     async def transfer(self, request: web.Request) -> web.Response:
         """One transfer and its state."""
         found = self._transfer_service().get(request.match_info["transfer_id"])
@@ -488,6 +508,7 @@ class Api:
             return _error(404, "no such transfer")
         return web.json_response(found)
 
+    @requires(Permission.STUDY_EXPORT)
     async def export(self, request: web.Request) -> web.Response:
         """Export a received study: ``{"destination", "user", "purpose"?}``; its job, 202 at once.
 
@@ -506,6 +527,7 @@ class Api:
             return web.json_response(job, status=FAILED_JOB_STATUS.get(job["fault"], 502))
         return web.json_response(job, status=202 if job["state"] in LIVE_JOB_STATES else 200)
 
+    @requires(Permission.STUDY_EXPORT)
     async def export_job(self, request: web.Request) -> web.Response:
         """An export job: state, progress (``files_done`` of ``files``), record or error."""
         job = await self._transfer_service().access.export_job(
@@ -515,6 +537,7 @@ class Api:
             return _error(404, "no such export job (a restarted node forgets its jobs)")
         return web.json_response(job)
 
+    @requires(Permission.STUDY_VIEW)
     async def open_view(self, request: web.Request) -> web.Response:
         """Open a received study in a viewer: ``{"user", "purpose"?}``; 201 with the view."""
         body = await json_object(request, required=("user",), optional=("purpose",))
@@ -523,6 +546,7 @@ class Api:
         )
         return web.json_response(view, status=201)
 
+    @requires(Permission.STUDY_VIEW)
     async def view_instance(self, request: web.Request) -> web.Response:
         """One instance of an open view, as ``application/dicom``."""
         data = await self._transfer_service().access.read_instance(

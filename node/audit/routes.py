@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ..api.server import json_object
 from ..errors import NodeUsageError
+from ..people.roles import Permission, requires
 from .scan import Auditor, export
 from .service import AuditService, parse_day_ms, parse_month, user_party
 
@@ -52,6 +53,7 @@ class AuditApi:
         router.add_post("/audit/reports", authenticated(self.report))
         router.add_post("/audit/rotations", authenticated(self.rotate))
 
+    @requires(Permission.USERS_MANAGE)
     async def add_user(self, request: web.Request) -> web.Response:
         """Register a user of this institution (idempotent)."""
         body = await json_object(request, required=("user",))
@@ -59,12 +61,14 @@ class AuditApi:
         self.service.vault.party(user, "user")
         return web.json_response({"user": user})
 
+    @requires(Permission.USERS_MANAGE)
     async def rotate(self, request: web.Request) -> web.Response:
         """Rotate a party's master key (or erase the party); 202 with the KEY_ROTATION record id."""
         body = await json_object(request, required=("party", "reason"))
         record = await self.service.rotate(body["party"], body["reason"])
         return web.json_response({"record": record.record_id.hex()}, status=202)
 
+    @requires(Permission.AUDIT_GRANT)
     async def grant(self, request: web.Request) -> web.Response:
         """Sign an audit grant for one of our parties."""
         body = await json_object(
@@ -86,12 +90,14 @@ class AuditApi:
         )
         return web.json_response({"grant_id": record.record_id.hex()}, status=202)
 
+    @requires(Permission.AUDIT_SCAN)
     async def scan(self, request: web.Request) -> web.Response:
         """Scan the chain for a grant's subject."""
         body = await json_object(request, required=("grant_id",), optional=("format",))
         view = await self.auditor.scan(_grant_id(body["grant_id"]))
         return web.json_response(export(view, body.get("format", "json")))
 
+    @requires(Permission.AUDIT_REPORT)
     async def report(self, request: web.Request) -> web.Response:
         """Scan, then post the audit report record."""
         body = await json_object(request, required=("grant_id",))
