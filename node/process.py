@@ -141,6 +141,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop cleanly: timers, API, network, WAL and ledger."""
+        self.chain.cancel_timers()
         if self._tick_task is not None:
             self._tick_task.cancel()
         if self._runner is not None:

@@ -165,11 +165,15 @@ class ChainReactor:
         self.replica = replica
         self._carry_out(actions)
 
-    def stop(self) -> None:
-        """Cancel the timers and close the WAL."""
+    def cancel_timers(self) -> None:
+        """Cancel the core's pending timeouts (first, when the node stops: no step after this)."""
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
+
+    def stop(self) -> None:
+        """Cancel the timers and close the WAL (last, once the network is down)."""
+        self.cancel_timers()
         self.wal.close()
 
     def tick(self, event: Event) -> None:
