@@ -136,6 +136,17 @@ def _dimse_peers(v: list[Any]) -> str | None:
     return f"not AET@host:port: {bad}" if bad else None
 
 
+def _account_name(v: str) -> str | None:
+    return None if re.fullmatch(r"[a-z0-9._@-]{1,64}", v) else "lower-case letters, digits and . _ @ -"
+
+
+def _origin(v: str) -> str | None:
+    if v == "":
+        return None
+    ok = re.fullmatch(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?", v) is not None
+    return None if ok else "scheme://host[:port], lower case, no path (or empty)"
+
+
 def _hashes(v: list[Any]) -> str | None:
     bad = [h for h in v if not isinstance(h, str) or not _HEX64.match(h)]
     return "each must be the SHA-256 of a token in lowercase hex (64 characters)" if bad else None
@@ -159,8 +170,26 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
     },
     "api": {
         "listen": Key(str, "127.0.0.1:7700", _host_port),
+        # Tokens of one named service account (scripts, the devnet); never an unnamed power.
         "token_sha256": Key(list, [], _hashes),
+        "service_account": Key(str, "node-service", _account_name),
+        "service_role": Key(str, "operator", _one_of("clinician", "operator", "auditor")),
         "max_request_bytes": Key(int, 1024 * 1024, _int_range(1024, 64 * 1024 * 1024)),
+        # The address browsers use ("https://pacs-gw.hospital.example" behind a TLS proxy):
+        # the Origin every cookie request must come from, and https makes cookies Secure.
+        "public_origin": Key(str, "", _origin),
+    },
+    "people": {
+        "idle_timeout_ms": Key(int, 15 * 60 * 1000, _int_range(60_000, 24 * 3_600_000)),
+        "session_lifetime_ms": Key(int, 12 * 3_600_000, _int_range(60_000, 7 * 24 * 3_600_000)),
+        "step_up_ms": Key(int, 5 * 60 * 1000, _int_range(10_000, 3_600_000)),
+        "failures_per_name": Key(int, 5, _int_range(1, 1000)),
+        "failures_per_address": Key(int, 30, _int_range(1, 100_000)),
+        "lockout_after": Key(int, 10, _int_range(1, 1000)),
+        "lockout_ms": Key(int, 30 * 60 * 1000, _int_range(1000, 30 * 24 * 3_600_000)),
+        # Argon2id memory per password check; lower only for throw-away test networks.
+        "password_memory_kib": Key(int, 46 * 1024, _int_range(8, 1024 * 1024)),
+        "passkey_rp_id": Key(str, ""),
     },
     "consensus": {
         "timeout_propose_ms": Key(int, 1000, _int_range(10, 600_000)),
@@ -268,9 +297,15 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             given = {}
         extra = dict(given)
         peers_raw = extra.pop("peers", []) if section == "p2p" else []
+        directory = extra.pop("directory", None) if section == "people" else None
         values[section] = _check_table(section, keys, extra, problems)
         if section == "p2p":
             values[section]["peers"] = peers_raw
+        if section == "people":
+            if directory is not None and not isinstance(directory, dict):
+                problems.append("people.directory: must be a table ([people.directory])")
+                directory = None
+            values[section]["directory"] = directory  # checked by people.ldap when the node starts
     peers = _check_peers(values["p2p"].get("peers", []), problems)
     if problems:
         raise ConfigError(str(path), problems)

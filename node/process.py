@@ -29,6 +29,8 @@ from mftp.ledger.records import Record
 from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.ledger.verify import verify_chain
 
+from .api.auth import Gate
+from .api.people_routes import PeopleApi
 from .api.server import Api
 from .audit.routes import AuditApi
 from .audit.scan import Auditor
@@ -41,6 +43,7 @@ from .dataplane.server import DataPlaneServer
 from .errors import NodeError, NodeInputError, NodeUsageError
 from .metrics import NodeMetrics
 from .p2p.network import P2PLimits, PeerNetwork
+from .people.service import build_people
 from .transfers.service import TransferService
 
 log = logging.getLogger("mftp.node")
@@ -72,6 +75,9 @@ class Node:
         self.network: PeerNetwork | None = None
         self.audit = AuditService(self)
         self.auditor = Auditor(self.audit)
+        self.people = build_people(
+            config, identity, clock, self.audit.vault.security.append, data_dir / "people"
+        )
         host, _, port = config.get("transfer", "data_listen").rpartition(":")
         self.dataplane = DataPlaneServer(
             BlobStore(data_dir / "blobs"),
@@ -156,12 +162,21 @@ class Node:
         log.info("node stopped", extra={"fields": {"height": self.ledger.height}})
 
     async def _start_api(self) -> None:
+        gate = Gate(self.people.signin, public_origin=self.config.get("api", "public_origin"))
+        people = PeopleApi(
+            self.people.signin,
+            self.people.admin,
+            gate,
+            self.audit.vault.security,
+            self.name,
+            on_user_added=lambda name: self.audit.vault.party(f"user:{name}", "user"),
+        )
         api = Api(
             self,
-            self.config.get("api", "token_sha256"),
+            gate,
             max_request_bytes=self.config.get("api", "max_request_bytes"),
             transfers=self.transfers,
-            audit=AuditApi(self.audit, self.auditor),
+            providers=(people, AuditApi(self.audit, self.auditor)),
         )
         self._runner = web.AppRunner(api.app(), access_log=None)
         await self._runner.setup()

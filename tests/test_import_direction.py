@@ -42,6 +42,7 @@ FOUNDATION = {
     "private_files",
     "ratelimit",
     "urls",
+    "api_client",
 }
 ANY_ROOM = {"*"}
 ROOM_IMPORTS: dict[str, set[str]] = {

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .openapi_people import people_paths, people_schemas
+
 HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
 
 
@@ -113,18 +115,23 @@ def _strings(required: list[str], properties: dict[str, str]) -> dict[str, Any]:
     }
 
 
+SIGNED_IN: Final[list[dict[str, list[str]]]] = [{"token": []}, {"session": []}]
+"""An API token (``Authorization: Bearer``) or a browser session (cookie and ``X-CSRF-Token``)."""
+
+
 def _token_op(summary: str, ok: dict[str, Any], ok_status: str = "200", **extra: Any) -> dict[str, Any]:
     responses = {ok_status: ok, "400": ERROR, "401": ERROR, **extra.pop("responses", {})}
-    return {"summary": summary, "security": [{"token": []}], "responses": responses, **extra}
+    return {"summary": summary, "security": SIGNED_IN, "responses": responses, **extra}
 
 
 def _transfer_paths() -> dict[str, Any]:
     """Sending, inbox and outbox, export (see :mod:`mftp.node.transfers`); every call needs the token."""
     send = _strings(
-        ["source", "to", "purpose", "mode", "user"],
+        ["source", "to", "purpose", "mode"],
         {
             "source": "absolute path of a folder or file of one study on the node's host",
-            "user": "who sends: a user name or user:<id> (tagged pseudonymously on the record)",
+            "user": "optional, and refused unless it names the signed-in user, who is the sender "
+            "(tagged pseudonymously on the record)",
             "to_user": "optional recipient user, registered at the recipient (POST /audit/users)",
             "to": "recipient member's name (a [[p2p.peers]] entry)",
             "purpose": "HL7 PurposeOfUse code, e.g. TREAT",
@@ -133,11 +140,11 @@ def _transfer_paths() -> dict[str, Any]:
         },
     )
     export = _strings(
-        ["destination", "user"],
+        ["destination"],
         {
             "destination": "absolute folder path on the node's host, a DICOMweb base URL (STOW-RS) or "
             "dimse:<AET>@<host>:<port> (C-STORE), on the node's allow-lists",
-            "user": "who accesses the study: a user name or user:<id>",
+            "user": "optional, and refused unless it names the signed-in user (who accesses the study)",
             "purpose": "default: the offer's",
         },
     )
@@ -207,9 +214,9 @@ def _transfer_paths() -> dict[str, Any]:
 def _view_paths(body: dict[str, Any]) -> dict[str, Any]:
     """Views of a received study (see :mod:`mftp.node.transfers.access`); every call needs the token."""
     view = _strings(
-        ["user"],
+        [],
         {
-            "user": "who opens the study: a user name or user:<id>",
+            "user": "optional, and refused unless it names the signed-in user (who opens the study)",
             "purpose": "HL7 PurposeOfUse code of this access (default: the offer's)",
         },
     )
@@ -589,7 +596,11 @@ def _paths() -> dict[str, Any]:
 _ERRORS: Final = {
     "400": "bad request: a parameter out of its documented bounds, a body that is not the documented "
     "JSON (or nested deeper than 32), or a request the node cannot do as asked",
-    "401": "a valid API token is required (Authorization: Bearer <token>)",
+    "401": "sign in first: no, an expired or an unknown session or API token, a bad CSRF token, a "
+    "cross-site request, or a wrong name, password or code (never which)",
+    "403": "signed in, but no role of the caller allows this, or it needs a second factor within "
+    "the last minutes (step-up), or the body names another user than the signed-in one",
+    "429": "too many failed attempts from this account or address: see Retry-After",
     "404": "no such item",
     "413": "body larger than api.max_request_bytes",
     "500": "this node's stored data is damaged (its operator must restore it), or an internal error",
@@ -617,7 +628,9 @@ def _with_errors(paths: dict[str, Any]) -> dict[str, Any]:
             if "{" in path:
                 codes.append("404")
             if "security" in op:
-                codes += ["400", "401", "502"]
+                codes += ["400", "401", "403", "429", "502"]
+            elif op.get("x-sign-in"):  # the public steps of sign-in: wrong answers and their limit
+                codes += ["401", "403", "429"]
             if path.startswith("/transfers"):
                 codes.append("503")
             if path.startswith("/audit"):
@@ -634,12 +647,17 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "MFTP node API",
             "version": "1.0.0",
-            "description": "Inspect the ledger of an MFTP node and submit records. Reads are open on the "
-            "node's (loopback) address; calls that change anything need an API token.",
+            "description": "Inspect the ledger of an MFTP node, sign in, and send, receive and audit "
+            "studies. Ledger reads are open on the node's (loopback) address; everything else needs a "
+            "signed-in session (cookie and X-CSRF-Token) or a personal API token, of a role the "
+            "operation allows.",
         },
-        "paths": _with_errors({**_paths(), **_transfer_paths(), **_audit_paths()}),
+        "paths": _with_errors({**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths()}),
         "components": {
-            "schemas": {**_schemas(), **_transfer_schemas(), **_audit_schemas()},
-            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": {**_schemas(), **_transfer_schemas(), **_audit_schemas(), **people_schemas()},
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "mftp_session"},
+            },
         },
     }

@@ -1,25 +1,26 @@
 """The node's HTTP API (aiohttp), described by the OpenAPI document in :mod:`.openapi`.
 
-Reads need no token: the ledger is replicated to every member anyway, and the
-API listens on loopback unless the operator configures otherwise.  Every call
-that changes anything requires ``Authorization: Bearer <token>`` where the
-SHA-256 of the token is listed in ``api.token_sha256``; tokens are compared by
-hash in constant time and never logged.  Transfers (``/transfers...``, see
-:mod:`mftp.node.transfers`) are private to the institution, so reading them needs the token too;
-so do views of a received study (``/transfers/{id}/views...``, :mod:`mftp.node.transfers.access`),
-whose instances are patient data: they are served with ``Cache-Control: no-store``.
+Every route states the rule it needs (:func:`~mftp.node.people.roles.requires` or
+:func:`~mftp.node.people.roles.public`) and is registered behind the :class:`~.auth.Gate`,
+which enforces it: a signed-in session (cookie, with CSRF and origin checks on mutating
+calls) or an API token, a role that allows the action, and for consequential actions a
+second factor verified within the last minutes.  Reads of the ledger are public: it is
+replicated to every member anyway, and the API listens on loopback unless configured
+otherwise.  Transfers are private to the institution; views of a received study serve
+patient data with ``Cache-Control: no-store``.
+
+The acting user of every record is the signed-in principal (:func:`~mftp.node.people.signin.acting_user`):
+a body may omit ``user``, and a body naming anyone else is refused.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 from aiohttp import web
@@ -31,7 +32,10 @@ from mftp.ledger.proofs import prove_extension, prove_record
 from mftp.ledger.records import Record
 
 from ..errors import NodeInputError, NodeUsageError, ResidencyRefused, StorageDamaged
-from ..people.roles import RULE_ATTRIBUTE, Permission, public, requires, rule_of
+from ..people.errors import AccessRefused, RateLimited
+from ..people.roles import Permission, public, requires
+from ..people.signin import acting_user
+from .auth import Gate, principal_of
 from .ledger_json import block_view, certificate_view, header_view, stored_record_view, validators_view
 from .openapi import (
     BLOCKS_FROM,
@@ -126,7 +130,7 @@ class TransferView(Protocol):
 
 
 class RouteProvider(Protocol):
-    """More routes (the audit ones, :mod:`mftp.node.audit.routes`), registered behind the token check."""
+    """More routes (people, audit, viewing...), each registered behind the gate."""
 
     def add_routes(self, router: web.UrlDispatcher, authenticated: Callable[[Handler], Handler]) -> None:
         """Add routes to ``router``, wrapping each handler in ``authenticated``."""
@@ -209,22 +213,23 @@ class Api:
     def __init__(
         self,
         node: NodeView,
-        token_hashes: Iterable[str],
+        gate: Gate,
         *,
         max_request_bytes: int = 1 << 20,
         transfers: TransferView | None = None,
-        audit: RouteProvider | None = None,
+        providers: tuple[RouteProvider, ...] = (),
     ) -> None:
         self.node = node
+        self.gate = gate
         self.transfers = transfers
-        self.audit = audit
-        self._token_hashes = [bytes.fromhex(h) for h in token_hashes]
+        self.providers = providers
         self.max_request_bytes = max_request_bytes
         self._waiting = 0
 
     def app(self) -> web.Application:
-        """The aiohttp application."""
+        """The aiohttp application: every route behind the gate."""
         app = web.Application(client_max_size=self.max_request_bytes, middlewares=[self._errors])
+        wrap = self.gate.wrap
         get = [
             ("/openapi.json", self.openapi),
             ("/status", self.status),
@@ -239,21 +244,20 @@ class Api:
             ("/proofs/consistency", self.consistency_proof),
         ]
         for path, handler in get:
-            app.router.add_get(path, handler)
-        app.router.add_post("/records", self._authenticated(self.submit))
-        app.router.add_post("/transfers", self._authenticated(self.send))
-        app.router.add_get("/transfers", self._authenticated(self.list_transfers))
-        app.router.add_get("/transfers/{transfer_id}", self._authenticated(self.transfer))
-        app.router.add_post("/transfers/{transfer_id}/export", self._authenticated(self.export))
-        app.router.add_get("/transfers/{transfer_id}/export/{job_id}", self._authenticated(self.export_job))
-        app.router.add_post("/transfers/{transfer_id}/views", self._authenticated(self.open_view))
+            app.router.add_get(path, wrap(handler))
+        app.router.add_post("/records", wrap(self.submit))
+        app.router.add_post("/transfers", wrap(self.send))
+        app.router.add_get("/transfers", wrap(self.list_transfers))
+        app.router.add_get("/transfers/{transfer_id}", wrap(self.transfer))
+        app.router.add_post("/transfers/{transfer_id}/export", wrap(self.export))
+        app.router.add_get("/transfers/{transfer_id}/export/{job_id}", wrap(self.export_job))
+        app.router.add_post("/transfers/{transfer_id}/views", wrap(self.open_view))
         # Entry names are relative paths ("series-1/0001.dcm"): the last segment may hold "/".
         app.router.add_get(
-            "/transfers/{transfer_id}/views/{view_id}/instances/{name:.+}",
-            self._authenticated(self.view_instance),
+            "/transfers/{transfer_id}/views/{view_id}/instances/{name:.+}", wrap(self.view_instance)
         )
-        if self.audit is not None:
-            self.audit.add_routes(app.router, self._authenticated)
+        for provider in self.providers:
+            provider.add_routes(app.router, wrap)
         return app
 
     @web.middleware
@@ -269,6 +273,13 @@ class Api:
                         answer.headers[name] = exc.headers[name]
                 return answer
             raise
+        except AccessRefused as exc:  # who asked, or how: sign-in, session, role, step-up, rate
+            answer = _error(exc.status, str(exc))
+            if isinstance(exc, RateLimited):
+                answer.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+            if exc.status == 401:
+                answer.headers["WWW-Authenticate"] = 'Bearer realm="mftp"'
+            return answer
         except NodeUsageError as exc:  # the caller's request cannot be done (residency: 403)
             return _error(403 if isinstance(exc, ResidencyRefused) else 400, str(exc))
         except NodeInputError as exc:  # a peer, a file or the PACS misbehaved
@@ -287,27 +298,6 @@ class Api:
                 extra={"fields": {"path": request.path, "error": type(exc).__name__}},
             )
             return _error(500, "internal error; the node's log has the error type")
-
-    def _authenticated(self, handler: Handler) -> Handler:
-        rule = rule_of(handler)
-
-        async def check(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            digest = hashlib.sha256(token.strip().encode()).digest()
-            allowed = scheme.lower() == "bearer" and any(
-                hmac.compare_digest(digest, h) for h in self._token_hashes
-            )
-            if not allowed:
-                log.warning(
-                    "api call refused", extra={"fields": {"path": request.path, "reason": "bad token"}}
-                )
-                return _error(401, "a valid API token is required (Authorization: Bearer <token>)")
-            return await handler(request)
-
-        if rule is not None:  # the route keeps the role it states (tests walk the route table)
-            setattr(check, RULE_ATTRIBUTE, rule)
-        return check
 
     # ------------------------------------------------------------------ reads
 
@@ -480,16 +470,24 @@ class Api:
 
     @requires(Permission.STUDY_SEND)
     async def send(self, request: web.Request) -> web.Response:
-        """Send a study: ``{"source", "to", "purpose", "mode", "user", "to_user"?, "burned_in"?}``; 202."""
+        """Send a study: ``{"source", "to", "purpose", "mode", "to_user"?, "burned_in"?}``.
+
+        202 with the transfer id.  A study sent in ``identified`` mode leaves with the patient's
+        identity: that needs a second factor verified within the last minutes (step-up).
+        """
         body = await json_object(
-            request, required=("source", "to", "purpose", "mode", "user"), optional=("to_user", "burned_in")
+            request, required=("source", "to", "purpose", "mode"), optional=("user", "to_user", "burned_in")
         )
+        principal = principal_of(request)
+        user = acting_user(principal, body.get("user"))
+        if body["mode"] == "identified":
+            self.gate.require_step_up(principal)
         transfer_id = await self._transfer_service().send(
             body["source"],
             body["to"],
             body["purpose"],
             body["mode"],
-            body["user"],
+            user,
             body.get("to_user", ""),
             burned_in=body.get("burned_in"),
         )
@@ -510,24 +508,25 @@ class Api:
 
     @requires(Permission.STUDY_EXPORT)
     async def export(self, request: web.Request) -> web.Response:
-        """Export a received study: ``{"destination", "user", "purpose"?}``; its job, 202 at once.
+        """Export a received study for the signed-in user: ``{"destination", "purpose"?}``; its job, 202.
 
         The same request repeated returns the same job (see :mod:`mftp.node.transfers.jobs`): 200
         once it is done.  ``?wait_ms=`` waits up to that long (at most 30 s) for the job to end:
         200 if it did, the failure's status if it failed, else 202.
         """
-        body = await json_object(request, required=("destination", "user"), optional=("purpose",))
+        body = await json_object(request, required=("destination",), optional=("user", "purpose"))
+        user = acting_user(principal_of(request), body.get("user"))
         wait_ms = min(_int_arg(request, EXPORT_WAIT_MS, 0), MAX_WAIT_MS)
         service = self._transfer_service()
         transfer_id = request.match_info["transfer_id"]
-        job = await service.export(transfer_id, body["destination"], body.get("purpose"), body["user"])
+        job = await service.export(transfer_id, body["destination"], body.get("purpose"), user)
         if wait_ms and job["state"] in LIVE_JOB_STATES:
             job = await service.access.export_job(transfer_id, job["job_id"], wait_ms / 1000) or job
         if job["state"] == "failed":
             return web.json_response(job, status=FAILED_JOB_STATUS.get(job["fault"], 502))
         return web.json_response(job, status=202 if job["state"] in LIVE_JOB_STATES else 200)
 
-    @requires(Permission.STUDY_EXPORT)
+    @requires(Permission.STUDY_RECEIVE)  # following a job is a read: no second step-up
     async def export_job(self, request: web.Request) -> web.Response:
         """An export job: state, progress (``files_done`` of ``files``), record or error."""
         job = await self._transfer_service().access.export_job(
@@ -539,10 +538,11 @@ class Api:
 
     @requires(Permission.STUDY_VIEW)
     async def open_view(self, request: web.Request) -> web.Response:
-        """Open a received study in a viewer: ``{"user", "purpose"?}``; 201 with the view."""
-        body = await json_object(request, required=("user",), optional=("purpose",))
+        """Open a received study in a viewer for the signed-in user: ``{"purpose"?}``; 201 with the view."""
+        body = await json_object(request, required=(), optional=("user", "purpose"))
+        user = acting_user(principal_of(request), body.get("user"))
         view = await self._transfer_service().access.open_view(
-            request.match_info["transfer_id"], body["user"], body.get("purpose")
+            request.match_info["transfer_id"], user, body.get("purpose")
         )
         return web.json_response(view, status=201)
 
@@ -570,7 +570,7 @@ async def json_object(
         or not all(isinstance(v, str) for v in body.values())
     ):
         raise web.HTTPBadRequest(
-            text=f"expected a JSON object of strings with {', '.join(required)}"
+            text=f"expected a JSON object of strings with {', '.join(required) or 'no required field'}"
             + (f" and optionally {', '.join(optional)}" if optional else "")
         )
     return body

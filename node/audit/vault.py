@@ -62,6 +62,7 @@ from mftp.ledger.pseudonyms import (
 )
 
 from ..errors import NodeUsageError, StorageDamaged
+from .security_log import SecurityLog
 
 VAULT_KEY_INFO: Final = b"mftp-audit-vault-v1"
 NAMES_KEY_INFO: Final = b"mftp-audit-names-v1"
@@ -162,6 +163,8 @@ class AuditVault:
         self.keyring, legacy_erased = self._load_keyring()
         self.details = AuditStore()
         self.torn_bytes = self._load_details()
+        self.security = SecurityLog(folder / "security.log", self._box)
+        """Sign-ins, lockouts, tokens and roles of this institution's people (issue 16)."""
         if legacy_erased:  # a version 1 vault: forget the names of the parties it erased
             self._redact(legacy_erased)
             self._save(self.keyring)
@@ -272,6 +275,8 @@ class AuditVault:
         # Details first: a crash before the keyring is saved leaves the party held, and the
         # erasure can be asked for again; the other order would leave its name in the log.
         self._redact(frozenset({party_id}))
+        if party_id.startswith("user:"):
+            self.security.erase_user(party_id.removeprefix("user:"))
         remaining = {pid: keys for pid, keys in self.keyring.parties.items() if pid != party_id}
         self._save(PartyKeyring(remaining, self.keyring.erased | {hashed}), self.names - {party_id})
         if self._by_reference is not None:

@@ -114,7 +114,10 @@ def _scan(args: argparse.Namespace, path: str, expected: int) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="the node's node.toml (API address)")
-    parser.add_argument("--token-file", help="API token file (default keys/api.token beside node.toml)")
+    parser.add_argument(
+        "--token-file",
+        help="an API token file to act with (default: the personal token `mftp-node login` keeps)",
+    )
 
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,6 +36,15 @@ from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, NodeError, NodeUsageError, StorageDamaged
 from ..private_files import narrow_file, private_dir, set_private_umask, tighten, write_private
 from .audit import add_audit_arguments, run_audit
+from .people import (
+    add_login_arguments,
+    add_logout_arguments,
+    add_user_arguments,
+    run_enrol,
+    run_login,
+    run_logout,
+    run_user,
+)
 from .transfers import (
     add_export_arguments,
     add_inbox_arguments,
@@ -104,7 +113,9 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"  node id       {identity.public.node_id.hex()}")
     print(f"  public key    {identity.public.sign_key.hex()}")
     print(f"  public file   {root / 'node.pub.json'} (give it to the consortium for the genesis)")
-    print(f"  API token     {root / 'keys' / 'api.token'} (mode 0600; its hash is in node.toml)")
+    print(f"  API token     {root / 'keys' / 'api.token'} (mode 0600): the operator service account's")
+    print("  first person  mftp-node user add NAME --role operator --config node.toml \\")
+    print(f"                  --token-file {root / 'keys' / 'api.token'}   (then: mftp-node enrol)")
     return EXIT_OK
 
 
@@ -130,7 +141,9 @@ listen = ["/ip4/{args.host}/tcp/{args.p2p_port}"]
 
 [api]
 listen = "{args.host}:{args.api_port}"
+# keys/api.token: the operator service account's token (scripts; adding the first person)
 token_sha256 = ["{token_hash}"]
+service_account = "node-operator"
 
 [transfer]
 data_listen = "{args.host}:{args.data_port}"
@@ -204,7 +217,7 @@ def run_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("token", "make an API token for mutating calls and print its hash for node.toml")
+@command("token", "make a token for the node's service account and print its hash for node.toml")
 def _token_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write the token to this file (mode 0600) instead of printing it")
 
@@ -378,7 +391,16 @@ command("view", "open a received study for viewing, optionally saving its instan
     add_view_arguments
 )
 command("audit", "pseudonymous audit: register users, grant an auditor, scan, report")(add_audit_arguments)
+command("login", "sign in (password and second factor); keeps your personal API token")(add_login_arguments)
+command("logout", "revoke and forget your personal API token")(add_logout_arguments)
+command("enrol", "first sign-in with the operator's one-time code: password, authenticator, recovery codes")(
+    add_login_arguments
+)
+command("user", "accounts of this node (operators): add, list, disable, enable, unlock, reset-mfa, roles")(
+    add_user_arguments
+)
 _TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit)  # command() looks them up by name
+_PEOPLE_HANDLERS = (run_login, run_logout, run_enrol, run_user)
 
 
 # ---------------------------------------------------------------------------------- main

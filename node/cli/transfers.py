@@ -1,8 +1,9 @@
 """``mftp-node send``, ``inbox`` and ``export``: transfers through a running node's API.
 
 These commands never touch the node's keys or data: they call the authenticated HTTP API
-(``api.listen`` of ``--config``, token from ``keys/api.token`` beside it or ``--token-file``),
-so the study is read and written by the node process, on the node's host.  ``send`` shows a
+(``api.listen`` of ``--config``) with the personal token that ``mftp-node login`` keeps for the
+signed-in user (or ``--token-file``), so the study is read and written by the node process, on
+the node's host, and every record names the signed-in user.  ``send`` shows a
 progress bar (rich) by polling ``GET /transfers/{id}``: files prepared, then the recipient's
 acknowledgement and verified receipt.  ``export`` starts an export job and follows it the same
 way (``GET /transfers/{id}/export/{job_id}``): the node answers at once, so no client timeout
@@ -17,17 +18,15 @@ Exit codes of these commands (and of ``view`` and ``audit``), from the node's an
   mode), a destination off the allow-lists, an unknown transfer; also a transfer that failed
   because the node refused its study after accepting the request (``fault`` ``caller``), and one
   the recipient refused.  Not retryable as is.
-* 3: the API token was not accepted (401), or the node's stored data is damaged (500).
+* 3: not signed in, or the token was not accepted (401), or the node's stored data is damaged (500).
 * 1: anything else (a peer, the PACS, the network; 502, 503; a job still running at ``--timeout``).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import http.client
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -39,6 +38,7 @@ from urllib.parse import quote
 from ..clock import SYSTEM_CLOCK
 from ..config import load_config
 from ..errors import NodeError, NodeUsageError, sentences
+from .tokens import NotSignedIn, personal_token_path
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -54,15 +54,23 @@ DONE_OUT: Final = frozenset({"delivered", "refused", "failed"})
 DONE_JOB: Final = frozenset({"done", "failed"})
 
 
+def api_base(config_path: str) -> str:
+    """The base URL of the node's API (its ``api.listen``)."""
+    return "http://" + load_config(config_path).get("api", "listen")
+
+
 class ApiClient:
-    """A node's API, with its token (read from a 0600 file, never printed)."""
+    """A node's API, as the signed-in user (a token read from a 0600 file, never printed)."""
 
     def __init__(self, config_path: str, token_file: str | None, timeout_s: float = 30.0) -> None:
-        config = load_config(config_path)
-        self.base = "http://" + config.get("api", "listen")
-        path = Path(token_file) if token_file else config.path.parent / "keys" / "api.token"
+        self.base = api_base(config_path)
+        path = Path(token_file) if token_file else personal_token_path(self.base)
         try:
             self.token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if token_file:
+                raise NodeUsageError(f"no API token file {path}") from None
+            raise NotSignedIn(f"sign in first: mftp-node login --config {config_path}") from None
         except OSError as exc:
             raise NodeUsageError(f"cannot read the API token {path}: {exc.strerror}") from None
         self.timeout_s = timeout_s
@@ -135,7 +143,7 @@ def run_send(args: argparse.Namespace) -> int:
     source = args.source  # dicomweb: and dimse: sources are spelled for the node, not paths here
     if not source.startswith(("dicomweb:", "dimse:")):
         source = str(Path(source).resolve())
-    body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode, "user": args.user}
+    body = {"source": source, "to": args.to, "purpose": args.purpose, "mode": args.mode}
     if args.to_user:
         body["to_user"] = args.to_user
     if args.burned_in:
@@ -224,19 +232,13 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
 
 
-def default_user() -> str:
-    """Who acts: ``$MFTP_USER``, else the login name of this shell."""
-    return os.environ.get("MFTP_USER") or getpass.getuser()
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--user",
-        default=default_user(),
-        help="who does this, recorded pseudonymously on the ledger (default $MFTP_USER or your login)",
-    )
+    """``--config`` and ``--token-file``: who acts is who signed in (``mftp-node login``)."""
     parser.add_argument("--config", required=True, help="the node's node.toml (API address)")
-    parser.add_argument("--token-file", help="API token file (default keys/api.token beside node.toml)")
+    parser.add_argument(
+        "--token-file",
+        help="an API token file to act with (default: the personal token `mftp-node login` keeps)",
+    )
 
 
 # --------------------------------------------------------------------------------- inbox
@@ -281,7 +283,7 @@ def run_export(args: argparse.Namespace) -> int:
     destination = args.destination
     if not destination[:8].lower().startswith(("http://", "https://", "dimse:")):
         destination = str(Path(destination).resolve())
-    body = {"destination": destination, "user": args.user}
+    body = {"destination": destination}
     if args.purpose:
         body["purpose"] = args.purpose
     client = _client(args)

@@ -1,6 +1,6 @@
 """``mftp-node view``: open a received study for viewing through a running node's API.
 
-``view TRANSFER_ID --user U [--purpose P]`` opens a view (the node signs one ``STUDY_ACCESSED``
+``view TRANSFER_ID [--purpose P]`` opens a view (the node signs one ``STUDY_ACCESSED``
 record, action ``view``) and prints its id and instance count; a viewer then reads the
 instances with ``GET /transfers/{id}/views/{view_id}/instances/{name}`` until the view expires.
 With ``--save DIR`` this command is that viewer: it downloads every instance into ``DIR`` (an
@@ -34,7 +34,7 @@ def run_view(args: argparse.Namespace) -> int:
         # Checked before the view is opened: a failed command should not leave an access record.
         raise NodeUsageError(f"--save {save}: not an existing folder")
     client = _client(args)
-    body = {"user": args.user}
+    body: dict[str, str] = {}
     if args.purpose:
         body["purpose"] = args.purpose
     transfer = quote(args.transfer_id, safe="")

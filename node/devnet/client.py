@@ -18,13 +18,15 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from mftp.crypto.keyfile import load_identity
 from mftp.ledger.records import TAG_SLOTS, Record, RecordType, make_record
 
 from ..clock import SYSTEM_CLOCK
+from ..private_files import write_private
 from .consortium import Member, NodeProcess, create_devnet, start_all, stop_all, wait_for_height
+from .people import bearer_call, user_token
 
 # Fast but not hair-trigger timeouts for 5 processes on 2 shared cores.
 TEST_CONSENSUS = {
@@ -158,15 +160,40 @@ def environment_without_passphrase() -> dict[str, str]:
     return env
 
 
-def cli_command(member: Member, *args: str) -> list[str]:
-    """The command line of ``mftp-node *args`` against ``member``'s node."""
-    return [sys.executable, "-m", "mftp.node.cli.main", *args, "--config", str(member.config_path)]
+CLINICAL_COMMANDS: Final = frozenset({"send", "inbox", "export", "view"})
+AUDITOR_COMMANDS: Final = frozenset({("audit", "scan"), ("audit", "report")})
 
 
-def cli(member: Member, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``mftp-node *args`` against ``member``'s node; its output as text."""
+def _acting_token(member: Member, args: Sequence[str], as_user: str | None) -> list[str]:
+    """``--token-file`` of the user who runs ``args`` (none if the command takes no token)."""
+    if not args or "--token-file" in args:
+        return []
+    if args[0] in CLINICAL_COMMANDS:
+        return ["--token-file", str(token_file(member, as_user or DEFAULT_USER["clinician"]))]
+    if tuple(args[:2]) in AUDITOR_COMMANDS:
+        return ["--token-file", str(token_file(member, as_user or DEFAULT_USER["auditor"], "auditor"))]
+    if args[0] in ("audit", "user"):  # an operator's work: the service account
+        return ["--token-file", str(member.directory / "keys" / "api.token")]
+    return []
+
+
+def cli_command(member: Member, *args: str, as_user: str | None = None) -> list[str]:
+    """The command line of ``mftp-node *args`` against ``member``'s node, as ``as_user``.
+
+    Clinical commands act with a devnet clinician's personal token (``as_user``, else
+    "clinician"), scans and reports with an auditor's, other ``audit`` and ``user`` commands
+    with the operator service account's: each as :func:`api` does.
+    """
+    extra = _acting_token(member, args, as_user)
+    return [sys.executable, "-m", "mftp.node.cli.main", *args, *extra, "--config", str(member.config_path)]
+
+
+def cli(
+    member: Member, *args: str, timeout_s: float = 120, as_user: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mftp-node *args`` against ``member``'s node (see :func:`cli_command`); its output."""
     return subprocess.run(
-        cli_command(member, *args),
+        cli_command(member, *args, as_user=as_user),
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -174,18 +201,46 @@ def cli(member: Member, *args: str, timeout_s: float = 120) -> subprocess.Comple
     )
 
 
-def api(member: Member, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """Call ``member``'s API with its token; returns ``(status, JSON)`` for errors too."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{member.api_url}{path}", data=data, method=method)
-    request.add_header("Authorization", f"Bearer {member.token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+ROLE_OF_PATH: Final = (
+    ("/transfers", "clinician"),
+    ("/audit/scans", "auditor"),
+    ("/audit/reports", "auditor"),
+)
+"""Which role a devnet user needs for a path (anything else is the operator service account's)."""
+DEFAULT_USER: Final = {"clinician": "clinician", "auditor": "auditor"}
+
+
+def api(
+    member: Member,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    as_user: str | None = None,
+) -> tuple[int, Any]:
+    """Call ``member``'s API as a person would; returns ``(status, JSON)`` for errors too.
+
+    Transfers are a clinician's work and scans an auditor's: those calls are made with the
+    personal token of ``as_user`` (or of ``body["user"]``, taken out of the body: who acts is
+    who signed in, never a body field), a devnet user enrolled with a second factor on first use
+    (:mod:`.people`); without either, a default user of that role.  Every other call is the
+    operator service account's (``keys/api.token``).
+    """
+    if body is not None and "user" in body and path.startswith("/transfers"):
+        body = dict(body)
+        as_user = as_user or str(body.pop("user")).removeprefix("user:")
+    role = next((r for prefix, r in ROLE_OF_PATH if path.startswith(prefix)), None)
+    if role is None and as_user is None:
+        return bearer_call(member.api_url, member.token, method, path, body)
+    name = as_user or DEFAULT_USER[role or "clinician"]
+    return bearer_call(member.api_url, user_token(member, name, role or "clinician"), method, path, body)
+
+
+def token_file(member: Member, user: str, role: str = "clinician") -> Path:
+    """A 0600 file holding ``user``'s personal token (for ``mftp-node ... --token-file``)."""
+    path = member.directory / "keys" / f"{user}.{role}.token"
+    write_private(path, user_token(member, user, role) + "\n")
+    return path
 
 
 # Real, natively encoded images of pydicom's test data (CT, MR, US, secondary capture).

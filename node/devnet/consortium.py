@@ -61,7 +61,7 @@ class Member:
 
     @property
     def token(self) -> str:
-        """Its API token (read from the 0600 file)."""
+        """Its operator service account's API token (read from the 0600 file)."""
         return (self.directory / "keys" / "api.token").read_text(encoding="utf-8").strip()
 
     @property
@@ -163,6 +163,12 @@ def _config_text(
         "[api]",
         f'listen = "127.0.0.1:{member.api_port}"',
         f'token_sha256 = ["{token_hash}"]',
+        'service_account = "devnet-operator"  # keys/api.token: an operator, never a clinician',
+        "",
+        "[people]",
+        # A throw-away network of test accounts: cheap password hashing keeps sign-ins fast on
+        # two shared cores.  A real node keeps the default (46 MiB).
+        "password_memory_kib = 1024",
         "",
         "[transfer]",
         f'data_listen = "127.0.0.1:{member.data_port}"',

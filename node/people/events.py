@@ -70,6 +70,33 @@ class SecurityEvent:
     actor: str = ""
     detail: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        """The event as plain values (for the vault and the API)."""
+        return {
+            "kind": self.kind.value,
+            "time_ms": self.time_ms,
+            "success": self.success,
+            "user": self.user,
+            "address": self.address,
+            "factor": self.factor,
+            "actor": self.actor,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> SecurityEvent:
+        """The event :meth:`as_dict` wrote."""
+        return cls(
+            EventKind(value["kind"]),
+            int(value["time_ms"]),
+            bool(value["success"]),
+            str(value["user"]),
+            str(value["address"]),
+            str(value["factor"]),
+            str(value["actor"]),
+            str(value["detail"]),
+        )
+
 
 def _iso(time_ms: int) -> str:
     moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)

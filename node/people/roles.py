@@ -45,6 +45,7 @@ class Permission(StrEnum):
     # running the node
     NODE_SETTINGS = "node.settings"
     USERS_MANAGE = "users.manage"  # add, disable, enable, unlock, reset a second factor, roles
+    USERS_READ = "users.read"  # the accounts, their tokens and the security events
     TOKENS_MANAGE = "tokens.manage"  # other people's API tokens and service accounts
     MEMBERSHIP_VOTE = "membership.vote"
     AUDIT_GRANT = "audit.grant"  # hand an auditor one party's keys (at the subject's home)
@@ -66,6 +67,7 @@ PERMISSIONS: Final[dict[Permission, frozenset[Role]]] = {
     # An operator has no study access unless also a clinician: no row above names it.
     Permission.NODE_SETTINGS: frozenset({_O}),
     Permission.USERS_MANAGE: frozenset({_O}),
+    Permission.USERS_READ: frozenset({_O}),
     Permission.TOKENS_MANAGE: frozenset({_O}),
     Permission.MEMBERSHIP_VOTE: frozenset({_O}),
     Permission.AUDIT_GRANT: frozenset({_O}),
@@ -78,7 +80,8 @@ PERMISSIONS: Final[dict[Permission, frozenset[Role]]] = {
 # Consequential: data leaves the institution or its control, or someone's power changes.
 STEP_UP: Final[frozenset[Permission]] = frozenset(
     {
-        Permission.STUDY_SEND,
+        # STUDY_SEND is not here: only a send in identified mode needs the step-up, and the
+        # send route asks for it when the body says so.
         Permission.STUDY_EXPORT,
         Permission.STUDY_SHARE_PATIENT,
         Permission.USERS_MANAGE,
@@ -123,6 +126,7 @@ class RouteRule:
 
     permission: Permission | None  # None: public, no sign-in at all
     step_up: bool = False
+    sign_in: bool = False  # a step of signing in or out: public, yet it writes (a session)
 
     @property
     def public(self) -> bool:
@@ -149,6 +153,12 @@ def requires(permission: Permission, *, step_up: bool | None = None) -> Callable
 def public() -> Callable[[F], F]:
     """Decorate a read-only route that anyone may call (status, the ledger's public views)."""
     return _attach(RouteRule(None))
+
+
+def sign_in_step() -> Callable[[F], F]:
+    """Decorate a step of signing in, enrolling or signing out: open to anyone, it changes only
+    the caller's own session, and checks what it is given itself (password, code, CSRF)."""
+    return _attach(RouteRule(None, sign_in=True))
 
 
 def _attach(rule: RouteRule) -> Callable[[F], F]:
@@ -179,6 +189,6 @@ def unstated(routes: Iterable[tuple[str, str, object]]) -> list[str]:
         rule = rule_of(handler)
         if rule is None:
             problems.append(f"{method} {path}: states no role")
-        elif rule.public and method.upper() not in ("GET", "HEAD", "OPTIONS"):
+        elif rule.public and not rule.sign_in and method.upper() not in ("GET", "HEAD", "OPTIONS"):
             problems.append(f"{method} {path}: a public route may not change anything")
     return problems

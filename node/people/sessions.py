@@ -295,6 +295,7 @@ class TokenBook:
         self._file = SealedFile(folder / "tokens.bin", box_key)
         self._clock = clock
         self._tokens: dict[bytes, ApiToken] = {}
+        self._declared: dict[bytes, ApiToken] = {}  # from node.toml: never saved here
         value = self._file.read()
         if value is not None:
             if not isinstance(value, dict) or value.get("v") != TOKENS_VERSION:
@@ -348,10 +349,21 @@ class TokenBook:
         self._save({**live, token.token_hash: token})  # expired and revoked ones are dropped here
         return secret, token
 
+    def declare(self, name: str, role: Role, token_sha256: str, label: str = "node.toml") -> ApiToken:
+        """Accept a service account's token known by its SHA-256 from the configuration.
+
+        The configuration is its source of truth: it lives until removed from ``node.toml``
+        (``api.token_sha256``), and its secret was never seen by this node.
+        """
+        digest = bytes.fromhex(token_sha256)
+        token = ApiToken("cfg-" + digest.hex()[:12], digest, name, role, label, 0, 2**62)
+        self._declared[digest] = token
+        return token
+
     def authenticate(self, secret: str) -> ApiToken:
         """The live token whose secret this is, or :class:`SessionRefused`."""
         digest = _sha256(secret)
-        token = self._tokens.get(digest)
+        token = self._tokens.get(digest) or self._declared.get(digest)
         if token is None or not hmac.compare_digest(token.token_hash, digest):
             raise SessionRefused("unknown, expired or revoked API token")
         if not token.live(self._clock.now_ms()):
@@ -360,6 +372,8 @@ class TokenBook:
 
     def revoke(self, token_id: str) -> ApiToken:
         """Revoke a token by its public id (revoking twice keeps the first time)."""
+        if any(hmac.compare_digest(t.token_id.encode(), token_id.encode()) for t in self._declared.values()):
+            raise NodeUsageError("that token is declared in node.toml (api.token_sha256): remove it there")
         for token in self._tokens.values():
             if hmac.compare_digest(token.token_id.encode(), token_id.encode()):
                 if token.revoked_ms:
@@ -381,7 +395,8 @@ class TokenBook:
 
     def tokens_of(self, name: str | None = None) -> list[ApiToken]:
         """Every token (of one account, if named), oldest first."""
-        found = [t for t in self._tokens.values() if name is None or t.name == name]
+        every = [*self._tokens.values(), *self._declared.values()]
+        found = [t for t in every if name is None or t.name == name]
         return sorted(found, key=lambda t: t.created_ms)
 
     def principal(self, token: ApiToken, account_roles: frozenset[Role]) -> Principal:

@@ -85,6 +85,7 @@ class SignIn:
     ) -> None:
         self.store, self.sessions, self.tokens, self.guard = store, sessions, tokens, guard
         self._clock, self._emit, self._directory = clock, emit, directory
+        self.clock = clock
         self._rp = relying_party
         self.challenges = pk.Challenges(clock)
 

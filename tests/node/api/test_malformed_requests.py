@@ -9,7 +9,6 @@ document, and below 500; a 405 must carry ``Allow``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -25,14 +24,18 @@ from mftp.ledger.ledger import Ledger
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.node.api.openapi import openapi_document
+from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import MAX_JSON_DEPTH, Api, json_depth
 from mftp.node.audit.routes import AuditApi
 from mftp.node.errors import NodeUsageError
+from mftp.node.people.roles import Role, rule_of
+from tests.people_kit import PeopleKit
 
-from .test_server import TOKEN, FakeNode, FakeTransfers
+from .test_server import FakeNode, FakeTransfers
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 4096
+ROLE_TOKENS: dict[Role, dict[str, str]] = {}
+"""A token of each role (filled by the fixture): each route is probed with one its rule allows."""
 
 
 class Refusing:
@@ -59,12 +62,18 @@ async def api(tmp_path: Path) -> AsyncIterator[TestClient]:
     rng = random.Random(3)
     for _ in range(2):
         ledger.append(*builder.next_block([sample_record(signers[0], rng) for _ in range(2)]))
+    kit = PeopleKit(tmp_path)
+    for role in Role:
+        ROLE_TOKENS[role] = kit.bearer(f"probe-{role.value}", role)
     api = Api(
         FakeNode(ledger),
-        [hashlib.sha256(TOKEN.encode()).hexdigest()],
+        kit.gate,
         max_request_bytes=MAX_BODY,
         transfers=RefusingTransfers(),
-        audit=AuditApi(Refusing(), Refusing()),  # type: ignore[arg-type]
+        providers=(
+            PeopleApi(kit.signin, kit.admin, kit.gate),
+            AuditApi(Refusing(), Refusing()),  # type: ignore[arg-type]
+        ),
     )
     async with TestClient(TestServer(api.app())) as client:
         yield client
@@ -104,6 +113,16 @@ BAD_BODIES: list[bytes] = [
 ]
 
 
+def _auth(app: web.Application, method: str, template: str) -> dict[str, str]:
+    """The Authorization header of a token whose role the route allows (none for a public one)."""
+    for route in app.router.routes():
+        if route.method == method and route.resource is not None and route.resource.canonical == template:
+            rule = rule_of(route.handler)
+            assert rule is not None
+            return {} if rule.public else ROLE_TOKENS[sorted(rule.roles())[0]]
+    raise AssertionError(f"no route {method} {template}")
+
+
 def _documented(method: str, path: str) -> set[int]:
     op = openapi_document()["paths"][path][method.lower()]
     return {int(code) for code in op["responses"]}
@@ -128,7 +147,7 @@ async def test_every_route_answers_malformed_requests_with_documented_4xx(
             if param["in"] == "query":
                 urls += [f"{_fill(template, 'ab' * 16)}?{param['name']}={v}" for v in BAD_INTS]
         for url in urls:
-            for headers in ({}, AUTH):
+            for headers in ({}, _auth(app, method, template)):
                 bodies = BAD_BODIES if method == "POST" else [b""]
                 for body in bodies:
                     answer = await api.request(method, url, data=body, headers=headers)
@@ -155,7 +174,7 @@ async def test_a_method_the_path_does_not_have_is_405_with_allow(api: TestClient
         for method in ("DELETE", "PUT", "PATCH", "POST", "GET"):
             if method in allowed:
                 continue
-            answer = await api.request(method, url, headers=AUTH)
+            answer = await api.request(method, url, headers=ROLE_TOKENS[Role.OPERATOR])
             assert answer.status == 405, f"{method} {url}"
             assert set(answer.headers["Allow"].split(",")) >= allowed, f"{method} {url}"
             assert "error" in await answer.json()
@@ -176,8 +195,9 @@ async def test_query_bounds_are_the_documented_ones(api: TestClient) -> None:
             if param["in"] != "query" or schema.get("type") != "integer":
                 continue
             url = _fill(path, "ab" * 16)
-            below = await api.get(url, params={param["name"]: str(schema["minimum"] - 1)})
-            above = await api.get(url, params={param["name"]: str(schema["maximum"] + 1)})
+            auth = _auth(api.server.app, "GET", path)  # type: ignore[attr-defined]
+            below = await api.get(url, params={param["name"]: str(schema["minimum"] - 1)}, headers=auth)
+            above = await api.get(url, params={param["name"]: str(schema["maximum"] + 1)}, headers=auth)
             assert below.status == 400 and above.status == 400, (path, param["name"])
 
 
@@ -190,7 +210,7 @@ async def test_a_body_nested_a_thousand_deep_is_400_on_every_post(
     for template in posts:
         url = _fill(template, "ab" * 16)
         for body in (DEEP, b'{"user": ' + b"[" * 1000 + b"]" * 1000 + b"}"):
-            answer = await api.post(url, data=body, headers=AUTH)
+            answer = await api.post(url, data=body, headers=_auth(app, "POST", template))
             assert answer.status == 400, url
             assert "deeper" in (await answer.json())["error"]
     assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text

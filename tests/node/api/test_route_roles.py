@@ -1,38 +1,43 @@
 """Every API route states the role it needs (issue 16, point 1): a route that states none fails.
 
-Enforcement comes with sign-in; until then the node-wide token still guards every route that is
-not public, and this table is what sign-in will enforce.
+The gate (:mod:`mftp.node.api.auth`) enforces the rules; tests/node/api/test_sign_in.py tries
+every refusal.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
 
+from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import Api, NodeView, TransferView
 from mftp.node.audit.routes import AuditApi
 from mftp.node.people.roles import Permission, Role, rule_of, unstated
+from tests.people_kit import PeopleKit
 
 
-def _app() -> web.Application:
+def _app(tmp_path: Path) -> web.Application:
+    kit = PeopleKit(tmp_path)
     audit = AuditApi(cast(Any, None), cast(Any, None))
+    people = PeopleApi(kit.signin, kit.admin, kit.gate)
     transfers = cast(TransferView, object())
-    return Api(cast(NodeView, None), ["00" * 32], transfers=transfers, audit=audit).app()
+    return Api(cast(NodeView, None), kit.gate, transfers=transfers, providers=(people, audit)).app()
 
 
 def _routes(app: web.Application) -> list[tuple[str, str, object]]:
     return [(route.method, route.resource.canonical, route.handler) for route in app.router.routes()]
 
 
-def test_every_route_states_the_role_it_needs() -> None:
-    routes = _routes(_app())
+def test_every_route_states_the_role_it_needs(tmp_path: Path) -> None:
+    routes = _routes(_app(tmp_path))
     assert len(routes) > 20
     assert unstated(routes) == []
 
 
-def test_the_table_says_who_may_do_what() -> None:
-    rules = {f"{method} {path}": rule_of(handler) for method, path, handler in _routes(_app())}
+def test_the_table_says_who_may_do_what(tmp_path: Path) -> None:
+    rules = {f"{method} {path}": rule_of(handler) for method, path, handler in _routes(_app(tmp_path))}
     send, scan, status = rules["POST /transfers"], rules["POST /audit/scans"], rules["GET /status"]
     assert send is not None and send.permission is Permission.STUDY_SEND
     assert Role.CLINICIAN in send.roles() and Role.OPERATOR not in send.roles()
@@ -42,8 +47,8 @@ def test_the_table_says_who_may_do_what() -> None:
     assert export is not None and export.step_up  # a consequential action needs a fresh factor
 
 
-def test_the_walk_fails_on_a_route_that_states_nothing() -> None:
-    app = _app()
+def test_the_walk_fails_on_a_route_that_states_nothing(tmp_path: Path) -> None:
+    app = _app(tmp_path)
 
     async def bare(request: web.Request) -> web.Response:
         return web.Response()

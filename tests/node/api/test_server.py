@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,11 +23,12 @@ from mftp.ledger.records import Record
 from mftp.ledger.sample import ChainBuilder, identities, sample_genesis, sample_record
 from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.node.api.openapi import openapi_document
+from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import Api
 from mftp.node.audit.routes import AuditApi
 from mftp.node.errors import NodeUsageError, ResidencyRefused, StorageDamaged
-
-TOKEN = "s3cret-token"
+from mftp.node.people.roles import Role
+from tests.people_kit import PeopleKit
 
 
 class FakeNode:
@@ -76,9 +76,10 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, FakeNode, An
     node = FakeNode(ledger)
     # The audit routes only need registering here; tests/node/test_audit_*.py call them.
     audit_routes = AuditApi(cast(Any, None), cast(Any, None))
-    api = Api(node, [hashlib.sha256(TOKEN.encode()).hexdigest()], audit=audit_routes)
+    kit = PeopleKit(tmp_path)
+    api = Api(node, kit.gate, providers=(PeopleApi(kit.signin, kit.admin, kit.gate), audit_routes))
     async with TestClient(TestServer(api.app())) as test_client:
-        yield test_client, node, (signers, genesis, rng)
+        yield test_client, node, (signers, genesis, rng, kit)
     ledger.close()
 
 
@@ -131,7 +132,7 @@ async def test_reads(client: tuple[TestClient, FakeNode, Any]) -> None:
 async def test_inclusion_proof_verifies_with_only_the_validator_set(
     client: tuple[TestClient, FakeNode, Any],
 ) -> None:
-    test_client, node, (_, genesis, _) = client
+    test_client, node, (_, genesis, _, _) = client
     record_id = node.ledger.store.block(1).records[2].record_id.hex()
     body = await (await test_client.get(f"/proofs/inclusion/{record_id}", params={"height": 3})).json()
     store = node.ledger.store
@@ -153,13 +154,15 @@ async def test_inclusion_proof_verifies_with_only_the_validator_set(
 
 
 async def test_submit_requires_a_token(client: tuple[TestClient, FakeNode, Any]) -> None:
-    test_client, node, (signers, _, rng) = client
+    test_client, node, (signers, _, rng, kit) = client
     record = sample_record(signers[1], rng)
     payload = {"record": base64.b64encode(record.to_bytes()).decode()}
     assert (await test_client.post("/records", json=payload)).status == 401
     wrong = {"Authorization": "Bearer nope"}
     assert (await test_client.post("/records", json=payload, headers=wrong)).status == 401
-    good = {"Authorization": f"Bearer {TOKEN}"}
+    clinician = kit.bearer("dr.a", Role.CLINICIAN)  # a real token, of the wrong role
+    assert (await test_client.post("/records", json=payload, headers=clinician)).status == 403
+    good = kit.bearer("ops", Role.OPERATOR)
     response = await test_client.post("/records", json=payload, headers=good)
     assert response.status == 202
     assert node.submitted == [record]
@@ -227,9 +230,10 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
     signers = identities(4)
     ledger = Ledger(LevelDBStore(tmp_path / "ledger"), sample_genesis(signers))
     transfers = FakeTransfers()
-    api = Api(FakeNode(ledger), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=transfers)
-    good = {"Authorization": f"Bearer {TOKEN}"}
-    send = {"source": "/s", "to": "b", "purpose": "TREAT", "mode": "pseudonymised", "user": "dr.a"}
+    kit = PeopleKit(tmp_path)
+    api = Api(FakeNode(ledger), kit.gate, transfers=transfers)
+    good = kit.bearer("dr.a")
+    send = {"source": "/s", "to": "b", "purpose": "TREAT", "mode": "pseudonymised"}
     async with TestClient(TestServer(api.app())) as test:
         assert (await test.get("/transfers")).status == 401
         assert (await test.post("/transfers", json=send)).status == 401
@@ -246,15 +250,13 @@ async def test_transfer_routes_need_the_token_and_map_errors(tmp_path: Path) -> 
         listed = await (await test.get("/transfers", headers=good)).json()
         _validator("Transfer").validate(listed["transfers"][0])
         assert (await test.get("/transfers/" + "00" * 16, headers=good)).status == 404
-        export = await test.post(
-            f"/transfers/{'ab' * 16}/export", json={"destination": "/x", "user": "dr.b"}, headers=good
-        )
+        export = await test.post(f"/transfers/{'ab' * 16}/export", json={"destination": "/x"}, headers=good)
         _validator("ExportResult").validate(await export.json())
-        missing = await test.post(
-            f"/transfers/{'00' * 16}/export", json={"destination": "/x", "user": "dr.b"}, headers=good
-        )
+        missing = await test.post(f"/transfers/{'00' * 16}/export", json={"destination": "/x"}, headers=good)
         assert missing.status == 400
-    assert transfers.sent == [("/s", "b", "TREAT", "pseudonymised", "dr.a")] * 2  # the second chose "refuse"
+    assert (
+        transfers.sent == [("/s", "b", "TREAT", "pseudonymised", "user:dr.a")] * 2
+    )  # the second chose "refuse"
     ledger.close()
 
 
@@ -271,8 +273,9 @@ class DamagedTransfers(FakeTransfers):
 async def test_our_damaged_disk_is_a_500_with_a_clear_message_never_a_400(tmp_path: Path) -> None:
     """Neither the caller's fault (4xx) nor a peer's (502): the operator restores a backup."""
     ledger = Ledger(LevelDBStore(tmp_path / "ledger"), sample_genesis(identities(4)))
-    api = Api(FakeNode(ledger), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=DamagedTransfers())
-    good = {"Authorization": f"Bearer {TOKEN}"}
+    kit = PeopleKit(tmp_path)
+    api = Api(FakeNode(ledger), kit.gate, transfers=DamagedTransfers())
+    good = kit.bearer("dr.a")
     async with TestClient(TestServer(api.app())) as test:
         for path in ("/transfers", "/transfers/" + "ab" * 16):
             answer = await test.get(path, headers=good)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,17 @@ from mftp.node.transfers.jobs import ExportJobs, JobState
 from mftp.node.transfers.sources import Allowed
 from mftp.node.transfers.state import IN, TransferState
 from mftp.transfer.study import DeliveryReport
+from tests.people_kit import PeopleKit
 
-TOKEN = "job-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TOKENS: dict[str, str] = {}
+"""A personal token of each clinician of the test (filled by the fixture)."""
+
+
+def auth(user: str = "dr.b") -> dict[str, str]:
+    """The Authorization header of ``user``'s token: who acts is who signed in."""
+    return {"Authorization": f"Bearer {TOKENS[user]}"}
+
+
 TRANSFER = "cd" * 16
 FILES = 5
 
@@ -102,7 +109,10 @@ async def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         return await study_access.export(transfer_id, destination, purpose, user)
 
     transfers = cast(TransferView, SimpleNamespace(access=study_access, export=export))
-    app = Api(cast(NodeView, None), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=transfers).app()
+    kit = PeopleKit(tmp_path)
+    for user in ("dr.b", "dr.c"):
+        TOKENS[user] = kit.token(user)
+    app = Api(cast(NodeView, None), kit.gate, transfers=transfers).app()
     async with TestClient(TestServer(app)) as client:
         yield client, world
     for task in world.tasks:
@@ -110,13 +120,15 @@ async def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     await asyncio.gather(*world.tasks, return_exceptions=True)
 
 
-async def _post(client: TestClient, body: dict[str, str], query: str = "") -> tuple[int, dict[str, Any]]:
-    answer = await client.post(f"/transfers/{TRANSFER}/export{query}", json=body, headers=AUTH)
+async def _post(
+    client: TestClient, body: dict[str, str], query: str = "", user: str = "dr.b"
+) -> tuple[int, dict[str, Any]]:
+    answer = await client.post(f"/transfers/{TRANSFER}/export{query}", json=body, headers=auth(user))
     return answer.status, await answer.json()
 
 
 async def _job(client: TestClient, job_id: str) -> dict[str, Any]:
-    answer = await client.get(f"/transfers/{TRANSFER}/export/{job_id}", headers=AUTH)
+    answer = await client.get(f"/transfers/{TRANSFER}/export/{job_id}", headers=auth())
     assert answer.status == 200
     return cast(dict[str, Any], await answer.json())
 
@@ -125,7 +137,7 @@ async def test_export_answers_at_once_and_a_repeat_is_the_same_job(
     node: tuple[TestClient, World], tmp_path: Path
 ) -> None:
     client, world = node
-    body = {"destination": str(tmp_path / "out"), "user": "dr.b"}
+    body = {"destination": str(tmp_path / "out")}
     status, first = await _post(client, body)
     assert status == 202 and first["state"] in ("queued", "running") and first["record"] == ""
     # Retried while it runs (the client's patience ran out): the same job, nothing new started.
@@ -146,7 +158,7 @@ async def test_export_answers_at_once_and_a_repeat_is_the_same_job(
     # Another request (another purpose, another user) is another access: exported and recorded.
     status, other = await _post(client, {**body, "purpose": "HRESCH"}, "?wait_ms=5000")
     assert status == 200 and other["job_id"] != first["job_id"]
-    status, third = await _post(client, {**body, "user": "dr.c"}, "?wait_ms=5000")
+    status, third = await _post(client, body, "?wait_ms=5000", user="dr.c")
     assert status == 200 and third["job_id"] not in (first["job_id"], other["job_id"])
     assert len(world.delivered) == 3 and len(world.records) == 3
     assert "dr.b" not in str(first) and "user:" not in str(third)  # the job names no user
@@ -156,7 +168,7 @@ async def test_a_failed_job_reports_its_reason_and_a_retry_runs_again(
     node: tuple[TestClient, World], tmp_path: Path
 ) -> None:
     client, world = node
-    body = {"destination": str(tmp_path / "out"), "user": "dr.b"}
+    body = {"destination": str(tmp_path / "out")}
     world.fail_with = NodeInputError("the PACS refused 5 instances")
     world.gate.set()
     status, failed = await _post(client, body, "?wait_ms=5000")
@@ -177,15 +189,15 @@ async def test_requests_the_node_refuses_are_400_at_once_and_start_no_job(
 ) -> None:
     client, world = node
     cases = [
-        (TRANSFER, {"destination": "/etc", "user": "dr.b"}, "export_dirs"),
-        (TRANSFER, {"destination": str(tmp_path / "out"), "user": "dr.b", "purpose": "NOPE"}, "purpose"),
-        ("ab" * 16, {"destination": str(tmp_path / "out"), "user": "dr.b"}, "no received transfer"),
+        (TRANSFER, {"destination": "/etc"}, "export_dirs"),
+        (TRANSFER, {"destination": str(tmp_path / "out"), "purpose": "NOPE"}, "purpose"),
+        ("ab" * 16, {"destination": str(tmp_path / "out")}, "no received transfer"),
     ]
     for transfer, body, message in cases:
-        answer = await client.post(f"/transfers/{transfer}/export", json=body, headers=AUTH)
+        answer = await client.post(f"/transfers/{transfer}/export", json=body, headers=auth())
         assert answer.status == 400 and message in (await answer.json())["error"]
     assert world.tasks == []
-    missing = await client.get(f"/transfers/{TRANSFER}/export/{'00' * 16}", headers=AUTH)
+    missing = await client.get(f"/transfers/{TRANSFER}/export/{'00' * 16}", headers=auth())
     assert missing.status == 404
 
 
@@ -193,7 +205,6 @@ def _args(tmp_path: Path, **extra: Any) -> argparse.Namespace:
     values = {
         "transfer_id": TRANSFER,
         "destination": str(tmp_path / "out"),
-        "user": "dr.b",
         "purpose": None,
         "no_wait": False,
         "timeout": 30.0,
@@ -205,7 +216,7 @@ def _args(tmp_path: Path, **extra: Any) -> argparse.Namespace:
 
 def _client_for(test: TestClient) -> cli.ApiClient:
     client = cli.ApiClient.__new__(cli.ApiClient)
-    client.base, client.token, client.timeout_s = str(test.make_url("")).rstrip("/"), TOKEN, 10.0
+    client.base, client.token, client.timeout_s = str(test.make_url("")).rstrip("/"), TOKENS["dr.b"], 10.0
     return client
 
 

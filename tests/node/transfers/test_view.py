@@ -25,16 +25,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mftp.node.api.server import Api, NodeView, TransferView
 from mftp.node.clock import FakeClock
-from mftp.node.devnet.client import api, cli, committed, make_study, running_devnet, wait_until
+from mftp.node.devnet.client import api, cli, committed, make_study, running_devnet, token_file, wait_until
 from mftp.node.devnet.consortium import Member, NodeProcess
+from mftp.node.devnet.people import user_token
 from mftp.node.errors import NodeUsageError
 from mftp.node.transfers.access import OpenViews, StudyAccess
 from mftp.node.transfers.state import IN, TransferState
 from mftp.transfer.manifest import Manifest
+from tests.people_kit import PeopleKit
 
 pytestmark = pytest.mark.timeout(180)
-
-TOKEN = "view-token"
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
 def fetch(member: Member, path: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
     """GET raw bytes from ``member``'s API; ``(status, body, headers)`` for errors too."""
     request = urllib.request.Request(f"{member.api_url}{path}")
-    request.add_header("Authorization", f"Bearer {token or member.token}")
+    request.add_header("Authorization", f"Bearer {token or user_token(member, 'dr.b')}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read(), dict(response.headers)
@@ -100,7 +100,7 @@ def test_view_records_access_and_serves_the_original_instances(
 
     # The CLI opens a second view (a second record) and saves the files, mode 0600.
     (tmp_path / "viewer").mkdir()
-    view_command = ("view", transfer_id, "--user", "dr.c", "--save")
+    view_command = ("view", transfer_id, "--token-file", str(token_file(b, "dr.c")), "--save")
     result = cli(b, *view_command, str(tmp_path / "viewer"), timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert f"{len(view['instances'])} instance(s)" in result.stdout
@@ -148,7 +148,7 @@ def test_open_views_expire_and_the_oldest_is_dropped() -> None:
     assert len(views) == 0
 
 
-async def test_an_expired_view_is_refused_over_http() -> None:
+async def test_an_expired_view_is_refused_over_http(tmp_path: Path) -> None:
     transfer_id = "cd" * 16
     state = TransferState(transfer_id, IN, "hospital-a", "00" * 32, "TREAT", "identified", "complete", 0)
     clock = FakeClock()
@@ -159,10 +159,11 @@ async def test_an_expired_view_is_refused_over_http() -> None:
     access = StudyAccess(cast(Any, service))
     view_id, _ = access.views.add(transfer_id, _manifest("00000.dcm"))
     transfers = cast(TransferView, SimpleNamespace(access=access))
-    app = Api(cast(NodeView, None), [hashlib.sha256(TOKEN.encode()).hexdigest()], transfers=transfers).app()
+    kit = PeopleKit(tmp_path)
+    app = Api(cast(NodeView, None), kit.gate, transfers=transfers).app()
     path = f"/transfers/{transfer_id}/views/{view_id}/instances/00000.dcm"
     async with TestClient(TestServer(app)) as client:
         assert (await client.get(path)).status == 401
         clock.advance(int(access.views.ttl_s * 1000))
-        expired = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+        expired = await client.get(path, headers=kit.bearer("dr.b"))
         assert expired.status == 400 and "open a new one" in (await expired.json())["error"]
