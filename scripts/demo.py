@@ -14,12 +14,16 @@ have sent studies (alice twice); the records carry only unlinkable tags.  hospit
 the regulator alice's keys (`mftp-node audit grant`); the regulator's audit-only node scans
 the whole verified chain (`mftp-node audit scan`), finds exactly alice's records with their
 proofs and disclosed details, and posts its report on the chain (`mftp-node audit report`).
-Everything lives in build/demo and is stopped at the end.
+Nobody acts through a shared token: each hospital's operator adds its people (`mftp-node user
+add`), each person enrols a TOTP authenticator from a one-time code (the demo computes their
+codes from the enrolled secrets, as their phone would) and signs in with `mftp-node login`;
+every record names the signed-in user.  Everything lives in build/demo and is stopped at the end.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import random
 import shutil
 import subprocess
@@ -30,6 +34,8 @@ from pathlib import Path
 from mftp.ledger.block import BlockHeader, CommitCertificate
 from mftp.ledger.genesis import Genesis
 from mftp.ledger.proofs import InclusionProof, verify_record_in_ledger
+from mftp.node.api_client import bearer_call
+from mftp.node.cli.tokens import personal_token_path
 from mftp.node.devnet.client import (
     TEST_CONSENSUS,
     api,
@@ -42,6 +48,7 @@ from mftp.node.devnet.client import (
     wait_until,
 )
 from mftp.node.devnet.consortium import Member, create_devnet, start_all, stop_all, wait_for_height
+from mftp.node.devnet.people import DevnetUser, enrol
 
 ROOT = Path(__file__).resolve().parent.parent / "build" / "demo"
 
@@ -95,6 +102,8 @@ def main() -> int:
             f"regulator's proof that record {record.record_id.hex()[:12]} is in the ledger of "
             f"{inclusion.ledger_size} records at height {height}: verified with the genesis validators only"
         )
+        if not people(a, b, regulator):
+            return 1
         sent = send_study(a, b, regulator)
         audited = sent and audit(a, b, regulator)
         return 0 if agree and sent and audited else 1
@@ -103,10 +112,68 @@ def main() -> int:
         say("every node stopped; logs are in build/demo/*/node.log")
 
 
-def mftp_node(member: Member, *args: str) -> int:
-    """Run ``mftp-node`` against ``member``'s node, its output shown as is."""
+PEOPLE = {"alice": 0, "bob": 0, "dr.bea": 1, "inspector": 4}
+"""Who works where (index of the member): two senders at hospital-a, a radiologist at hospital-b,
+an auditor at the regulator."""
+
+
+def home(user: str) -> dict[str, str]:
+    """The environment of ``user``'s own shell: their config folder keeps their login token."""
+    return {**os.environ, "XDG_CONFIG_HOME": str(ROOT / "home" / user)}
+
+
+def mftp_node(member: Member, *args: str, user: str | None = None, env: dict[str, str] | None = None) -> int:
+    """Run ``mftp-node`` against ``member``'s node as ``user`` (signed in), its output shown as is."""
     command = [sys.executable, "-m", "mftp.node.cli.main", *args, "--config", str(member.config_path)]
-    return subprocess.run(command, check=False).returncode
+    return subprocess.run(command, check=False, env=env or (home(user) if user else None)).returncode
+
+
+def operator(member: Member, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mftp-node`` as the hospital's operator service account (keys/api.token)."""
+    command = [sys.executable, "-m", "mftp.node.cli.main", *args, "--config", str(member.config_path),
+               "--token-file", str(member.directory / "keys" / "api.token")]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def people(a: Member, b: Member, regulator: Member) -> bool:
+    """Each operator adds its people; each enrols a TOTP authenticator and signs in with the CLI."""
+    members = {0: a, 1: b, 4: regulator}
+    say("\nno shared token: each institution's operator adds its people, who sign in with a second factor")
+    for name, where in PEOPLE.items():
+        member, role = members[where], "auditor" if name == "inspector" else "clinician"
+        say(f"$ mftp-node user add {name} --role {role}   (the operator of {member.name})")
+        added = operator(member, "user", "add", name, "--role", role)
+        if added.returncode != 0:
+            say(added.stderr)
+            return False
+        code = added.stdout.split()[-1]  # the one-time code the operator hands over in person
+        user, _ = enrol(member, name, code=code)  # the code, a password, the TOTP secret
+        say(f"  {name} enrolled an authenticator app and got 10 recovery codes")
+        if not login(member, user):
+            return False
+    return True
+
+
+def login(member: Member, user: DevnetUser) -> bool:
+    """``mftp-node login`` with the password and the code the user's authenticator shows now."""
+    code = user.code()  # what the phone shows: computed from the enrolled secret
+    say(f"$ mftp-node login --name {user.name}   (password, then code {code})")
+    env = {**home(user.name), "MFTP_PASSWORD": user.password, "MFTP_CODE": code}
+    return mftp_node(member, "login", "--name", user.name, env=env) == 0
+
+
+def token_of(member: Member, user: str) -> str:
+    """The personal token ``mftp-node login`` keeps for ``user``."""
+    env = home(user)["XDG_CONFIG_HOME"]
+    previous = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = env
+    try:
+        return personal_token_path(member.api_url).read_text().strip()
+    finally:
+        if previous is None:
+            del os.environ["XDG_CONFIG_HOME"]
+        else:
+            os.environ["XDG_CONFIG_HOME"] = previous
 
 
 def send_study(a: Member, b: Member, regulator: Member) -> bool:
@@ -114,20 +181,17 @@ def send_study(a: Member, b: Member, regulator: Member) -> bool:
     originals = make_study(ROOT / "study")
     size = sum(p.stat().st_size for p in (ROOT / "study").iterdir())
     say(f"\n{a.name} sends a study of {len(originals)} images ({size / 1e6:.1f} MB) to {b.name}:")
-    say(f"$ mftp-node send {ROOT / 'study'} --to {b.name} --purpose TREAT --user alice")
+    say(f"$ mftp-node send {ROOT / 'study'} --to {b.name} --purpose TREAT   (alice, signed in)")
     started = time.monotonic()
-    if (
-        mftp_node(a, "send", str(ROOT / "study"), "--to", b.name, "--purpose", "TREAT", "--user", "alice")
-        != 0
-    ):
+    if mftp_node(a, "send", str(ROOT / "study"), "--to", b.name, "--purpose", "TREAT", user="alice") != 0:
         return False
     say(f"sent, fetched and verified in {time.monotonic() - started:.1f} s")
-    say(f"\n$ mftp-node inbox   (at {b.name})")
-    mftp_node(b, "inbox")
+    say(f"\n$ mftp-node inbox   (dr.bea at {b.name})")
+    mftp_node(b, "inbox", user="dr.bea")
     _, body = api(b, "GET", "/transfers")
     received = body["transfers"][0]
-    say(f"\n$ mftp-node export {received['transfer_id']} {ROOT / 'export'}   (at {b.name})")
-    if mftp_node(b, "export", received["transfer_id"], str(ROOT / "export"), "--user", "dr.bea") != 0:
+    say(f"\n$ mftp-node export {received['transfer_id']} {ROOT / 'export'}   (dr.bea at {b.name})")
+    if mftp_node(b, "export", received["transfer_id"], str(ROOT / "export"), user="dr.bea") != 0:
         return False
     _, sent = api(a, "GET", f"/transfers/{received['transfer_id']}")
     _, held = api(b, "GET", f"/transfers/{received['transfer_id']}")
@@ -146,9 +210,9 @@ def audit(a: Member, b: Member, regulator: Member) -> bool:
     offers = {}
     for user, folder, patient in (("bob", "study-2", "PAT-0100"), ("alice", "study-3", "PAT-0200")):
         make_study(ROOT / folder, patient_id=patient)
-        say(f"\n$ mftp-node send {ROOT / folder} --to {b.name} --user {user} --no-wait")
-        status, answer = api(a, "POST", "/transfers", {"source": str(ROOT / folder), "to": b.name,
-                             "purpose": "TREAT", "mode": "pseudonymised", "user": user})  # fmt: skip
+        say(f"\n$ mftp-node send {ROOT / folder} --to {b.name} --no-wait   ({user}, signed in)")
+        body = {"source": str(ROOT / folder), "to": b.name, "purpose": "TREAT", "mode": "pseudonymised"}
+        status, answer = bearer_call(a.api_url, token_of(a, user), "POST", "/transfers", body)
         if status != 202:
             say(f"refused: {answer}")
             return False
@@ -169,11 +233,10 @@ def audit(a: Member, b: Member, regulator: Member) -> bool:
     today = time.strftime("%Y-%m")
     expires = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 90 * 86400))
     say(f"\n$ mftp-node audit grant --subject user:alice --auditor {regulator.name} ...   (at {a.name})")
-    grant = subprocess.run(
-        [sys.executable, "-m", "mftp.node.cli.main", "audit", "grant", "--subject", "user:alice",
-         "--auditor", regulator.name, "--legal-basis", "GDPR Art. 58(1)(b); inspection 2026-17",
-         "--from", today, "--to", today, "--expires", expires, "--config", str(a.config_path)],
-        capture_output=True, text=True, check=False,
+    grant = operator(
+        a, "audit", "grant", "--subject", "user:alice", "--auditor", regulator.name,
+        "--legal-basis", "GDPR Art. 58(1)(b); inspection 2026-17", "--from", today, "--to", today,
+        "--expires", expires,
     )  # fmt: skip
     if grant.returncode != 0:
         say(grant.stderr)
@@ -181,10 +244,12 @@ def audit(a: Member, b: Member, regulator: Member) -> bool:
     grant_id = grant.stdout.strip()
     say(f"grant {grant_id}")
     wait_until(lambda: _committed(regulator, grant_id), 60, "the grant on the regulator's node")
-    say(f"\n$ mftp-node audit report --grant {grant_id}   (at {regulator.name})")
-    if mftp_node(regulator, "audit", "report", "--grant", grant_id) != 0:
+    say(f"\n$ mftp-node audit report --grant {grant_id}   (inspector at {regulator.name})")
+    if mftp_node(regulator, "audit", "report", "--grant", grant_id, user="inspector") != 0:
         return False
-    _, scan = api(regulator, "POST", "/audit/scans", {"grant_id": grant_id})
+    _, scan = bearer_call(
+        regulator.api_url, token_of(regulator, "inspector"), "POST", "/audit/scans", {"grant_id": grant_id}
+    )
     alice = {t["offer_record"] for t in listing["transfers"] if t["user"] == "user:alice"}
     exact = {m["record_id"] for m in scan["matches"] if m["type"] == "transfer_offered"} == alice
     say(f"the regulator found every offer of alice and none of bob's: {exact}")

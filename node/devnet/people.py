@@ -55,17 +55,20 @@ def _service_call(
 
 
 def enrol(
-    member: Member, name: str, roles: tuple[str, ...] = ("clinician",)
+    member: Member, name: str, roles: tuple[str, ...] = ("clinician",), code: str | None = None
 ) -> tuple[DevnetUser, SessionClient]:
-    """Add ``name`` with ``roles`` on ``member`` and enrol it; the user and its signed-in session."""
-    status, added = _service_call(member, "POST", "/users", {"name": name, "roles": list(roles)})
-    if status != 201:
-        raise RuntimeError(f"POST /users: {status} {added}")
+    """Enrol ``name`` on ``member`` (added with ``roles`` unless an operator's ``code`` is given).
+
+    Returns the user (password, authenticator) and its signed-in session.
+    """
+    if code is None:
+        status, added = _service_call(member, "POST", "/users", {"name": name, "roles": list(roles)})
+        if status != 201:
+            raise RuntimeError(f"POST /users: {status} {added}")
+        code = str(added["enrolment_code"])
     browser = SessionClient(member.api_url)
     password = secrets.token_urlsafe(18)
-    started = browser.expect(
-        "POST", "/enrolment", {"name": name, "code": added["enrolment_code"], "password": password}
-    )
+    started = browser.expect("POST", "/enrolment", {"name": name, "code": code, "password": password})
     browser.csrf = started["csrf_token"]
     totp = pyotp.TOTP(pyotp.parse_uri(started["totp_uri"]).secret)
     user = DevnetUser(name, password, totp, [])

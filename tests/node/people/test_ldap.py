@@ -183,3 +183,49 @@ def test_outages_are_logged_without_the_name(slapd: LdapServer, caplog: pytest.L
         for r in caplog.records
     )
     assert all("directory password" not in str(getattr(r, "fields", "")) for r in caplog.records)
+
+
+def test_node_toml_people_directory_supplies_the_password_factor(slapd: LdapServer, tmp_path: Path) -> None:
+    """``[people.directory]`` in node.toml, as an operator writes it, wired by build_people."""
+    from mftp.node.config import load_config
+    from mftp.node.people.service import build_people
+
+    (tmp_path / "ldap.password").write_text(SEARCH_PASSWORD + "\n")
+    (tmp_path / "node.toml").write_text(
+        '[node]\nname = "hospital-a"\ncountry = "SE"\n'
+        "[people]\npassword_memory_kib = 8\n"
+        "[people.directory]\n"
+        f'url = "{slapd.ldaps_url}"\n'
+        f'base_dn = "ou=people,{SUFFIX}"\n'
+        f'bind_dn = "{SEARCH_DN}"\n'
+        'bind_password_file = "ldap.password"\n'
+        f'user_filter = "{UID_FILTER}"\n'
+        f'ca_file = "{slapd.ca_file}"\n'
+    )
+    clock = FakeClock()
+    events: list[SecurityEvent] = []
+    people = build_people(
+        load_config(tmp_path / "node.toml"),
+        SigningIdentity.generate(),
+        clock,
+        events.append,
+        tmp_path / "people",
+    )
+    people.store.add("dr.hansen", [Role.CLINICIAN], directory=True)
+    code = sf.issue_enrolment_code(people.store.get("dr.hansen"), clock.now_ms(), people.store.keyed_hash)  # type: ignore[arg-type]
+    people.store.update("dr.hansen", lambda _: code[1])
+    with pytest.raises(SignInRefused):  # a local password is not the directory's
+        people.signin.enrol_begin("dr.hansen", code[0], "not the directory password", "10.0.0.1")
+    start = people.signin.enrol_begin("dr.hansen", code[0], PEOPLE["dr.hansen"], "10.0.0.1")
+    totp = pyotp.TOTP(pyotp.parse_uri(start.totp_uri).secret)
+    people.signin.enrol_confirm(start.session_id, totp.at(clock.now_ms() / 1000), "10.0.0.1")
+    clock.advance(30_000)
+    session_id, session = people.signin.password("dr.hansen", PEOPLE["dr.hansen"], "10.0.0.1")
+    people.signin.second_factor(session_id, totp.at(clock.now_ms() / 1000), "10.0.0.1")
+    assert session.state is SessionState.ACTIVE
+    with pytest.raises(SignInRefused):
+        people.signin.password("dr.hansen", "wrong", "10.0.0.1")
+    broken = tmp_path / "broken.toml"
+    broken.write_text((tmp_path / "node.toml").read_text().replace(slapd.ldaps_url, "http://dc1.example"))
+    with pytest.raises(ConfigError):
+        build_people(load_config(broken), SigningIdentity.generate(), clock, events.append, tmp_path / "p2")
