@@ -262,3 +262,32 @@ async def test_operators_manage_users_and_read_security_events_in_fhir_and_dicom
     assert {"account-added", "role-changed", "account-disabled"} <= kinds
     dicom = await (await client.get("/security-events", params={"format": "dicom"}, headers=operator)).json()
     assert all(m.startswith("<?xml") and "<AuditMessage>" in m for m in dicom["messages"])
+
+
+async def test_logs_carry_no_name_password_code_token_or_cookie(
+    node: tuple[TestClient, PeopleKit, FakeTransfers], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client, kit, _ = node
+    token = await kit.sign_in(client, "dr.secretname")
+    await client.post("/session", json={"name": "dr.secretname", "password": "wrong password 12345"})
+    await client.get("/transfers", headers={"Authorization": "Bearer mftp_wrongtoken123"})
+    made = await client.post("/tokens", json={"role": "clinician"}, headers=csrf(token))
+    secret = (await made.json())["token"]
+    await client.post("/transfers", json={**SEND, "user": "dr.other"}, headers=csrf(token))
+    cookie = next(iter(client.session.cookie_jar)).value
+    logged = caplog.text + "".join(str(getattr(r, "fields", "")) for r in caplog.records)
+    for secret_text in (
+        "dr.secretname",
+        "dr.other",
+        PASSWORD,
+        "wrong password",
+        "wrongtoken",
+        secret,
+        cookie,
+        token,
+    ):
+        assert secret_text not in logged
+    assert "api call refused" in caplog.text  # refusals are logged, by route and reason only
