@@ -120,11 +120,17 @@ def _patient_html(text: str, status: int = 200) -> web.Response:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """Whether a browser POST comes from our own pages (no Origin header: not a browser's form)."""
+    """Whether a browser POST comes from our own pages.
+
+    Our pages send no referrer, so a browser's form POST carries ``Origin: null``; browsers
+    that send Fetch Metadata say where the request comes from in ``Sec-Fetch-Site``, which
+    is trusted first.  Without it, an ``Origin`` must be ours (none at all: not a browser form).
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site == "same-origin"
     origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    return origin == f"{request.scheme}://{request.host}"
+    return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
 class ShareApi:
@@ -258,7 +264,7 @@ class ShareApi:
                 base=f"/share/{token}",
                 viewer_links=self.service.viewer_links(share),
                 seen=entries,
-                expires=_iso_day(share.terms.valid_until_ms),
+                expires=_iso_day(share.terms.valid_until_ms - 60_000),  # the last minute it works
             )
         )
 

@@ -223,4 +223,5 @@ def seen(
                 problem=problem,
             )
         )
-    return sorted(entries, key=lambda e: e.time_ms, reverse=True)
+    # Newest first; records of one millisecond keep the ledger's order, newest first too.
+    return sorted(entries[::-1], key=lambda e: e.time_ms, reverse=True)
