@@ -36,6 +36,7 @@ from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, NodeError, NodeUsageError, StorageDamaged
 from ..private_files import narrow_file, private_dir, set_private_umask, tighten, write_private
 from .audit import add_audit_arguments, run_audit
+from .share import add_share_arguments, run_share
 from .transfers import (
     add_export_arguments,
     add_inbox_arguments,
@@ -378,7 +379,17 @@ command("view", "open a received study for viewing, optionally saving its instan
     add_view_arguments
 )
 command("audit", "pseudonymous audit: register users, grant an auditor, scan, report")(add_audit_arguments)
-_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit)  # command() looks them up by name
+command("share", "share received studies with their patient: a link and a code (create, list, revoke)")(
+    add_share_arguments
+)
+_TRANSFER_HANDLERS = (
+    run_send,
+    run_inbox,
+    run_export,
+    run_view,
+    run_audit,
+    run_share,
+)  # command() looks them up by name
 
 
 # ---------------------------------------------------------------------------------- main
