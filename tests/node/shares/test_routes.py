@@ -346,3 +346,32 @@ async def test_the_answer_is_hashed_nowhere_else(world: Any) -> None:
     assert listed["shares"][0]["share_id"] == made["share_id"]
     digest = hashlib.sha256(token.encode()).digest()
     assert digest not in (w.data_dir / "shares" / "shares.bin").read_bytes()
+
+
+async def test_a_pseudonymised_share_downloads_without_the_patients_identity(world: Any) -> None:
+    w, client, _ = world
+    made = await create(client, download=True, mode="pseudonymised")
+    assert (await open_with(client, made["link"], made["code"])).status == 303
+    archive = zipfile.ZipFile(
+        io.BytesIO(await (await client.get(path_of(made["link"]) + "/download")).read())
+    )
+    files = [archive.read(n) for n in archive.namelist() if n.startswith("DICOM/")]
+    assert files and all(b"Nordmann" not in f and b"PAT-0042" not in f for f in files)
+    assert all(b"Nordmann" in data for _, data in w.studies.studies[A])  # the originals had it
+    assert w.submitted[0].body["mode"] == "pseudonymised"
+
+
+def test_a_damaged_or_foreign_store_is_storage_damage(tmp_path: Path) -> None:
+    from mftp.crypto.signing import SigningIdentity
+    from mftp.node.clock import FakeClock
+    from mftp.node.errors import StorageDamaged
+    from mftp.node.shares.store import ShareStore
+
+    world = World(tmp_path)
+    folder = world.data_dir / "shares"
+    ShareStore(folder, world.identity, FakeClock())._save({})
+    with pytest.raises(StorageDamaged, match="shares"):
+        ShareStore(folder, SigningIdentity.generate(), FakeClock())  # another node's key
+    (folder / "shares.bin").write_bytes(b"garbage" * 10)
+    with pytest.raises(StorageDamaged):
+        ShareStore(folder, world.identity, FakeClock())
