@@ -33,6 +33,7 @@ EVENTS: Final = {
     "study_accessed": ("110103", "DICOM Instances Accessed", "R"),
     "audit_grant": ("110114", "User Authentication", "E"),
     "audit_report": ("110112", "Query", "E"),
+    "patient_share": ("110106", "Export", "C"),  # shared with the patient: a disclosure to them
 }
 # ATNA outcome indicator: 0 success, 4 minor failure, 8 serious failure.
 OUTCOMES: Final = {

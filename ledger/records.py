@@ -53,6 +53,10 @@ class RecordType(IntEnum):
     AUDIT_REPORT = 6
     KEY_ROTATION = 7
     EVIDENCE = 8
+    # 9-12 are reserved for membership (issue 20).
+    PATIENT_SHARE = 13  # a clinician shares studies with their patient, or revokes it (issue 19)
+    # 14-15 are reserved for patient shares; the patient's openings and downloads are
+    # STUDY_ACCESSED records (actions share-view, share-download), like every other access.
 
 
 # HL7 v3 PurposeOfUse codes a transfer or access may state.
@@ -101,7 +105,10 @@ BODY_SCHEMAS: Final[dict[RecordType, s.Schema]] = {
     },
     RecordType.STUDY_ACCESSED: {
         "transfer_id": _ID,
-        "action": s.text(16, choices=frozenset({"view", "export", "deliver"})),
+        # share-view / share-download: the patient opened a share, or downloaded its files
+        "action": s.text(
+            16, choices=frozenset({"view", "export", "deliver", "share-view", "share-download"})
+        ),
         "purpose": _PURPOSE,
     },
     RecordType.MEMBERSHIP_CHANGE: {
@@ -137,6 +144,14 @@ BODY_SCHEMAS: Final[dict[RecordType, s.Schema]] = {
         "new_key_commitment": _HASH,
         "effective_epoch": s.integer(),
         "reason": s.text(32, choices=frozenset({"scheduled", "compromise", "erasure"})),
+    },
+    RecordType.PATIENT_SHARE: {
+        "share_id": _ID,
+        "action": s.text(8, choices=frozenset({"create", "revoke"})),
+        "transfer_ids": s.list_of(_ID, 16, min_len=1),  # the shared studies, as received here
+        "mode": s.text(16, choices=MODES),  # the de-identification mode of what the patient gets
+        "download": s.boolean(),  # view only (False) or view and download
+        "effective_ms": s.integer(),  # when it took effect: from the start date, or revoked at
     },
     RecordType.EVIDENCE: {
         "kind": s.text(32, choices=frozenset({"equivocation"})),
@@ -282,7 +297,10 @@ class Record:
     def from_value(cls, value: Any, *, encoded: bytes = b"") -> Record:
         """Build from a decoded canonical map, checking every field."""
         s.check(_COMMON_SCHEMA, value, "record")
-        record_type = RecordType(value["type"])
+        try:
+            record_type = RecordType(value["type"])
+        except ValueError:  # a number inside the range that names no type (a reserved one)
+            raise InvalidRecordError(f"record: unknown type {value['type']}") from None
         s.check(BODY_SCHEMAS[record_type], value["body"], f"record.body({record_type.name})")
         return cls(
             record_id=value["id"],

@@ -94,6 +94,14 @@ def sample_body(record_type: RecordType, rng: random.Random) -> dict[str, Any]:
             "effective_epoch": 3,
             "reason": "scheduled",
         },
+        RecordType.PATIENT_SHARE: {
+            "share_id": raw(16),
+            "action": "create",
+            "transfer_ids": [raw(16)],
+            "mode": "identified",
+            "download": True,
+            "effective_ms": SAMPLE_TIME_MS,
+        },
         RecordType.EVIDENCE: {
             "kind": "equivocation",
             "offender": raw(32),

@@ -9,6 +9,7 @@ Rooms (each subpackage's ``__init__`` has its own map):
 ``pacs/``               PACS adapters: folders, DICOMweb, DIMSE (sources and sinks)
 ``transfers/``          a study's send and receipt: sources, preparing, offers, access, state
 ``people/``             accounts, roles, sign-in with a second factor, sessions, API tokens
+``shares/``             sharing with the patient: link and code, download, who has seen
 ``audit/``              the institution's vault, pseudonym slots, disclosure, the auditor's scans
 ``api/``                the HTTP API: routes, errors, JSON views of ledger objects, OpenAPI
 ``cli/``                ``mftp-node`` and its subcommands

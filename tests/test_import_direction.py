@@ -56,6 +56,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "chain": {"p2p"},
     "audit": {"api", "people"},
     "transfers": {"dataplane", "pacs", "audit"},
+    "shares": {"api", "people", "audit", "transfers"},
     "process": ANY_ROOM,
     "cli": ANY_ROOM,
 }

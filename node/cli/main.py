@@ -45,6 +45,7 @@ from .people import (
     run_logout,
     run_user,
 )
+from .share import add_share_arguments, run_share
 from .transfers import (
     add_export_arguments,
     add_inbox_arguments,
@@ -399,7 +400,10 @@ command("enrol", "first sign-in with the operator's one-time code: password, aut
 command("user", "accounts of this node (operators): add, list, disable, enable, unlock, reset-mfa, roles")(
     add_user_arguments
 )
-_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit)  # command() looks them up by name
+command("share", "share received studies with their patient: a link and a code (create, list, revoke)")(
+    add_share_arguments
+)
+_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit, run_share)  # looked up by name
 _PEOPLE_HANDLERS = (run_login, run_logout, run_enrol, run_user)
 
 
