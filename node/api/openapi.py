@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .openapi_people import people_paths, people_schemas
+from . import models
+from .openapi_people import people_paths
 
 HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
 
@@ -106,15 +107,6 @@ INSTANCE_NAME = _param(
 )
 
 
-def _strings(required: list[str], properties: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": required,
-        "additionalProperties": False,
-        "properties": {name: {"type": "string", "description": text} for name, text in properties.items()},
-    }
-
-
 SIGNED_IN: Final[list[dict[str, list[str]]]] = [{"token": []}, {"session": []}]
 """An API token (``Authorization: Bearer``) or a browser session (cookie and ``X-CSRF-Token``)."""
 
@@ -126,36 +118,13 @@ def _token_op(summary: str, ok: dict[str, Any], ok_status: str = "200", **extra:
 
 def _transfer_paths() -> dict[str, Any]:
     """Sending, inbox and outbox, export (see :mod:`mftp.node.transfers`); every call needs the token."""
-    send = _strings(
-        ["source", "to", "purpose", "mode"],
-        {
-            "source": "absolute path of a folder or file of one study on the node's host",
-            "user": "optional, and refused unless it names the signed-in user, who is the sender "
-            "(tagged pseudonymously on the record)",
-            "to_user": "optional recipient user, registered at the recipient (POST /audit/users)",
-            "to": "recipient member's name (a [[p2p.peers]] entry)",
-            "purpose": "HL7 PurposeOfUse code, e.g. TREAT",
-            "mode": "identified | pseudonymised | deidentified | anonymous",
-            "burned_in": "clean | refuse: images whose pixels may show identity (default: the config)",
-        },
-    )
-    export = _strings(
-        ["destination"],
-        {
-            "destination": "absolute folder path on the node's host, a DICOMweb base URL (STOW-RS) or "
-            "dimse:<AET>@<host>:<port> (C-STORE), on the node's allow-lists",
-            "user": "optional, and refused unless it names the signed-in user (who accesses the study)",
-            "purpose": "default: the offer's",
-        },
-    )
-    body = {"required": True, "content": {"application/json": {"schema": {}}}}
     return {
         "/transfers": {
             "post": _token_op(
                 "Send a study to a member: residency check, then prepared and offered in the background",
                 _json(_ref("TransferStarted"), "accepted; follow it with GET /transfers/{transfer_id}"),
                 "202",
-                requestBody={**body, "content": {"application/json": {"schema": send}}},
+                requestBody=models.request_body(models.SendStudy),
                 responses={"403": _json(_ref("Error"), "refused by data residency")},
             ),
             "get": _token_op(
@@ -186,7 +155,7 @@ def _transfer_paths() -> dict[str, Any]:
                 "is not reused.",
                 _json(_ref("ExportResult"), "the job is done (a repeat, or it ended within wait_ms)"),
                 parameters=[TRANSFER_ID, EXPORT_WAIT_MS.spec()],
-                requestBody={**body, "content": {"application/json": {"schema": export}}},
+                requestBody=models.request_body(models.ExportStudy),
                 responses={
                     "202": _json(
                         _ref("ExportResult"),
@@ -207,19 +176,12 @@ def _transfer_paths() -> dict[str, Any]:
                 responses={"404": _json(_ref("Error"), "no such job (a restarted node forgets its jobs)")},
             )
         },
-        **_view_paths(body),
+        **_view_paths(),
     }
 
 
-def _view_paths(body: dict[str, Any]) -> dict[str, Any]:
+def _view_paths() -> dict[str, Any]:
     """Views of a received study (see :mod:`mftp.node.transfers.access`); every call needs the token."""
-    view = _strings(
-        [],
-        {
-            "user": "optional, and refused unless it names the signed-in user (who opens the study)",
-            "purpose": "HL7 PurposeOfUse code of this access (default: the offer's)",
-        },
-    )
     dicom = {
         "description": "the instance, restored and checked against the manifest (Cache-Control: no-store)",
         "content": {
@@ -234,7 +196,7 @@ def _view_paths(body: dict[str, Any]) -> dict[str, Any]:
                 _json(_ref("StudyView"), "opened"),
                 "201",
                 parameters=[TRANSFER_ID],
-                requestBody={**body, "content": {"application/json": {"schema": view}}},
+                requestBody=models.request_body(models.OpenView, required=False),
             )
         },
         "/transfers/{transfer_id}/views/{view_id}/instances/{name}": {
@@ -248,129 +210,16 @@ def _view_paths(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _transfer_schemas() -> dict[str, Any]:
-    integer, string = {"type": "integer"}, {"type": "string"}
-    return {
-        "TransferStarted": {
-            "type": "object",
-            "required": ["transfer_id"],
-            "properties": {"transfer_id": HEX},
-        },
-        "Transfer": {
-            "type": "object",
-            "required": ["transfer_id", "direction", "peer", "state"],
-            "properties": {
-                "transfer_id": HEX,
-                "direction": {"type": "string", "enum": ["out", "in"]},
-                "peer": string,
-                "peer_key": HEX,
-                "purpose": string,
-                "mode": string,
-                "state": {
-                    "type": "string",
-                    "enum": [
-                        "preparing",
-                        "offered",
-                        "accepted",
-                        "delivered",
-                        "refused",
-                        "fetching",
-                        "verifying",
-                        "complete",
-                        "failed",
-                    ],
-                },
-                "detail": string,
-                "created_ms": integer,
-                "files": integer,
-                "files_done": integer,
-                "study_bytes": integer,
-                "fetch_bytes": integer,
-                "fetched_bytes": integer,
-                "data_url": string,
-                "offer_record": HEX,
-                "received_record": HEX,
-                "access_records": {"type": "array", "items": HEX},
-                "user": string,
-                "to_user": string,
-                "fault": {
-                    "type": "string",
-                    "enum": ["", "caller", "input", "storage", "node"],
-                    "description": "when failed, whose fault: caller = the node refused the study",
-                },
-            },
-        },
-        "ExportResult": {
-            "type": "object",
-            "required": ["job_id", "transfer_id", "state", "files", "files_done", "record"],
-            "properties": {
-                "job_id": HEX,
-                "transfer_id": HEX,
-                "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
-                "phase": {
-                    "type": "string",
-                    "enum": ["queued", "restoring", "delivering", "recording", "finished"],
-                },
-                "files": integer,
-                "files_done": integer,
-                "record": HEX,
-                "error": string,
-                "fault": {"type": "string", "enum": ["", "caller", "input", "storage", "node"]},
-                "created_ms": integer,
-            },
-        },
-        "StudyView": {
-            "type": "object",
-            "required": ["view_id", "transfer_id", "expires_ms", "expires_in_s", "record", "instances"],
-            "properties": {
-                "view_id": HEX,
-                "transfer_id": HEX,
-                "expires_ms": integer,
-                "expires_in_s": integer,
-                "record": HEX,
-                "instances": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "size"],
-                        "properties": {"name": string, "size": integer},
-                    },
-                },
-            },
-        },
-    }
-
-
 def _audit_paths() -> dict[str, Any]:
     """Users, grants, scans and reports (see :mod:`mftp.node.audit.routes`); every call needs the token."""
 
-    def body(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-    grant = _strings(
-        ["subject", "auditor", "legal_basis", "purpose", "from", "to", "expires"],
-        {
-            "subject": "party of this institution: user:<id>, patient:<id> or institution:<name>",
-            "auditor": "the auditor member's name (or sign key in hex)",
-            "legal_basis": "e.g. the regulation and case reference",
-            "purpose": "HL7 PurposeOfUse code, e.g. HCOMPL",
-            "from": "first month granted, YYYY-MM",
-            "to": "last month granted, YYYY-MM",
-            "expires": "YYYY-MM-DD (UTC) after which the grant cannot be used",
-            "notify_after": "YYYY-MM-DD before which the subject is not notified (default: expires)",
-        },
-    )
-    scan = _strings(
-        ["grant_id"],
-        {"grant_id": "the grant's record id (32 hex)", "format": "json (default) | fhir | dicom"},
-    )
     anything = {"type": "object"}
     return {
         "/audit/users": {
             "post": _token_op(
                 "Register a user of this institution (so senders may name it as recipient user)",
                 _json(anything, "registered"),
-                requestBody=body(_strings(["user"], {"user": "a user name or user:<id>"})),
+                requestBody=models.request_body(models.AuditUser),
             )
         },
         "/audit/grants": {
@@ -378,14 +227,14 @@ def _audit_paths() -> dict[str, Any]:
                 "Sign an AUDIT_GRANT handing an auditor one party's epoch keys",
                 _json(_ref("GrantMade"), "submitted"),
                 "202",
-                requestBody=body(grant),
+                requestBody=models.request_body(models.Grant),
             )
         },
         "/audit/scans": {
             "post": _token_op(
                 "Scan the verified chain for a grant's subject: matches, proofs, disclosed details",
                 _json(_ref("AuditScan"), "the scan (or a FHIR Bundle / DICOM messages per format)"),
-                requestBody=body(scan),
+                requestBody=models.request_body(models.Scan),
             )
         },
         "/audit/rotations": {
@@ -393,15 +242,7 @@ def _audit_paths() -> dict[str, Any]:
                 "Rotate a party's master key from next month, or erase the party (crypto-shredding)",
                 _json({"type": "object", "properties": {"record": HEX}}, "KEY_ROTATION submitted"),
                 "202",
-                requestBody=body(
-                    _strings(
-                        ["party", "reason"],
-                        {
-                            "party": "user:<id>, patient:<id> ...",
-                            "reason": "scheduled | compromise | erasure",
-                        },
-                    )
-                ),
+                requestBody=models.request_body(models.Rotation),
             )
         },
         "/audit/reports": {
@@ -409,105 +250,8 @@ def _audit_paths() -> dict[str, Any]:
                 "Scan, then sign and submit the AUDIT_REPORT record",
                 _json(_ref("AuditScan"), "the scan with report_record"),
                 "202",
-                requestBody=body(_strings(["grant_id"], {"grant_id": "the grant's record id (32 hex)"})),
+                requestBody=models.request_body(models.Scan),
             )
-        },
-    }
-
-
-def _audit_schemas() -> dict[str, Any]:
-    integer, string = {"type": "integer"}, {"type": "string"}
-    return {
-        "GrantMade": {"type": "object", "required": ["grant_id"], "properties": {"grant_id": HEX}},
-        "AuditScan": {
-            "type": "object",
-            "required": ["grant_id", "ledger_size", "ledger_root", "height", "statement", "matches"],
-            "properties": {
-                "grant_id": HEX,
-                "institution": string,
-                "subject_kind": string,
-                "subject": string,
-                "ledger_size": integer,
-                "ledger_root": HEX,
-                "height": integer,
-                "statement": string,
-                "match_count": integer,
-                "matches_root": HEX,
-                "matches": {"type": "array", "items": {"type": "object"}},
-                "accounting": {"type": "array", "items": {"type": "object"}},
-                "notes": {"type": "array", "items": string},
-                "report_record": HEX,
-            },
-        },
-    }
-
-
-def _schemas() -> dict[str, Any]:
-    signature = {
-        "type": "object",
-        "required": ["validator", "signature"],
-        "properties": {"validator": HEX, "signature": HEX},
-    }
-    return {
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "Status": {
-            "type": "object",
-            "required": ["name", "role", "chain_id", "height", "peers", "sync"],
-            "properties": {
-                "name": {"type": "string"},
-                "role": {"type": "string", "enum": ["validator", "audit"]},
-                "chain_id": {"type": "string"},
-                "height": {"type": "integer"},
-                "round": {"type": "integer"},
-                "ledger_size": {"type": "integer"},
-                "head_hash": HEX,
-                "peers": {"type": "integer"},
-                "mempool_records": {"type": "integer"},
-                "sync": {"type": "object", "additionalProperties": True},
-            },
-        },
-        "Certificate": {
-            "type": "object",
-            "required": ["height", "round", "block_hash", "signatures"],
-            "properties": {
-                "height": {"type": "integer"},
-                "round": {"type": "integer"},
-                "block_hash": HEX,
-                "signatures": {"type": "array", "items": signature},
-            },
-        },
-        "Header": {"type": "object", "required": ["hash", "height"], "additionalProperties": True},
-        "Record": {
-            "type": "object",
-            "required": ["id", "type", "time_ms", "author", "tags", "body", "signature"],
-            "properties": {
-                "id": HEX,
-                "type": {"type": "string"},
-                "schema": {"type": "integer"},
-                "time_ms": {"type": "integer"},
-                "author": HEX,
-                "tags": {"type": "array", "items": HEX},
-                "envelope_bytes": {"type": "integer"},
-                "commitments": {"type": "object", "additionalProperties": HEX},
-                "body": {"type": "object", "additionalProperties": True},
-                "signature": HEX,
-                "hash": HEX,
-                "height": {"type": "integer"},
-                "index_in_block": {"type": "integer"},
-                "ledger_index": {"type": "integer"},
-            },
-        },
-        "Block": {
-            "type": "object",
-            "required": ["height", "header", "record_ids"],
-            "properties": {
-                "height": {"type": "integer"},
-                "header": _ref("Header"),
-                "record_ids": {"type": "array", "items": HEX},
-                "records": {"type": "array", "items": _ref("Record")},
-                "last_commit": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
-                "certificate": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
-            },
         },
     }
 
@@ -542,35 +286,8 @@ def _paths() -> dict[str, Any]:
         "/records": {
             "post": {
                 "summary": "Submit signed records to the mempool (requires an API token)",
-                "security": [{"token": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["record"],
-                                        "properties": {"record": {"type": "string", "format": "byte"}},
-                                    },
-                                    {
-                                        "type": "object",
-                                        "required": ["records"],
-                                        "properties": {
-                                            "records": {
-                                                "type": "array",
-                                                "minItems": 1,
-                                                "maxItems": 1000,
-                                                "items": {"type": "string", "format": "byte"},
-                                            }
-                                        },
-                                    },
-                                ]
-                            }
-                        }
-                    },
-                },
+                "security": SIGNED_IN,
+                "requestBody": models.request_body(models.SubmitRecords),
                 "responses": {
                     "202": _json(any_object, "accepted into the mempool (or already there)"),
                     "400": ERROR,
@@ -654,7 +371,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": _with_errors({**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths()}),
         "components": {
-            "schemas": {**_schemas(), **_transfer_schemas(), **_audit_schemas(), **people_schemas()},
+            "schemas": models.components(),
             "securitySchemes": {
                 "token": {"type": "http", "scheme": "bearer"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "mftp_session"},

@@ -1,6 +1,7 @@
-"""The OpenAPI paths and schemas of people (:mod:`.people_routes`): sign-in, tokens, users.
+"""The OpenAPI paths of people (:mod:`.people_routes`): sign-in, tokens, users.
 
-Kept apart from :mod:`.openapi` (which merges them in) so that each stays a readable size.
+Kept apart from :mod:`.openapi` (which merges them in) so that each stays a readable size; the
+bodies are the typed models of :mod:`.models`.
 The public steps of sign-in carry ``x-sign-in``: the document adds their 401, 403 and 429.
 """
 
@@ -8,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from . import models
+
 SIGNED_IN: Final[list[dict[str, list[str]]]] = [{"token": []}, {"session": []}]
-ROLE: Final = {"type": "string", "enum": ["clinician", "operator", "auditor"]}
-ROLES: Final = {"type": "array", "items": ROLE, "minItems": 1, "maxItems": 3}
-TEXT: Final = {"type": "string", "maxLength": 1024}
 NAME: Final = {
     "name": "name",
     "in": "path",
@@ -27,11 +27,6 @@ def _schema(name: str) -> dict[str, str]:
 
 def _answer(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-    schema = {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
-    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
 
 
 def _op(
@@ -56,7 +51,7 @@ def _op(
 
 
 NO_CONTENT: Final = {"description": "done"}
-EMPTY: Final = _object([], {})
+EMPTY: Final = models.request_body(models.Nothing, required=False)
 """The optional (empty) body of a call that needs none: any body is still parsed and bounded."""
 SESSION: Final = _answer(_schema("Session"), "the session")
 
@@ -70,7 +65,7 @@ def _sign_in_paths() -> dict[str, Any]:
                 "one); sets the session cookie. Every wrong answer is the same 401",
                 started,
                 signed_in=False,
-                body=_object(["name", "password"], {"name": TEXT, "password": TEXT}),
+                body=models.request_body(models.SignIn),
             ),
             "get": _op("The signed-in session (or token): name, roles, step-up freshness", SESSION),
             "delete": _op("Sign out (forgets the cookie)", NO_CONTENT, "204", signed_in=False, body=EMPTY),
@@ -82,7 +77,7 @@ def _sign_in_paths() -> dict[str, Any]:
                 "last minutes",
                 SESSION,
                 signed_in=False,
-                body=_object([], {"code": TEXT, "recovery_code": TEXT}),
+                body=models.request_body(models.SecondFactor),
             )
         },
         "/session/passkey/options": {
@@ -98,7 +93,7 @@ def _sign_in_paths() -> dict[str, Any]:
                 "Sign in, second step with a passkey: the browser's answer",
                 SESSION,
                 signed_in=False,
-                body=_object(["credential"], {"credential": {"type": "string"}}),
+                body=models.request_body(models.Credential),
             )
         },
         "/enrolment": {
@@ -107,7 +102,7 @@ def _sign_in_paths() -> dict[str, Any]:
                 "the TOTP secret is shown once, as a URI and a QR code",
                 _answer(_schema("EnrolmentStarted"), "confirm with a first code"),
                 signed_in=False,
-                body=_object(["name", "code", "password"], {"name": TEXT, "code": TEXT, "password": TEXT}),
+                body=models.request_body(models.Enrol),
             )
         },
         "/enrolment/confirm": {
@@ -115,7 +110,7 @@ def _sign_in_paths() -> dict[str, Any]:
                 "Confirm the TOTP secret with a first code: 10 recovery codes, shown once; signed in",
                 _answer(_schema("RecoveryCodes"), "enrolled and signed in"),
                 signed_in=False,
-                body=_object(["code"], {"code": TEXT}),
+                body=models.request_body(models.Code),
             )
         },
         "/passkeys/options": {
@@ -130,14 +125,13 @@ def _sign_in_paths() -> dict[str, Any]:
                 "Keep the passkey the browser created (step-up)",
                 _answer({"type": "object"}, "added"),
                 "201",
-                body=_object(["credential"], {"credential": {"type": "string"}}),
+                body=models.request_body(models.Credential),
             )
         },
     }
 
 
 def _token_and_user_paths() -> dict[str, Any]:
-    ttl = {"type": "integer", "minimum": 60, "maximum": 366 * 24 * 3600}
     return {
         "/tokens": {
             "get": _op(
@@ -158,7 +152,7 @@ def _token_and_user_paths() -> dict[str, Any]:
                 "shown once",
                 _answer(_schema("TokenCreated"), "the token"),
                 "201",
-                body=_object(["role"], {"role": ROLE, "ttl_s": ttl, "label": TEXT, "owner": TEXT}),
+                body=models.request_body(models.MakeToken),
             ),
         },
         "/tokens/{token_id}": {
@@ -179,15 +173,7 @@ def _token_and_user_paths() -> dict[str, Any]:
                 "Add an account (operators, step-up): its one-time enrolment code to hand over",
                 _answer(_schema("UserAdded"), "added"),
                 "201",
-                body=_object(
-                    ["name", "roles"],
-                    {
-                        "name": TEXT,
-                        "roles": ROLES,
-                        "service": {"type": "boolean"},
-                        "directory": {"type": "boolean"},
-                    },
-                ),
+                body=models.request_body(models.AddUser),
             ),
         },
         **{
@@ -213,7 +199,7 @@ def _token_and_user_paths() -> dict[str, Any]:
                 "Replace an account's roles (its tokens of a role it lost stop working)",
                 _answer(_schema("UserAdded"), "the account"),
                 parameters=[NAME],
-                body=_object(["roles"], {"roles": ROLES}),
+                body=models.request_body(models.SetRoles),
             )
         },
         "/security-events": {
@@ -244,65 +230,3 @@ def _token_and_user_paths() -> dict[str, Any]:
 def people_paths() -> dict[str, Any]:
     """Every path of :mod:`.people_routes`."""
     return {**_sign_in_paths(), **_token_and_user_paths()}
-
-
-def people_schemas() -> dict[str, Any]:
-    """The bodies those paths answer."""
-    string, strings = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
-    fresh = {"type": ["number", "null"], "description": "seconds left of the step-up, null if none"}
-    token = {
-        "type": "object",
-        "properties": {
-            "token_id": string,
-            "owner": string,
-            "role": ROLE,
-            "label": string,
-            "created_ms": {"type": "integer"},
-            "expires_ms": {"type": "integer"},
-            "revoked_ms": {"type": "integer"},
-            "live": {"type": "boolean"},
-        },
-    }
-    return {
-        "SignInStarted": {
-            "type": "object",
-            "required": ["state", "csrf_token"],
-            "properties": {"state": string, "csrf_token": string},
-        },
-        "Session": {
-            "type": "object",
-            "required": ["state", "name", "roles"],
-            "properties": {
-                "state": string,
-                "name": string,
-                "roles": strings,
-                "csrf_token": string,
-                "step_up_fresh_s": fresh,
-            },
-        },
-        "EnrolmentStarted": {
-            "type": "object",
-            "required": ["totp_uri", "totp_qr_svg", "csrf_token"],
-            "properties": {"totp_uri": string, "totp_qr_svg": string, "csrf_token": string},
-        },
-        "RecoveryCodes": {
-            "type": "object",
-            "properties": {"recovery_codes": {**strings, "minItems": 10, "maxItems": 10}},
-        },
-        "Tokens": {"type": "object", "properties": {"tokens": {"type": "array", "items": token}}},
-        "TokenCreated": {
-            "type": "object",
-            "required": ["token", "token_id", "role", "expires_ms"],
-            "properties": {
-                "token": string,
-                "token_id": string,
-                "role": ROLE,
-                "expires_ms": {"type": "integer"},
-            },
-        },
-        "Users": {"type": "object", "properties": {"users": {"type": "array", "items": {"type": "object"}}}},
-        "UserAdded": {
-            "type": "object",
-            "properties": {"name": string, "enrolment_code": {"type": ["string", "null"]}},
-        },
-    }

@@ -43,8 +43,9 @@ from ..people.events import SecurityEvent, to_dicom_audit_message, to_fhir_audit
 from ..people.roles import Permission, Role, parse_role, requires, sign_in_step
 from ..people.sessions import CSRF_HEADER, Principal, Session
 from ..people.signin import SignIn
+from . import models
 from .auth import Gate, Handler, client_address, principal_of
-from .server import json_object, read_json
+from .server import read_model
 
 MAX_TOKEN_TTL_S: Final = 366 * 24 * 3600
 DEFAULT_TOKEN_TTL_S: Final = 90 * 24 * 3600
@@ -56,38 +57,6 @@ class SecurityEventLog(Protocol):
 
     def security_events(self, limit: int) -> list[SecurityEvent]:
         """The newest ``limit`` events, oldest first."""
-
-
-def _strings(body: dict[str, Any], key: str, *, required: bool = True) -> str:
-    value = body.get(key)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or len(value) > 1024:
-        raise web.HTTPBadRequest(text=f"{key} must be a string of at most 1024 characters")
-    return value
-
-
-def _roles(value: Any) -> list[Role]:
-    if not isinstance(value, list) or not 1 <= len(value) <= 3 or not all(isinstance(r, str) for r in value):
-        raise web.HTTPBadRequest(text="roles must be a list of 1 to 3 role names")
-    return [parse_role(r) for r in value]
-
-
-async def _optional_object(request: web.Request) -> dict[str, Any]:
-    """A JSON object body if there is one (a body-less POST is fine); checked like any body."""
-    if not request.can_read_body:
-        return {}
-    data = await request.read()
-    if not data.strip():
-        return {}
-    return await _object(request)
-
-
-async def _object(request: web.Request) -> dict[str, Any]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return body
 
 
 class PeopleApi:
@@ -173,10 +142,9 @@ class PeopleApi:
     async def sign_in(self, request: web.Request) -> web.Response:
         """The password step: a session awaiting its second factor (401 for any wrong answer)."""
         self.gate.check_origin(request)
-        body = await _object(request)
-        name, password = _strings(body, "name"), _strings(body, "password")
+        body = await read_model(request, models.SignIn)
         session_id, session = await asyncio.to_thread(
-            self.signin.password, name, password, client_address(request)
+            self.signin.password, body.name, body.password, client_address(request)
         )
         answer = web.json_response({"state": session.state.value, "csrf_token": session.csrf_token})
         self.gate.set_session(answer, session_id)
@@ -185,10 +153,12 @@ class PeopleApi:
     @sign_in_step()
     async def second_factor(self, request: web.Request) -> web.Response:
         """The second step (TOTP or a recovery code); on an active session, a step-up."""
-        body = await _object(request)
+        body = await read_model(request, models.SecondFactor)
         session_id = self._csrf_ok(request)
-        recovery = "recovery_code" in body
-        code = _strings(body, "recovery_code" if recovery else "code")
+        recovery = body.recovery_code is not None
+        code = body.recovery_code if body.recovery_code is not None else body.code
+        if code is None:
+            raise web.HTTPBadRequest(text="give code or recovery_code")
         session = await asyncio.to_thread(
             self.signin.second_factor, session_id, code, client_address(request), recovery=recovery
         )
@@ -197,7 +167,7 @@ class PeopleApi:
     @sign_in_step()
     async def passkey_options(self, request: web.Request) -> web.Response:
         """WebAuthn request options for the second step with a passkey."""
-        await _optional_object(request)
+        await read_model(request, models.Nothing)
         session_id = self._csrf_ok(request)
         options = await asyncio.to_thread(self.signin.passkey_options, session_id)
         return web.Response(text=options, content_type="application/json")
@@ -205,10 +175,10 @@ class PeopleApi:
     @sign_in_step()
     async def passkey(self, request: web.Request) -> web.Response:
         """The second step with a passkey: ``{"credential": <the browser's answer as JSON text>}``."""
-        body = await _object(request)
+        body = await read_model(request, models.Credential)
         session_id = self._csrf_ok(request)
         session = await asyncio.to_thread(
-            self.signin.passkey, session_id, _strings(body, "credential"), client_address(request)
+            self.signin.passkey, session_id, body.credential, client_address(request)
         )
         return web.json_response(self._session_view(session))
 
@@ -225,7 +195,7 @@ class PeopleApi:
     @sign_in_step()
     async def sign_out(self, request: web.Request) -> web.Response:
         """End the session (and forget the cookie)."""
-        await _optional_object(request)
+        await read_model(request, models.Nothing)
         session_id = self.gate.session_id(request)
         if session_id is not None:
             self.gate.check_origin(request)
@@ -240,13 +210,9 @@ class PeopleApi:
     async def enrol(self, request: web.Request) -> web.Response:
         """Spend the one-time enrolment code: the TOTP secret (as a URI and a QR code), once."""
         self.gate.check_origin(request)
-        body = await _object(request)
+        body = await read_model(request, models.Enrol)
         start = await asyncio.to_thread(
-            self.signin.enrol_begin,
-            _strings(body, "name"),
-            _strings(body, "code"),
-            _strings(body, "password"),
-            client_address(request),
+            self.signin.enrol_begin, body.name, body.code, body.password, client_address(request)
         )
         answer = web.json_response(
             {"totp_uri": start.totp_uri, "totp_qr_svg": start.totp_qr_svg, "csrf_token": start.csrf_token},
@@ -258,17 +224,17 @@ class PeopleApi:
     @sign_in_step()
     async def enrol_confirm(self, request: web.Request) -> web.Response:
         """Confirm the TOTP secret with a first code; the 10 recovery codes, shown once."""
-        body = await _object(request)
+        body = await read_model(request, models.Code)
         session_id = self._csrf_ok(request)
         codes = await asyncio.to_thread(
-            self.signin.enrol_confirm, session_id, _strings(body, "code"), client_address(request)
+            self.signin.enrol_confirm, session_id, body.code, client_address(request)
         )
         return web.json_response({"recovery_codes": codes}, headers={"Cache-Control": "no-store"})
 
     @requires(Permission.SELF_MANAGE, step_up=True)
     async def passkey_registration_options(self, request: web.Request) -> web.Response:
         """WebAuthn creation options for adding a passkey to one's own account."""
-        await _optional_object(request)
+        await read_model(request, models.Nothing)
         session_id = self._session_id(request)
         options = self.signin.passkey_registration_options(session_id, request.headers.get(CSRF_HEADER, ""))
         return web.Response(text=options, content_type="application/json")
@@ -276,12 +242,12 @@ class PeopleApi:
     @requires(Permission.SELF_MANAGE, step_up=True)
     async def add_passkey(self, request: web.Request) -> web.Response:
         """Keep the passkey the browser created: ``{"credential"}``."""
-        body = await _object(request)
+        body = await read_model(request, models.Credential)
         await asyncio.to_thread(
             self.signin.add_passkey,
             self._session_id(request),
             request.headers.get(CSRF_HEADER, ""),
-            _strings(body, "credential"),
+            body.credential,
             client_address(request),
         )
         return web.json_response({"added": True}, status=201)
@@ -318,20 +284,12 @@ class PeopleApi:
     @requires(Permission.SELF_MANAGE, step_up=True)
     async def create_token(self, request: web.Request) -> web.Response:
         """A personal token (or a service account's, for an operator); its secret is shown once."""
-        body = await _object(request)
+        body = await read_model(request, models.MakeToken)
         principal = principal_of(request)
         if principal.via != "session":
             raise NotPermitted("tokens are made in a signed-in session, not with another token")
-        ttl_s = body.get("ttl_s", DEFAULT_TOKEN_TTL_S)
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 60 <= ttl_s <= MAX_TOKEN_TTL_S:
-            raise web.HTTPBadRequest(text=f"ttl_s is a whole number of seconds from 60 to {MAX_TOKEN_TTL_S}")
-        owner = _strings(body, "owner", required=False) or principal.name
         secret, token = self.admin.create_token(
-            principal,
-            owner,
-            parse_role(_strings(body, "role")),
-            ttl_s * 1000,
-            _strings(body, "label", required=False),
+            principal, body.owner or principal.name, parse_role(body.role), body.ttl_s * 1000, body.label
         )
         return web.json_response(
             {
@@ -347,7 +305,7 @@ class PeopleApi:
     @requires(Permission.SELF_MANAGE)
     async def revoke_token(self, request: web.Request) -> web.Response:
         """Revoke one's own token (an operator: any); revoking takes effect at once."""
-        await _optional_object(request)
+        await read_model(request, models.Nothing)
         self.admin.revoke_token(principal_of(request), request.match_info["token_id"])
         return web.Response(status=204)
 
@@ -362,17 +320,14 @@ class PeopleApi:
     @requires(Permission.USERS_MANAGE)
     async def add_user(self, request: web.Request) -> web.Response:
         """A new account: its one-time enrolment code to hand over (none for a service account)."""
-        body = await _object(request)
-        service, directory = body.get("service", False), body.get("directory", False)
-        if not isinstance(service, bool) or not isinstance(directory, bool):
-            raise web.HTTPBadRequest(text="service and directory are true or false")
+        body = await read_model(request, models.AddUser)
         account, code = await asyncio.to_thread(
             self.admin.add_user,
             principal_of(request),
-            _strings(body, "name"),
-            _roles(body.get("roles")),
-            service=service,
-            directory=directory,
+            body.name,
+            [parse_role(r) for r in body.roles],
+            service=body.service,
+            directory=body.directory,
         )
         if self._on_user_added is not None:
             self._on_user_added(account.name)
@@ -381,7 +336,7 @@ class PeopleApi:
         )
 
     async def _on_user(self, request: web.Request, act: Callable[[Principal, str], None]) -> web.Response:
-        await _optional_object(request)
+        await read_model(request, models.Nothing)
         await asyncio.to_thread(act, principal_of(request), request.match_info["name"])
         return web.Response(status=204)
 
@@ -403,7 +358,7 @@ class PeopleApi:
     @requires(Permission.USERS_MANAGE)
     async def reset_mfa(self, request: web.Request) -> web.Response:
         """Forget the account's second factors: a new one-time enrolment code to hand over."""
-        await _optional_object(request)
+        await read_model(request, models.Nothing)
         code = await asyncio.to_thread(
             self.admin.reset_second_factor, principal_of(request), request.match_info["name"]
         )
@@ -412,9 +367,10 @@ class PeopleApi:
     @requires(Permission.USERS_MANAGE)
     async def set_roles(self, request: web.Request) -> web.Response:
         """Replace an account's roles: ``{"roles": [...]}``."""
-        body = await _object(request)
+        body = await read_model(request, models.SetRoles)
+        roles = [parse_role(r) for r in body.roles]
         account = await asyncio.to_thread(
-            self.admin.set_roles, principal_of(request), request.match_info["name"], _roles(body.get("roles"))
+            self.admin.set_roles, principal_of(request), request.match_info["name"], roles
         )
         return web.json_response({"name": account.name, "roles": sorted(r.value for r in account.roles)})
 
@@ -446,4 +402,4 @@ def _events_answer(events: Iterable[SecurityEvent], fmt: str, institution: str) 
     raise web.HTTPBadRequest(text="format is json, fhir or dicom")
 
 
-__all__ = ["PeopleApi", "SecurityEventLog", "json_object"]
+__all__ = ["PeopleApi", "SecurityEventLog"]

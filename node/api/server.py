@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -35,6 +35,7 @@ from ..errors import NodeInputError, NodeUsageError, ResidencyRefused, StorageDa
 from ..people.errors import AccessRefused, RateLimited
 from ..people.roles import Permission, public, requires
 from ..people.signin import acting_user
+from . import models
 from .auth import Gate, principal_of
 from .ledger_json import block_view, certificate_view, header_view, stored_record_view, validators_view
 from .openapi import (
@@ -64,6 +65,7 @@ LIVE_JOB_STATES: Final = frozenset({"queued", "running"})
 FAILED_JOB_STATUS: Final = {"caller": 400, "storage": 500, "node": 500, "input": 502}
 """A failed job's fault as a status, as the error middleware maps the same errors."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=models.Body)
 
 
 class NodeView(Protocol):
@@ -181,6 +183,21 @@ def json_depth(data: bytes, limit: int) -> int:
             if deepest > limit:
                 break
     return deepest
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    """The request's body decoded into its typed model (:mod:`.models`); 400 or 413 otherwise."""
+    data = await _bounded_body(request)
+    return cast(M, models.decode(data, model))
+
+
+async def _bounded_body(request: web.Request, max_depth: int = MAX_JSON_DEPTH) -> bytes:
+    """The body, refused (400) if nested deeper than ``max_depth`` (413 beyond the size limit)."""
+    data = await request.read()  # bounded by the application's client_max_size (413)
+    openers = data.count(b"[") + data.count(b"{")
+    if openers > max_depth and json_depth(data, max_depth) > max_depth:
+        raise web.HTTPBadRequest(text=f"JSON nested deeper than {max_depth} levels")
+    return data
 
 
 async def read_json(request: web.Request, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -435,13 +452,13 @@ class Api:
     @requires(Permission.NODE_SETTINGS)
     async def submit(self, request: web.Request) -> web.Response:
         """Submit signed records: ``{"record": b64}`` or ``{"records": [b64, ...]}`` (canonical bytes)."""
+        body = await read_model(request, models.SubmitRecords)
+        items = [body.record] if body.record is not None else list(body.records or [])
         try:
-            body = await read_json(request)
-            items = [body["record"]] if "record" in body else list(body["records"])
-            if not 1 <= len(items) <= MAX_SUBMIT_RECORDS:
+            if (body.record is None) == (body.records is None) or not 1 <= len(items) <= MAX_SUBMIT_RECORDS:
                 raise ValueError("count")
             blobs = [base64.b64decode(item, validate=True) for item in items]
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, binascii.Error):
             return _error(
                 400,
                 'expected JSON {"record": b64} or {"records": [b64, ...]} with 1 to '
@@ -451,7 +468,7 @@ class Api:
         results = await self.node.submit_records(records)
         accepted = all(r in ("accepted", "duplicate") for r in results)
         payload: dict[str, Any]
-        if "record" in body:
+        if body.record is not None:
             payload = {"id": records[0].record_id.hex(), "result": results[0]}
         else:
             payload = {
@@ -475,21 +492,13 @@ class Api:
         202 with the transfer id.  A study sent in ``identified`` mode leaves with the patient's
         identity: that needs a second factor verified within the last minutes (step-up).
         """
-        body = await json_object(
-            request, required=("source", "to", "purpose", "mode"), optional=("user", "to_user", "burned_in")
-        )
+        body = await read_model(request, models.SendStudy)
         principal = principal_of(request)
-        user = acting_user(principal, body.get("user"))
-        if body["mode"] == "identified":
+        user = acting_user(principal, body.user)
+        if body.mode == "identified":
             self.gate.require_step_up(principal)
         transfer_id = await self._transfer_service().send(
-            body["source"],
-            body["to"],
-            body["purpose"],
-            body["mode"],
-            user,
-            body.get("to_user", ""),
-            burned_in=body.get("burned_in"),
+            body.source, body.to, body.purpose, body.mode, user, body.to_user, burned_in=body.burned_in
         )
         return web.json_response({"transfer_id": transfer_id}, status=202)
 
@@ -514,12 +523,12 @@ class Api:
         once it is done.  ``?wait_ms=`` waits up to that long (at most 30 s) for the job to end:
         200 if it did, the failure's status if it failed, else 202.
         """
-        body = await json_object(request, required=("destination",), optional=("user", "purpose"))
-        user = acting_user(principal_of(request), body.get("user"))
+        body = await read_model(request, models.ExportStudy)
+        user = acting_user(principal_of(request), body.user)
         wait_ms = min(_int_arg(request, EXPORT_WAIT_MS, 0), MAX_WAIT_MS)
         service = self._transfer_service()
         transfer_id = request.match_info["transfer_id"]
-        job = await service.export(transfer_id, body["destination"], body.get("purpose"), user)
+        job = await service.export(transfer_id, body.destination, body.purpose, user)
         if wait_ms and job["state"] in LIVE_JOB_STATES:
             job = await service.access.export_job(transfer_id, job["job_id"], wait_ms / 1000) or job
         if job["state"] == "failed":
@@ -539,10 +548,10 @@ class Api:
     @requires(Permission.STUDY_VIEW)
     async def open_view(self, request: web.Request) -> web.Response:
         """Open a received study in a viewer for the signed-in user: ``{"purpose"?}``; 201 with the view."""
-        body = await json_object(request, required=(), optional=("user", "purpose"))
-        user = acting_user(principal_of(request), body.get("user"))
+        body = await read_model(request, models.OpenView)
+        user = acting_user(principal_of(request), body.user)
         view = await self._transfer_service().access.open_view(
-            request.match_info["transfer_id"], user, body.get("purpose")
+            request.match_info["transfer_id"], user, body.purpose
         )
         return web.json_response(view, status=201)
 

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..api.server import json_object
+from ..api import models
+from ..api.server import read_model
 from ..errors import NodeUsageError
 from ..people.roles import Permission, requires
 from .scan import Auditor, export
@@ -56,49 +57,45 @@ class AuditApi:
     @requires(Permission.USERS_MANAGE)
     async def add_user(self, request: web.Request) -> web.Response:
         """Register a user of this institution (idempotent)."""
-        body = await json_object(request, required=("user",))
-        user = user_party(body["user"])
+        body = await read_model(request, models.AuditUser)
+        user = user_party(body.user)
         self.service.vault.party(user, "user")
         return web.json_response({"user": user})
 
     @requires(Permission.USERS_MANAGE)
     async def rotate(self, request: web.Request) -> web.Response:
         """Rotate a party's master key (or erase the party); 202 with the KEY_ROTATION record id."""
-        body = await json_object(request, required=("party", "reason"))
-        record = await self.service.rotate(body["party"], body["reason"])
+        body = await read_model(request, models.Rotation)
+        record = await self.service.rotate(body.party, body.reason)
         return web.json_response({"record": record.record_id.hex()}, status=202)
 
     @requires(Permission.AUDIT_GRANT)
     async def grant(self, request: web.Request) -> web.Response:
         """Sign an audit grant for one of our parties."""
-        body = await json_object(
-            request,
-            required=("subject", "auditor", "legal_basis", "purpose", "from", "to", "expires"),
-            optional=("notify_after",),
-        )
-        auditor = self.service.member_key(body["auditor"])
-        expires_ms = parse_day_ms(body["expires"])
+        body = await read_model(request, models.Grant)
+        auditor = self.service.member_key(body.auditor)
+        expires_ms = parse_day_ms(body.expires)
         record = await self.service.grant(
-            subject=body["subject"],
+            subject=body.subject,
             auditor=auditor,
-            legal_basis=body["legal_basis"],
-            purpose=body["purpose"],
-            epoch_from=parse_month(body["from"]),
-            epoch_to=parse_month(body["to"]),
+            legal_basis=body.legal_basis,
+            purpose=body.purpose,
+            epoch_from=parse_month(body.from_),
+            epoch_to=parse_month(body.to),
             expires_ms=expires_ms,
-            notify_after_ms=parse_day_ms(body["notify_after"]) if "notify_after" in body else expires_ms,
+            notify_after_ms=parse_day_ms(body.notify_after) if body.notify_after is not None else expires_ms,
         )
         return web.json_response({"grant_id": record.record_id.hex()}, status=202)
 
     @requires(Permission.AUDIT_SCAN)
     async def scan(self, request: web.Request) -> web.Response:
         """Scan the chain for a grant's subject."""
-        body = await json_object(request, required=("grant_id",), optional=("format",))
-        view = await self.auditor.scan(_grant_id(body["grant_id"]))
-        return web.json_response(export(view, body.get("format", "json")))
+        body = await read_model(request, models.Scan)
+        view = await self.auditor.scan(_grant_id(body.grant_id))
+        return web.json_response(export(view, body.format))
 
     @requires(Permission.AUDIT_REPORT)
     async def report(self, request: web.Request) -> web.Response:
         """Scan, then post the audit report record."""
-        body = await json_object(request, required=("grant_id",))
-        return web.json_response(await self.auditor.report(_grant_id(body["grant_id"])), status=202)
+        body = await read_model(request, models.Scan)
+        return web.json_response(await self.auditor.report(_grant_id(body.grant_id)), status=202)
