@@ -14,7 +14,7 @@ change with nothing but the chain.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from mftp.crypto.errors import BadSignatureError
@@ -24,7 +24,7 @@ from . import merkle
 from .block import ZERO_HASH, Block, BlockHeader, CommitCertificate, ValidatorSet, records_root
 from .errors import InvalidBlockError, InvalidRecordError
 from .genesis import AuditNode, Genesis
-from .membership import Book, MemberEntry, OpenProposal, activate
+from .membership import STANDARD_RULES, Book, MemberEntry, MembershipRules, OpenProposal, activate
 from .records import Record, RecordType, membership_payload
 
 MEMBERSHIP_DELAY_BLOCKS: Final = 2
@@ -54,6 +54,8 @@ class ChainState:
     directory: tuple[MemberEntry, ...] = ()
     proposals: tuple[OpenProposal, ...] = ()  # open, in the order proposed
     recent: tuple[tuple[bytes, str, int], ...] = ()  # (proposal id, outcome, height), newest last
+    # Never stored nor compared: only the simulator's test of the tester runs other rules.
+    membership_rules: MembershipRules = field(default=STANDARD_RULES, compare=False)
 
     @classmethod
     def initial(cls, genesis: Genesis) -> ChainState:
@@ -169,6 +171,7 @@ def _book(state: ChainState, block: Block) -> Book:
         proposals=state.proposals,
         recent=state.recent,
         delay_blocks=MEMBERSHIP_DELAY_BLOCKS,
+        rules=state.membership_rules,
     )
     book.expire()
     return book

@@ -57,6 +57,26 @@ MAX_RECENT_OUTCOMES: Final = 32
 JOIN_REQUEST_VERSION: Final = 1
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
+
+@dataclass(frozen=True, slots=True)
+class MembershipRules:
+    """The approval threshold of the flow: approvals must hold more than num/den of the power.
+
+    Only the simulator's test of the tester lowers it (``BROKEN_RULES``), to show that its
+    independent model of the rules catches a chain that follows a weaker rule.
+    """
+
+    num: int = 2
+    den: int = 3
+
+    def approved(self, validators: ValidatorSet, power: int) -> bool:
+        """Whether approvals of ``power`` carry a change."""
+        return power * self.den > validators.total_power * self.num
+
+
+STANDARD_RULES: Final = MembershipRules()
+BROKEN_RULES: Final = MembershipRules(1, 2)  # more than half: deliberately wrong
+
 Pending = tuple[tuple[int, tuple[tuple[str, Any], ...]], ...]
 """Changes waiting for their height: (effective height, sorted (key, value) items)."""
 
@@ -365,6 +385,7 @@ class Book:
         proposals: tuple[OpenProposal, ...],
         recent: tuple[tuple[bytes, str, int], ...],
         delay_blocks: int,
+        rules: MembershipRules = STANDARD_RULES,
     ) -> None:
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
@@ -378,6 +399,7 @@ class Book:
         self.pending = pending
         self.recent = list(recent)
         self.delay_blocks = delay_blocks
+        self.rules = rules
 
     # ---------------------------------------------------------------- results
 
@@ -520,7 +542,7 @@ class Book:
             proposal = replace(proposal, rejections=(*proposal.rejections, record.author))
         self.proposals[proposal.proposal_id] = proposal
         vset = self.validators
-        if vset.has_quorum(vset.power_of(proposal.approvals)):
+        if self.rules.approved(vset, vset.power_of(proposal.approvals)):
             self._approve(proposal)
         elif not vset.has_quorum(vset.total_power - vset.power_of(proposal.rejections)):
             self._close(proposal, "rejected", self.height)
