@@ -36,6 +36,7 @@ from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, NodeError, NodeUsageError, StorageDamaged
 from ..private_files import narrow_file, private_dir, set_private_umask, tighten, write_private
 from .audit import add_audit_arguments, run_audit
+from .member import add_member_arguments, run_member
 from .transfers import (
     add_export_arguments,
     add_inbox_arguments,
@@ -378,7 +379,10 @@ command("view", "open a received study for viewing, optionally saving its instan
     add_view_arguments
 )
 command("audit", "pseudonymous audit: register users, grant an auditor, scan, report")(add_audit_arguments)
-_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit)  # command() looks them up by name
+command("member", "join or leave the consortium: request, propose, approve, reject, list, leave")(
+    add_member_arguments
+)
+_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit, run_member)  # command() looks up
 
 
 # ---------------------------------------------------------------------------------- main

@@ -81,14 +81,17 @@ def known_peers(state: ChainState, configured: Iterable[Peer]) -> tuple[Peer, ..
 
     A member without an entry keeps what ``[[p2p.peers]]`` says of it (name, data URL and
     country); a configured peer that is not a member is still listed (the caller checks
-    membership, as before).
+    membership, as before).  A ``data_url`` configured for a member is a local route to it (a
+    proxy, a NAT) and wins over the entry's: the data plane pins the member's key either way,
+    so a wrong route can fail but never reach someone else.  The country is the chain's.
     """
     config = {p.sign_key: p for p in configured}
     out: dict[bytes, Peer] = {}
     for member in members(state):
         entry, old = member.entry, config.get(member.key)
         if entry is not None:
-            out[member.key] = Peer(member.name, member.key, entry.addresses, entry.data_url, entry.country)
+            url = old.data_url if old is not None and old.data_url else entry.data_url
+            out[member.key] = Peer(member.name, member.key, entry.addresses, url, entry.country)
         elif old is not None:
             out[member.key] = Peer(member.name, member.key, old.address, old.data_url, old.country)
     for key, peer in config.items():
