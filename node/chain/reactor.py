@@ -82,8 +82,10 @@ Handler = Callable[[bytes, Any], None]
 
 
 def _membership_view(state: ChainState) -> tuple[Any, ...]:
-    """What decides who may connect and where they are dialled."""
-    return (state.validators, state.auditors, state.directory, tuple(p.member for p in state.proposals))
+    """What decides who may connect and where they are dialled (a validator that left stays one
+    height longer, through ``last_validators``, so that its last precommits still arrive)."""
+    members = (state.validators, state.last_validators, state.auditors)
+    return (*members, state.directory, tuple(p.member for p in state.proposals))
 
 
 def consensus_config(config: Config) -> ConsensusConfig:
