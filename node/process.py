@@ -40,6 +40,7 @@ from .dataplane.blobstore import BlobStore
 from .dataplane.server import DataPlaneServer
 from .errors import NodeError, NodeInputError, NodeUsageError
 from .membership import directory
+from .membership.console import MembershipConsole
 from .membership.routes import MembershipApi
 from .membership.service import MembershipService
 from .metrics import NodeMetrics
@@ -167,7 +168,9 @@ class Node:
             max_request_bytes=self.config.get("api", "max_request_bytes"),
             transfers=self.transfers,
             audit=_Routes(
-                AuditApi(self.audit, self.auditor), MembershipApi(self.membership, self.genesis.to_json)
+                AuditApi(self.audit, self.auditor),
+                MembershipApi(self.membership, self.genesis.to_json),
+                MembershipConsole(),
             ),
         )
         self._runner = web.AppRunner(api.app(), access_log=None)

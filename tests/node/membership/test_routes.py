@@ -25,6 +25,7 @@ from mftp.node.clock import FakeClock
 from mftp.node.config import Peer, load_config, parse_config
 from mftp.node.errors import ConfigError, NodeUsageError
 from mftp.node.membership import directory
+from mftp.node.membership.console import MembershipConsole
 from mftp.node.membership.routes import MembershipApi
 from mftp.node.membership.service import PROPOSAL_LIFECYCLE, MembershipService, ProposalState
 
@@ -266,3 +267,48 @@ def test_known_peers_take_the_country_from_the_chain_and_a_local_route_from_the_
     assert peer.data_url == "https://10.0.0.2:7800"
     plan = directory.dial_addresses(host.chain_state, configured)
     assert plan[key] == ["/ip4/10.0.0.2/tcp/7600", "/ip4/1.1.1.1/tcp/1"]
+
+
+async def test_the_console_page_is_read_only_and_never_renders_names_as_html() -> None:
+    from mftp.node.membership.console import SCRIPT
+    from mftp.node.people.roles import rule_of, unstated
+
+    app = web.Application()
+    console = MembershipConsole()
+    console.add_routes(app.router, fake_authenticated)
+    routes = [(r.method, r.resource.canonical, r.handler) for r in app.router.routes()]
+    assert (
+        unstated(
+            [(m, p, getattr(console, "page" if p.endswith("membership") else "script")) for m, p, _ in routes]
+        )
+        == []
+    )
+    assert rule_of(console.page) is not None and rule_of(console.page).public  # type: ignore[union-attr]
+    async with TestClient(TestServer(app)) as client:
+        page = await client.get("/console/membership")
+        assert page.status == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert "<script>" not in await page.text()  # no inline script: the CSP would refuse it anyway
+        script = await client.get("/console/membership.js")
+        assert script.status == 200
+    # Names come from outsiders' join requests: written as text, never parsed as HTML.
+    assert "innerHTML" not in SCRIPT and "X-CSRF-Token" in SCRIPT and "/session" in SCRIPT
+
+
+def test_every_membership_route_states_its_rule_in_the_node_api() -> None:
+    from mftp.node.audit.routes import AuditApi
+    from mftp.node.people.roles import Permission, rule_of, unstated
+    from mftp.node.process import _Routes
+
+    host = FakeHost(VALIDATORS[0])
+    providers = _Routes(
+        AuditApi(cast(Any, None), cast(Any, None)),
+        MembershipApi(MembershipService(cast(Any, host)), host.genesis.to_json),
+        MembershipConsole(),
+    )
+    app = Api(cast(Any, None), ["00" * 32], transfers=cast(Any, object()), audit=providers).app()
+    routes = [(r.method, r.resource.canonical, r.handler) for r in app.router.routes()]
+    assert unstated(routes) == []
+    service = MembershipApi(MembershipService(cast(Any, host)), host.genesis.to_json)
+    for handler in (service.propose, service.vote, service.leave):
+        rule = rule_of(handler)
+        assert rule is not None and rule.permission is Permission.MEMBERSHIP_VOTE and rule.step_up
