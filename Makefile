@@ -8,7 +8,7 @@ PKGS := crypto ledger consensus transfer node
 # that spells the installed namespace (mftp.crypto -> crypto/ ...).
 TYPETREE := build/typetree
 
-.PHONY: venv system-deps demo test lint typecheck pytest clean
+.PHONY: venv system-deps demo demo-join test lint typecheck pytest clean
 
 # Orthanc is the real PACS of the tests and the demo; tesseract reads burned-in text for the
 # pixel cleaning, and dciodvfy (dicom3tools) validates de-identified output in the tests; slapd is
@@ -36,6 +36,10 @@ venv: $(STAMP)
 
 demo: system-deps $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# A hospital asks to join a running consortium, three members approve, it syncs, votes and sends.
+demo-join: $(STAMP)
+	$(BIN)/python scripts/demo_join.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

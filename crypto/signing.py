@@ -38,6 +38,7 @@ DOMAINS: Final = frozenset(
         "grant",  # audit grants
         "membership",  # validators' approvals of a membership change
         "handshake",  # p2p membership proofs
+        "member",  # a member's own directory entry or join request (off the chain)
         "test",  # test vectors only
     }
 )

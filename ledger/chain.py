@@ -14,22 +14,26 @@ change with nothing but the chain.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from mftp.crypto.errors import BadSignatureError
 from mftp.crypto.signing import PUBLIC_KEY_BYTES, verify
 
 from . import merkle
-from .block import ZERO_HASH, Block, BlockHeader, CommitCertificate, Validator, ValidatorSet, records_root
+from .block import ZERO_HASH, Block, BlockHeader, CommitCertificate, ValidatorSet, records_root
 from .errors import InvalidBlockError, InvalidRecordError
 from .genesis import AuditNode, Genesis
+from .membership import STANDARD_RULES, Book, MemberEntry, MembershipRules, OpenProposal, activate
 from .records import Record, RecordType, membership_payload
 
 MEMBERSHIP_DELAY_BLOCKS: Final = 2
 MAX_RECORD_SKEW_MS: Final = 5 * 60 * 1000  # a record may not claim a time this far past its block's
 
 RecordExists = Callable[[bytes], bool]
+_FLOW_TYPES: Final = frozenset(
+    {RecordType.MEMBER_ENTRY, RecordType.MEMBERSHIP_PROPOSAL, RecordType.MEMBERSHIP_VOTE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,12 @@ class ChainState:
     last_validators: ValidatorSet | None  # voted on height (verifies its certificate)
     auditors: tuple[AuditNode, ...]
     pending: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...] = ()  # (effective height, change)
+    # The member directory (by key) and the membership flow (see ledger/membership.py).
+    directory: tuple[MemberEntry, ...] = ()
+    proposals: tuple[OpenProposal, ...] = ()  # open, in the order proposed
+    recent: tuple[tuple[bytes, str, int], ...] = ()  # (proposal id, outcome, height), newest last
+    # Never stored nor compared: only the simulator's test of the tester runs other rules.
+    membership_rules: MembershipRules = field(default=STANDARD_RULES, compare=False)
 
     @classmethod
     def initial(cls, genesis: Genesis) -> ChainState:
@@ -108,15 +118,24 @@ def apply_block(
     ids: set[bytes] = set()
     leaves = merkle.CompactRange(state.ledger_size, state.ledger_peaks)
     changes: list[tuple[tuple[str, Any], ...]] = []
+    book = _book(state, block) if state.proposals or _has_flow_records(block) else None
     for record in block.records:
         _check_record(state, record, header.time_ms, ids, record_exists, check_signatures)
         if record.type is RecordType.MEMBERSHIP_CHANGE:
             changes.append(_check_membership(state, record))
+        elif book is not None and record.type in _FLOW_TYPES:
+            book.apply(record)
         leaves.append(record.leaf_hash)
     if header.ledger_size != leaves.size or header.ledger_root != leaves.root():
         raise InvalidBlockError(f"block {height}: ledger size or root mismatch")
     pending = state.pending + tuple((height + MEMBERSHIP_DELAY_BLOCKS, c) for c in changes)
-    validators, auditors, pending = _activate(state.validators, state.auditors, pending, height + 1)
+    directory, proposals, recent = state.directory, state.proposals, state.recent
+    if book is not None:
+        pending += tuple(book.scheduled)
+        directory, proposals, recent = book.result()
+    validators, auditors, directory, pending = _activate(
+        state.validators, state.auditors, directory, pending, height + 1
+    )
     return replace(
         state,
         height=height,
@@ -128,7 +147,34 @@ def apply_block(
         last_validators=state.validators,
         auditors=auditors,
         pending=pending,
+        directory=directory,
+        proposals=proposals,
+        recent=recent,
     )
+
+
+def _has_flow_records(block: Block) -> bool:
+    return any(record.type in _FLOW_TYPES for record in block.records)
+
+
+def _book(state: ChainState, block: Block) -> Book:
+    """The membership flow's working copy for one block; expired proposals are closed first."""
+    book = Book(
+        chain_id=state.chain_id,
+        genesis_hash=state.genesis.hash,
+        height=state.height + 1,
+        block_time_ms=block.header.time_ms,
+        validators=state.validators,
+        auditors=state.auditors,
+        pending=state.pending,
+        directory=state.directory,
+        proposals=state.proposals,
+        recent=state.recent,
+        delay_blocks=MEMBERSHIP_DELAY_BLOCKS,
+        rules=state.membership_rules,
+    )
+    book.expire()
+    return book
 
 
 def _check_header(state: ChainState, block: Block, height: int) -> None:
@@ -210,29 +256,22 @@ def _check_change_applies(state: ChainState, body: dict[str, Any], where: str) -
 def _activate(
     validators: ValidatorSet,
     auditors: tuple[AuditNode, ...],
+    directory: tuple[MemberEntry, ...],
     pending: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...],
     next_height: int,
-) -> tuple[ValidatorSet, tuple[AuditNode, ...], tuple[tuple[int, tuple[tuple[str, Any], ...]], ...]]:
+) -> tuple[
+    ValidatorSet,
+    tuple[AuditNode, ...],
+    tuple[MemberEntry, ...],
+    tuple[tuple[int, tuple[tuple[str, Any], ...]], ...],
+]:
     """Apply the changes that take effect at ``next_height``."""
     due = [dict(change) for effective, change in pending if effective == next_height]
     if not due:
-        return validators, auditors, pending
-    members = {v.sign_key: v for v in validators.validators}
-    audit = {a.sign_key: a for a in auditors}
-    for change in due:
-        key = change["member"]
-        if change["action"] == "add" and key not in members and key not in audit:
-            if change["role"] == "validator":
-                members[key] = Validator(change["name"], key, change["power"])
-            else:
-                audit[key] = AuditNode(change["name"], key)
-        elif change["action"] == "remove":
-            if change["role"] == "validator" and len(members) > 1:
-                members.pop(key, None)
-            elif change["role"] == "audit":
-                audit.pop(key, None)
+        return validators, auditors, directory, pending
+    validators, auditors, directory = activate(validators, auditors, directory, due)
     remaining = tuple(item for item in pending if item[0] != next_height)
-    return ValidatorSet(members.values()), tuple(audit.values()), remaining
+    return validators, auditors, directory, remaining
 
 
 def replay(genesis: Genesis, blocks: Iterable[Block]) -> ChainState:

@@ -22,9 +22,12 @@ from .block import Block, CommitCertificate, ValidatorSet
 from .chain import ChainState, apply_block
 from .errors import LedgerInputError, LedgerUsageError, StoreError
 from .genesis import AuditNode, Genesis
+from .membership import MAX_OPEN_PROPOSALS, MAX_RECENT_OUTCOMES, MemberEntry, OpenProposal
 from .store import BlockStore
 
-STATE_VERSION: Final = 1
+# Version 2 added the member directory and the membership flow; a version-1 snapshot is not
+# refused as damage: the head state is rebuilt from the chain (see Ledger._recover).
+STATE_VERSION: Final = 2
 MAX_STATE_BYTES: Final = 1024 * 1024
 MAX_PENDING_CHANGES: Final = 1024
 
@@ -41,6 +44,9 @@ _STATE_SCHEMA: Final[s.Schema] = {
     "last_validators": s.list_of(s.Field("map", max_len=3), 64),  # empty: none (height 0)
     "auditors": s.list_of(s.Field("map", max_len=2), 64),
     "pending": s.list_of(s.Field("map", max_len=2), MAX_PENDING_CHANGES),
+    "directory": s.list_of(s.some_bytes(4096), 128),
+    "proposals": s.list_of(s.Field("map", max_len=12), MAX_OPEN_PROPOSALS),
+    "recent": s.list_of(s.list_of(s.Field("bytes", max_len=16), 3, min_len=3), MAX_RECENT_OUTCOMES),
 }
 _AUDITOR_SCHEMA: Final[s.Schema] = {"name": s.text(64, min_len=1), "key": s.exact_bytes(32)}
 # A pending membership change: the record body without its approvals (see chain._check_membership).
@@ -65,14 +71,26 @@ def encode_state(state: ChainState) -> bytes:
             "last_validators": [] if state.last_validators is None else state.last_validators.to_value(),
             "auditors": [{"name": a.name, "key": a.sign_key} for a in state.auditors],
             "pending": [{"at": effective, "change": dict(change)} for effective, change in state.pending],
+            "directory": [entry.encode() for entry in state.directory],
+            "proposals": [proposal.to_value() for proposal in state.proposals],
+            # (id, outcome, height) as three byte strings: one item kind keeps the schema simple
+            "recent": [
+                [pid, outcome.encode(), height.to_bytes(8, "big")] for pid, outcome, height in state.recent
+            ],
         }
     )
+
+
+class OldSnapshot(StoreError):
+    """A snapshot written by an older version: rebuild the state from the chain instead."""
 
 
 def decode_state(data: bytes, genesis: Genesis) -> ChainState:
     """Parse a snapshot made by :func:`encode_state` for ``genesis``; raises :class:`StoreError`."""
     try:
         value = canonical.decode(data, max_bytes=MAX_STATE_BYTES, max_depth=5)
+        if isinstance(value, dict) and isinstance(value.get("v"), int) and value["v"] < STATE_VERSION:
+            raise OldSnapshot(f"chain state snapshot of version {value['v']}")
         s.check(_STATE_SCHEMA, value, "state")
         if value["genesis"] != genesis.hash:
             raise StoreError("the store belongs to another genesis")
@@ -100,6 +118,12 @@ def _state_from_value(value: dict[str, Any], genesis: Genesis) -> ChainState:
         last_validators=ValidatorSet.from_value(last) if last else None,
         auditors=tuple(AuditNode(a["name"], a["key"]) for a in value["auditors"]),
         pending=tuple(pending),
+        directory=tuple(MemberEntry.decode(item) for item in value["directory"]),
+        proposals=tuple(OpenProposal.from_value(item) for item in value["proposals"]),
+        recent=tuple(
+            (pid, outcome.decode("ascii", "replace"), int.from_bytes(height, "big"))
+            for pid, outcome, height in value["recent"]
+        ),
     )
 
 
@@ -117,8 +141,15 @@ class Ledger:
             return ChainState.initial(self.genesis)
         snapshot = self.store.state_bytes()
         if snapshot is not None:
-            state = decode_state(snapshot, self.genesis)
-            if state.height == self.store.head_height and state.last_hash == self.store.head_hash:
+            try:
+                state = decode_state(snapshot, self.genesis)
+            except OldSnapshot:
+                state = None
+            if (
+                state is not None
+                and state.height == self.store.head_height
+                and state.last_hash == self.store.head_hash
+            ):
                 return state
         from .verify import verify_chain  # only on this rare path: verify imports more
 

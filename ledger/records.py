@@ -53,7 +53,10 @@ class RecordType(IntEnum):
     AUDIT_REPORT = 6
     KEY_ROTATION = 7
     EVIDENCE = 8
-    # 9-12 are reserved for membership (issue 20).
+    # Membership by proposal and vote (issue 20; see ledger/membership.py).  12 is reserved.
+    MEMBER_ENTRY = 9  # a member's own directory entry: addresses, data-plane URL, country
+    MEMBERSHIP_PROPOSAL = 10  # a member proposes to add, remove or re-weight a member
+    MEMBERSHIP_VOTE = 11  # a validator approves or rejects an open proposal
     PATIENT_SHARE = 13  # a clinician shares studies with their patient, or revokes it (issue 19)
     # 14-15 are reserved for patient shares; the patient's openings and downloads are
     # STUDY_ACCESSED records (actions share-view, share-download), like every other access.
@@ -87,6 +90,20 @@ _KEY = s.exact_bytes(PUBLIC_KEY_BYTES)
 _ID = s.exact_bytes(RECORD_ID_BYTES)
 _HASH = s.exact_bytes(32)
 _PURPOSE = s.text(16, choices=PURPOSES)
+
+MAX_MEMBER_ADDRESSES: Final = 8
+MAX_JOIN_REQUEST_BYTES: Final = 4096
+# A member's directory entry: how to reach it and where its data lives.  Its key is the record's
+# author (or, off the chain, the key that signed it); the TLS key of its data plane is its node key,
+# so ``tls_key_sha256`` must be the SHA-256 of that key (checked in ledger/membership.py).
+MEMBER_ENTRY_SCHEMA: Final[s.Schema] = {
+    "name": s.text(64, min_len=1),
+    "country": s.text(2, min_len=2),
+    "addresses": s.list_of(s.text(256, min_len=1), MAX_MEMBER_ADDRESSES),
+    "data_url": s.text(512),
+    "tls_key_sha256": s.exact_bytes(32),
+    "seq": s.integer(),  # strictly increasing per member: an old entry cannot be replayed
+}
 
 BODY_SCHEMAS: Final[dict[RecordType, s.Schema]] = {
     RecordType.TRANSFER_OFFERED: {
@@ -158,6 +175,21 @@ BODY_SCHEMAS: Final[dict[RecordType, s.Schema]] = {
         "offender": _KEY,
         "vote_a": s.some_bytes(1024),
         "vote_b": s.some_bytes(1024),
+    },
+    RecordType.MEMBER_ENTRY: MEMBER_ENTRY_SCHEMA,
+    RecordType.MEMBERSHIP_PROPOSAL: {
+        "action": s.text(8, choices=frozenset({"add", "remove", "power"})),
+        "role": s.text(16, choices=frozenset({"validator", "audit"})),
+        "member": _KEY,
+        "name": s.text(64, min_len=1),
+        "power": s.integer(0, 1000),
+        "expires_ms": s.integer(),
+        # add: the newcomer's signed join request (see membership.make_join_request); else empty
+        "request": s.some_bytes(MAX_JOIN_REQUEST_BYTES),
+    },
+    RecordType.MEMBERSHIP_VOTE: {
+        "proposal": _ID,  # the MEMBERSHIP_PROPOSAL record's id
+        "approve": s.boolean(),
     },
 }
 

@@ -17,6 +17,7 @@ from mftp.crypto.signing import SigningIdentity
 from .block import Block, CommitCertificate, VoteType, sign_vote
 from .chain import ChainState, apply_block, build_block
 from .genesis import Genesis, make_genesis
+from .membership import make_join_request
 from .records import TAG_SLOTS, Record, RecordType, make_record, membership_payload
 
 SAMPLE_TIME_MS = 1_700_000_000_000
@@ -108,6 +109,25 @@ def sample_body(record_type: RecordType, rng: random.Random) -> dict[str, Any]:
             "vote_a": raw(100),
             "vote_b": raw(100),
         },
+        # Well-formed, but valid on a chain only in context (see ledger/membership.py).
+        RecordType.MEMBER_ENTRY: {
+            "name": "member",
+            "country": "NO",
+            "addresses": ["/ip4/127.0.0.1/tcp/7600"],
+            "data_url": "https://127.0.0.1:7800",
+            "tls_key_sha256": raw(32),
+            "seq": 1,
+        },
+        RecordType.MEMBERSHIP_PROPOSAL: {
+            "action": "remove",
+            "role": "audit",
+            "member": raw(32),
+            "name": "member",
+            "power": 0,
+            "expires_ms": SAMPLE_TIME_MS + 10**8,
+            "request": b"",
+        },
+        RecordType.MEMBERSHIP_VOTE: {"proposal": raw(16), "approve": True},
     }
     return bodies[record_type]
 
@@ -164,6 +184,66 @@ def membership_record(
         time_ms=time_ms,
         tags=tuple(rng.randbytes(16) for _ in range(TAG_SLOTS)),
     )
+
+
+def flow_record(
+    author: SigningIdentity,
+    record_type: RecordType,
+    body: dict[str, Any],
+    *,
+    rng: random.Random,
+    time_ms: int = SAMPLE_TIME_MS,
+) -> Record:
+    """A membership-flow record (entry, proposal or vote) with random id and decoy tags."""
+    return make_record(
+        author,
+        record_type,
+        body,
+        record_id=rng.randbytes(16),
+        time_ms=time_ms,
+        tags=tuple(rng.randbytes(16) for _ in range(TAG_SLOTS)),
+    )
+
+
+def join_request(
+    newcomer: SigningIdentity, genesis: Genesis, *, name: str, role: str = "validator", country: str = "NO"
+) -> bytes:
+    """A newcomer's signed join request for ``genesis``'s chain (loopback addresses)."""
+    return make_join_request(
+        newcomer,
+        chain_id=genesis.chain_id,
+        genesis_hash=genesis.hash,
+        role=role,
+        name=name,
+        country=country,
+        addresses=["/ip4/127.0.0.1/tcp/7600"],
+        data_url="https://127.0.0.1:7800",
+        time_ms=SAMPLE_TIME_MS,
+    )
+
+
+def proposal_body(
+    *,
+    action: str,
+    member: bytes,
+    name: str,
+    expires_ms: int,
+    role: str = "validator",
+    power: int | None = None,
+    request: bytes = b"",
+) -> dict[str, Any]:
+    """A MEMBERSHIP_PROPOSAL body (power defaults to 1 for a validator added, else 0)."""
+    if power is None:
+        power = 1 if action == "add" and role == "validator" else 0
+    return {
+        "action": action,
+        "role": role,
+        "member": member,
+        "name": name,
+        "power": power,
+        "expires_ms": expires_ms,
+        "request": request,
+    }
 
 
 def certify(

@@ -225,9 +225,12 @@ SPEC: Final[dict[str, dict[str, Key]]] = {
     },
 }
 
+# A [[p2p.peers]] entry is a bootstrap address: the chain's member directory says the rest. Name and
+# key may be left out when an address ends in /p2p/<peer id> (which holds the key); entries written
+# before the directory (name, key, data_url, country) keep working for members without an entry.
 PEER_SPEC: Final[dict[str, Key]] = {
-    "name": Key(str, required=True),
-    "sign_key": Key(str, required=True, check=lambda v: None if _HEX64.match(v) else "must be 64 hex digits"),
+    "name": Key(str, ""),
+    "sign_key": Key(str, "", check=lambda v: None if _HEX64.match(v) else "must be 64 hex digits"),
     "address": Key(list, [], _multiaddrs),
     "data_url": Key(str, ""),
     # Where the member's data lives; empty = unknown, and then no study may be sent to it.
@@ -347,6 +350,8 @@ def _check_peers(items: Any, problems: list[str]) -> tuple[Peer, ...]:
             continue
         before = len(problems)
         value = _check_table(where, PEER_SPEC, item, problems)
+        if not value["sign_key"] and not any("/p2p/" in a for a in value["address"] if isinstance(a, str)):
+            problems.append(f"{where}: give sign_key, or an address ending in /p2p/<peer id>")
         if len(problems) == before:
             peers.append(
                 Peer(

@@ -37,12 +37,16 @@ from .audit.scan import Auditor
 from .audit.service import AuditService
 from .chain.reactor import ChainReactor
 from .clock import SYSTEM_CLOCK, Clock
-from .config import Config
+from .config import Config, Peer
 from .dataplane.blobstore import BlobStore
 from .dataplane.server import DataPlaneServer
 from .errors import NodeError, NodeInputError, NodeUsageError
+from .membership import directory
+from .membership.console import MembershipConsole
+from .membership.routes import MembershipApi
+from .membership.service import MembershipService
 from .metrics import NodeMetrics
-from .p2p.network import P2PLimits, PeerNetwork
+from .p2p.network import P2PLimits, PeerNetwork, sign_key_from_peer_id
 from .people.service import build_people
 from .transfers.service import TransferService
 
@@ -87,6 +91,8 @@ class Node:
             clock_ms=clock.now_ms,
         )
         self.transfers = TransferService(self, self.dataplane.store, self.dataplane, self.audit)
+        self.membership = MembershipService(self)
+        self._background: set[asyncio.Task[Any]] = set()
         self._channels: dict[str, ChannelHandler] = {}
         self._runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -127,11 +133,11 @@ class Node:
             logger=logging.getLogger("mftp.node.p2p"),
             clock=self.clock,
         )
-        for peer in self.config.peers:
-            for address in peer.address:
-                self.network.add_peer_address(peer.sign_key, address)
+        self._dial()
         await self.network.start()
+        self.chain.on_membership_change.append(self._membership_changed)
         self.chain.start(self.network)
+        self._membership_changed()  # publish our directory entry if the chain's is stale
         # The data plane serves the node's objects to recipients; then unfinished transfers resume.
         await self.dataplane.start()
         self.transfers.start()
@@ -176,7 +182,12 @@ class Node:
             gate,
             max_request_bytes=self.config.get("api", "max_request_bytes"),
             transfers=self.transfers,
-            providers=(people, AuditApi(self.audit, self.auditor)),
+            providers=(
+                people,
+                AuditApi(self.audit, self.auditor),
+                MembershipApi(self.membership, self.genesis.to_json),
+                MembershipConsole(),
+            ),
         )
         self._runner = web.AppRunner(api.app(), access_log=None)
         await self._runner.setup()
@@ -184,10 +195,66 @@ class Node:
         await web.TCPSite(self._runner, host.strip("[]"), int(port)).start()
 
     async def _ticker(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(TICK_MS / 1000)
             self.chain.tick(Tick())
             self._refresh_gauges()
+            ticks += 1
+            if ticks % 60 == 0:  # an entry lost on its way to the chain is sent again
+                self._membership_changed()
+
+    # ------------------------------------------------------------------ membership
+
+    @property
+    def chain_state(self) -> Any:
+        """The chain state after the newest stored block."""
+        return self.ledger.state
+
+    def known_peers(self) -> tuple[Peer, ...]:
+        """Members as the chain's directory says, else as ``[[p2p.peers]]`` says."""
+        return directory.known_peers(self.ledger.state, self._bootstrap())
+
+    def _bootstrap(self) -> list[Peer]:
+        """``[[p2p.peers]]``: by key, or by the ``/p2p/<peer id>`` of an address (key unknown)."""
+        peers = []
+        for peer in self.config.peers:
+            if peer.sign_key:
+                peers.append(peer)
+                continue
+            for address in peer.address:
+                try:
+                    key = sign_key_from_peer_id(address.rsplit("/p2p/", 1)[1])
+                except (IndexError, NodeInputError):
+                    continue
+                peers.append(Peer(peer.name, key, (address,), peer.data_url, peer.country))
+        return peers
+
+    def _dial(self) -> None:
+        """Dial every member (and candidate) where the chain's directory and the config say."""
+        if self.network is None:
+            return
+        members = self.network.members()
+        for key, addresses in directory.dial_addresses(self.ledger.state, self._bootstrap()).items():
+            if key not in members:
+                continue  # not a member (yet): the network would refuse it anyway
+            for address in addresses:
+                try:
+                    self.network.add_peer_address(key, address)
+                except NodeUsageError as exc:  # a member's bad address: skip it, dial the others
+                    log.warning("address not dialled", extra={"fields": {"reason": str(exc)}})
+
+    def _membership_changed(self) -> None:
+        self._dial()
+        task = asyncio.get_running_loop().create_task(self._publish_entry())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_entry(self) -> None:
+        try:
+            await self.membership.publish_entry_if_stale()
+        except NodeError as exc:  # not a member yet, or the mempool is full: next change or tick
+            log.info("directory entry not published", extra={"fields": {"reason": str(exc)}})
 
     # ------------------------------------------------------------------ what services ask of the node
 

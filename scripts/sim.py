@@ -4,6 +4,7 @@
     python scripts/sim.py --seeds 2000                      # every scenario, round robin
     python scripts/sim.py --scenario twins --seed 17        # replay one failure exactly
     python scripts/sim.py --seeds 200 --broken-quorum       # the tester's test: must find violations
+    python scripts/sim.py --scenario churn --seeds 20 --broken-membership   # ... and for membership rules
 
 Seed ``s`` of ``--scenario all`` runs scenario ``SCENARIOS[s % len(SCENARIOS)]``.
 Every violation is printed with its scenario, seed and the exact replay command.
@@ -32,9 +33,9 @@ def plan(scenario: str, start: int, count: int) -> list[tuple[str, int]]:
     return [(scenario, s) for s in range(start, start + count)]
 
 
-def _run(job: tuple[str, int, bool]) -> Result:
-    scenario, seed, broken = job
-    return run_seed(scenario, seed, broken_quorum=broken)
+def _run(job: tuple[str, int, bool, bool]) -> Result:
+    scenario, seed, broken, broken_membership = job
+    return run_seed(scenario, seed, broken_quorum=broken, broken_membership=broken_membership)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="first seed")
     parser.add_argument("--scenario", default="all", choices=("all", *SCENARIOS))
     parser.add_argument("--broken-quorum", action="store_true", help="run the deliberately broken protocol")
+    parser.add_argument(
+        "--broken-membership",
+        action="store_true",
+        help="run membership churn under a deliberately weaker approval rule (more than half)",
+    )
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first violating seed")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = parser.parse_args(argv)
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     bad_seeds: list[str] = []
     ran = 0
     slowest_heal_ms = 0
-    for result in _results(jobs, args.broken_quorum, args.jobs):
+    for result in _results(jobs, args.broken_quorum, args.broken_membership, args.jobs):
         ran += 1
         slowest_heal_ms = max(slowest_heal_ms, result.stats.get("heal_to_done_ms", 0))
         tally = per_scenario.setdefault(result.scenario, Counter())
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": ran,
         "violations": len(bad_seeds),
         "broken_quorum": args.broken_quorum,
+        "broken_membership": args.broken_membership,
         "kinds": dict(kinds),
         "first_violating": bad_seeds[:10],
         "scenarios": {name: dict(t) for name, t in sorted(per_scenario.items())},
@@ -87,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _results(jobs: list[tuple[str, int]], broken: bool, workers: int) -> Iterator[Result]:
-    work = [(scenario, seed, broken) for scenario, seed in jobs]
+def _results(
+    jobs: list[tuple[str, int]], broken: bool, broken_membership: bool, workers: int
+) -> Iterator[Result]:
+    work = [(scenario, seed, broken, broken_membership) for scenario, seed in jobs]
     if workers <= 1:
         for job in work:
             yield _run(job)

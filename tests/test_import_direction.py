@@ -57,6 +57,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "audit": {"api", "people"},
     "transfers": {"dataplane", "pacs", "audit"},
     "shares": {"api", "people", "audit", "transfers"},
+    "membership": {"api", "people"},
     "process": ANY_ROOM,
     "cli": ANY_ROOM,
 }

@@ -23,6 +23,7 @@ SCENARIOS: Final = (
     "invalid_block",
     "unknown_votes",
     "twins",
+    "churn",
     "membership",
     "mixed",
 )
@@ -59,6 +60,11 @@ class Spec:
     auditors: int = 0
     joiner: bool = False  # one extra node added as validator by a membership change
     remove_validator: int | None = None  # a validator removed by a membership change
+    # churn: the proposal-and-vote flow adds a validator and an audit node and removes an original
+    # validator, one after the other in this order (see churn.py)
+    churn: tuple[str, ...] = ()
+    churn_remove: int = 0
+    broken_membership: bool = False  # the flow approves on more than half the power (must be caught)
     target_height: int = 3
     delay_ms: tuple[int, int] = (1, 30)
     drop: float = 0.0
@@ -111,7 +117,9 @@ def _random_partition(rng: random.Random, nodes: list[int], start_ms: int, end_m
     return Partition(start_ms, end_ms, (frozenset(shuffled[:cut]), frozenset(shuffled[cut:])))
 
 
-def make_spec(scenario: str, seed: int, *, broken_quorum: bool = False) -> Spec:
+def make_spec(
+    scenario: str, seed: int, *, broken_quorum: bool = False, broken_membership: bool = False
+) -> Spec:
     """The run of ``scenario`` for ``seed``."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -126,6 +134,8 @@ def make_spec(scenario: str, seed: int, *, broken_quorum: bool = False) -> Spec:
     _add_faults(spec, rng)
     if broken_quorum:
         _break(spec, rng)
+    elif broken_membership:
+        _break_membership(spec, rng)
     return spec
 
 
@@ -155,6 +165,14 @@ def _add_faults(spec: Spec, rng: random.Random) -> None:
         for index in byzantine_budget(spec.powers, rng, 2):
             spec.byzantine[index] = rng.choice(kinds)
         # crashes are benign; a Byzantine node crashing as well changes nothing
+    if name == "churn":
+        spec.churn = (
+            ("add_validator", "add_audit", "remove")
+            if rng.random() < 0.5
+            else ("add_validator", "remove", "add_audit")
+        )
+        spec.churn_remove = rng.choice([i for i in validators if i not in spec.byzantine])
+        spec.target_height = 4
     if name == "membership":
         spec.joiner = True
         if rng.random() < 0.5:
@@ -181,3 +199,15 @@ def _break(spec: Spec, rng: random.Random) -> None:
     spec.heal_ms = rng.randint(1500, 3000)
     spec.liveness_bound_ms = 500  # nothing to judge after the heal: the broken protocol promises no liveness
     spec.partitions = [Partition(0, spec.heal_ms, (frozenset(side_a), frozenset(side_b)))]
+
+
+def _break_membership(spec: Spec, rng: random.Random) -> None:
+    """Churn under a weaker approval rule, approved by just over half the power (see churn.py)."""
+    spec.broken_membership = True
+    spec.powers = [1] * rng.choice((5, 7))  # n = 4 has no count above 1/2 that is not above 2/3
+    spec.byzantine = {}
+    spec.crashes = []
+    spec.joiner = False
+    spec.remove_validator = None
+    spec.churn = ("add_validator",)
+    spec.liveness_bound_ms = 8000

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mftp.ledger.block import Vote, VoteType
+from mftp.ledger.block import Block, Vote, VoteType
 from mftp.ledger.chain import ChainState, replay
 from mftp.ledger.errors import LedgerInputError
 from mftp.ledger.genesis import make_genesis
+from mftp.ledger.membership import BROKEN_RULES
 from mftp.ledger.records import Record, RecordType, make_record, membership_payload
 
 from ..config import ConsensusConfig
@@ -49,6 +50,7 @@ from ..messages import Message, ProposalMessage, SyncedBlock
 from ..replica import Replica
 from ..wal import MemoryWal, NoWal, SimulatedCrash
 from .checks import Checker
+from .churn import ChurnDriver, Step
 from .nodes import RecordingIdentity, SimNode, StoredBlock, rewrite, sim_record
 from .scenarios import Spec, make_spec
 
@@ -83,11 +85,13 @@ class Result:
     violations: list[str]
     heights: dict[str, int]
     stats: dict[str, Any] = field(default_factory=dict)
+    broken_membership: bool = False
 
     @property
     def replay_command(self) -> str:
         """The one command that replays this run."""
         flag = " --broken-quorum" if self.broken_quorum else ""
+        flag += " --broken-membership" if self.broken_membership else ""
         return f"python scripts/sim.py --scenario {self.scenario} --seed {self.seed}{flag}"
 
     def describe(self) -> list[str]:
@@ -121,6 +125,7 @@ class Simulator:
         self._heal_height = -1
         self.membership_height: int | None = None
         self._membership_ids: set[bytes] = set()
+        self.churn: ChurnDriver | None = None
         self._build_nodes()
         correct = {n.key for n in self.nodes if n.correct}
         self.checker = Checker(self.config, CHAIN_ID, correct)
@@ -143,6 +148,9 @@ class Simulator:
         )
         self.genesis = genesis
         state = ChainState.initial(genesis)
+        if spec.broken_membership:
+            state = replace(state, membership_rules=BROKEN_RULES)
+        self.genesis_state = state
         self.nodes: list[SimNode] = []
         for i, ident in enumerate(validators):
             self.nodes.append(SimNode(i, f"v{i}", ident, state, spec.byzantine.get(i)))
@@ -160,9 +168,50 @@ class Simulator:
             self.joiner = SimNode(len(self.nodes), "joiner", _identity(spec, "joiner"), state)
             self.nodes.append(self.joiner)
         self.validator_identities = validators
+        if spec.churn:
+            self._build_churn(state)
         if spec.crash_after_append is not None:
             node, count = spec.crash_after_append
             self.nodes[node].crash_after_append = count
+
+    def _build_churn(self, state: ChainState) -> None:
+        """The churn scenario's newcomers (a validator and an audit node) and its driver."""
+        spec = self.spec
+        joiner = SimNode(len(self.nodes), "joiner", _identity(spec, "joiner"), state)
+        self.nodes.append(joiner)
+        newaudit = SimNode(len(self.nodes), "a-new", _identity(spec, "a-new"), state, keeps_wal=False)
+        self.audit_nodes.add(newaudit.index)
+        self.nodes.append(newaudit)
+        removed = self.nodes[spec.churn_remove]
+        plan = {
+            "add_validator": Step("add", "validator", joiner.identity, "joiner", 1),
+            "add_audit": Step("add", "audit", newaudit.identity, "a-new", 0),
+            "remove": Step("remove", "validator", removed.identity, f"v{spec.churn_remove}", 0),
+        }
+        correct = {n.key for n in self.nodes if n.correct}
+        wanted = None
+        if spec.broken_membership:
+            wanted = lambda st: len(st.validators) // 2 + 1  # noqa: E731 - over 1/2, not over 2/3
+        self.churn = ChurnDriver(
+            state,
+            [plan[name] for name in spec.churn],
+            correct,
+            {n.key: n.identity for n in self.nodes},
+            random.Random(f"churn:{spec.scenario}:{spec.seed}"),
+            approvers_wanted=wanted,
+        )
+
+    def _churn_decided(self, block: Block) -> None:
+        assert self.churn is not None
+
+        def submit(record: Record, keys: list[bytes]) -> None:
+            for node in self.nodes:
+                if node.key in keys:
+                    self._push(self.now + 1, SUBMIT, node.index, (record,))
+
+        for problem in self.churn.on_decided(block, submit, self.now):
+            kind, _, detail = problem.partition(": ")
+            self.checker.fail(kind, detail)
 
     def _push(self, time_ms: int, kind: int, node: int, payload: Any = None) -> None:
         self._seq += 1
@@ -329,6 +378,8 @@ class Simulator:
         validators = node.chain_state().validators
         self.checker.on_commit(node, block, commit.certificate, validators)
         node.store.append(StoredBlock(block, commit.certificate, commit.state))
+        if self.churn is not None and node.correct:
+            self._churn_decided(block)
         if self.membership_height is None and any(r.record_id in self._membership_ids for r in block.records):
             self.membership_height = block.height
         node.record_ids.update(r.record_id for r in block.records)
@@ -407,6 +458,10 @@ class Simulator:
         before the heal (so something is committed after it), and three heights past a
         membership change (so the new set has voted and been certified)."""
         target = max(self.spec.target_height, self._heal_height + 1)
+        if self.churn is not None:
+            if not self.churn.finished:
+                return 10**9
+            target = max(target, self.churn.last_effective() + 3)
         if self.spec.joiner:
             if self.membership_height is None:
                 return 10**9
@@ -482,6 +537,7 @@ class Simulator:
             self.checker.violations,
             heights,
             self.stats,
+            self.spec.broken_membership,
         )
 
     def _liveness_detail(self) -> str:
@@ -513,6 +569,9 @@ class Simulator:
         self.stats["final_validators"] = len(state.validators)
         if self.joiner is not None:
             self._check_membership(blocks, state, longest.store[-1].certificate)
+        if self.churn is not None:
+            self.stats["churn_effective"] = [s.done_at for s in self.churn.steps]
+            self.stats["churn_skipped"] = self.churn.skipped
 
     def _check_membership(self, blocks: list[Any], state: ChainState, last_cert: Any) -> None:
         assert self.joiner is not None
@@ -534,6 +593,9 @@ def _timeout_event(action: ScheduleTimeout) -> Event:
     return TimeoutFired(action.height, action.round, action.step)
 
 
-def run_seed(scenario: str, seed: int, *, broken_quorum: bool = False) -> Result:
+def run_seed(
+    scenario: str, seed: int, *, broken_quorum: bool = False, broken_membership: bool = False
+) -> Result:
     """Build and run one (scenario, seed)."""
-    return Simulator(make_spec(scenario, seed, broken_quorum=broken_quorum)).run()
+    spec = make_spec(scenario, seed, broken_quorum=broken_quorum, broken_membership=broken_membership)
+    return Simulator(spec).run()

@@ -52,6 +52,7 @@ from mftp.consensus.replica import Replica
 from mftp.consensus.wal import FileWal, NoWal
 from mftp.crypto.signing import SigningIdentity
 from mftp.ledger.block import Vote, VoteType
+from mftp.ledger.chain import ChainState
 from mftp.ledger.errors import LedgerError
 from mftp.ledger.ledger import Ledger
 from mftp.ledger.records import Record
@@ -78,6 +79,13 @@ FETCH_ANSWER_INTERVAL_MS: Final = 100
 MAX_TRACKED_SUBMISSIONS: Final = 100_000
 
 Handler = Callable[[bytes, Any], None]
+
+
+def _membership_view(state: ChainState) -> tuple[Any, ...]:
+    """What decides who may connect and where they are dialled (a validator that left stays one
+    height longer, through ``last_validators``, so that its last precommits still arrive)."""
+    members = (state.validators, state.last_validators, state.auditors)
+    return (*members, state.directory, tuple(p.member for p in state.proposals))
 
 
 def consensus_config(config: Config) -> ConsensusConfig:
@@ -133,6 +141,9 @@ class ChainReactor:
         self._rng = random.Random()
         self.failure: BaseException | None = None
         self.failed = asyncio.Event()
+        # Called after each stored block whose membership, directory or open proposals changed
+        # (the membership service dials what the chain's directory says).
+        self.on_membership_change: list[Callable[[], None]] = []
 
     def channels(self) -> dict[str, Handler]:
         """The peer channels this reactor handles, for the node's dispatcher."""
@@ -193,9 +204,11 @@ class ChainReactor:
         )
 
     def member_names(self) -> dict[bytes, str]:
-        """The chain's members now (validators, audit nodes, validators leaving) by key."""
+        """Who may connect: the chain's members now (validators, audit nodes, validators leaving)
+        and the newcomers of open proposals to add them, so they sync the chain before they vote."""
         state = self.ledger.state
-        names = {v.sign_key: v.name for v in state.validators.validators}
+        names = {p.member: p.name for p in state.proposals if p.action == "add"}
+        names.update({v.sign_key: v.name for v in state.validators.validators})
         names.update({a.sign_key: a.name for a in state.auditors})
         if state.last_validators is not None:  # members leaving stay reachable for one more height
             names.update(
@@ -288,7 +301,7 @@ class ChainReactor:
             return  # stored before a crash; the WAL replay decided it again
         if block.height != self.ledger.height + 1:
             raise NodeError(f"decided block {block.height} but the store ends at {self.ledger.height}")
-        before = (self.ledger.state.validators, self.ledger.state.auditors)
+        before = _membership_view(self.ledger.state)
         self.ledger.append(block, commit.certificate, state_after=commit.state)
         now_s = self.clock.monotonic_s()
         if self._last_commit_s is not None:
@@ -301,8 +314,10 @@ class ChainReactor:
             submitted = self._submitted.pop(record.record_id, None)
             if submitted is not None:
                 self.metrics.commit_latency.observe(now_s - submitted)
-        if (self.ledger.state.validators, self.ledger.state.auditors) != before and self.network is not None:
-            self.network.set_members(self.member_names())
+        if _membership_view(self.ledger.state) != before and self.network is not None:
+            self.network.set_members(self.member_names())  # a member that left is cut off at once
+            for listener in self.on_membership_change:
+                listener()
         self.refresh_gauges()
 
     # ------------------------------------------------------------------ catch-up

@@ -36,6 +36,7 @@ from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, NodeError, NodeUsageError, StorageDamaged
 from ..private_files import narrow_file, private_dir, set_private_umask, tighten, write_private
 from .audit import add_audit_arguments, run_audit
+from .member import add_member_arguments, run_member
 from .people import (
     add_login_arguments,
     add_logout_arguments,
@@ -403,7 +404,10 @@ command("user", "accounts of this node (operators): add, list, disable, enable, 
 command("share", "share received studies with their patient: a link and a code (create, list, revoke)")(
     add_share_arguments
 )
-_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit, run_share)  # looked up by name
+command("member", "join or leave the consortium: request, propose, approve, reject, list, leave")(
+    add_member_arguments
+)
+_TRANSFER_HANDLERS = (run_send, run_inbox, run_export, run_view, run_audit, run_share, run_member)  # by name
 _PEOPLE_HANDLERS = (run_login, run_logout, run_enrol, run_user)
 
 

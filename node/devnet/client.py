@@ -172,7 +172,8 @@ def _acting_token(member: Member, args: Sequence[str], as_user: str | None) -> l
         return ["--token-file", str(token_file(member, as_user or DEFAULT_USER["clinician"]))]
     if tuple(args[:2]) in AUDITOR_COMMANDS:
         return ["--token-file", str(token_file(member, as_user or DEFAULT_USER["auditor"], "auditor"))]
-    if args[0] in ("audit", "user"):  # an operator's work: the service account
+    if args[0] in ("audit", "user") or (args[0] == "member" and tuple(args[1:2]) != ("request",)):
+        # an operator's work: the service account (a join request is made offline, by the newcomer)
         return ["--token-file", str(member.directory / "keys" / "api.token")]
     return []
 

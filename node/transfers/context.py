@@ -18,7 +18,7 @@ from mftp.transfer.manifest import ObjectInfo
 
 from ..audit.service import AuditService
 from ..clock import Clock
-from ..config import Config
+from ..config import Config, Peer
 from ..dataplane.blobstore import BlobStore
 from .sources import Allowed
 from .state import TransferState, TransferStates
@@ -45,6 +45,9 @@ class TransferHost(Protocol):
 
     async def submit_records(self, records: list[Record]) -> list[str]:
         """Offer signed records to the mempool."""
+
+    def known_peers(self) -> tuple[Peer, ...]:
+        """Members with addresses, data URL and country, as the chain's directory (else the config) says."""
 
 
 class TransferContext(Protocol):

@@ -123,7 +123,7 @@ class Receiver:
                 wake.set()
             self._answer(known)
             return
-        peer = next((p for p in self.host.config.peers if p.sign_key == sender), None)
+        peer = next((p for p in self.host.known_peers() if p.sign_key == sender), None)
         if peer is None:
             # Without a configured peer we would fetch from whatever URL the offer names.
             raise NodeInputError("t.offer: sender is not a configured peer ([[p2p.peers]])")

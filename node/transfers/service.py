@@ -206,7 +206,7 @@ class TransferService:
 
     def recipient(self, to_name: str) -> Peer:
         """The configured member ``to_name``, after the residency check; raises otherwise."""
-        peer = next((p for p in self.host.config.peers if p.name == to_name), None)
+        peer = next((p for p in self.host.known_peers() if p.name == to_name), None)
         if peer is None or not self.host.is_member(peer.sign_key):
             raise NodeUsageError(
                 f"{to_name!r} is not a member this node knows ([[p2p.peers]] and the ledger)"

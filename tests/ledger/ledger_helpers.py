@@ -18,7 +18,14 @@ from mftp.ledger.store import BlockStore
 from mftp.ledger.store_leveldb import LevelDBStore
 from mftp.ledger.store_memory import MemoryStore
 
-PUBLIC_TYPES = [t for t in RecordType if t is not RecordType.MEMBERSHIP_CHANGE]
+# Membership records are valid only in context (approvals, proposals, names): not sampled at random.
+MEMBERSHIP_TYPES = {
+    RecordType.MEMBERSHIP_CHANGE,
+    RecordType.MEMBER_ENTRY,
+    RecordType.MEMBERSHIP_PROPOSAL,
+    RecordType.MEMBERSHIP_VOTE,
+}
+PUBLIC_TYPES = [t for t in RecordType if t not in MEMBERSHIP_TYPES]
 
 Chain = list[tuple[Block, CommitCertificate]]
 
