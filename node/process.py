@@ -31,7 +31,7 @@ from mftp.ledger.verify import verify_chain
 
 from .api.auth import Gate
 from .api.people_routes import PeopleApi
-from .api.server import Api
+from .api.server import Api, RouteProvider
 from .audit.routes import AuditApi
 from .audit.scan import Auditor
 from .audit.service import AuditService
@@ -48,6 +48,9 @@ from .membership.service import MembershipService
 from .metrics import NodeMetrics
 from .p2p.network import P2PLimits, PeerNetwork, sign_key_from_peer_id
 from .people.service import build_people
+from .shares.held import TransferStudies
+from .shares.routes import ShareApi
+from .shares.service import ShareService
 from .transfers.service import TransferService
 
 log = logging.getLogger("mftp.node")
@@ -92,6 +95,9 @@ class Node:
         )
         self.transfers = TransferService(self, self.dataplane.store, self.dataplane, self.audit)
         self.membership = MembershipService(self)
+        self.shares = ShareService(
+            self, TransferStudies(self.transfers.access), self.audit, secret=self.transfers.secret
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._channels: dict[str, ChannelHandler] = {}
         self._runner: web.AppRunner | None = None
@@ -167,8 +173,19 @@ class Node:
         self.stopped.set()
         log.info("node stopped", extra={"fields": {"height": self.ledger.height}})
 
-    async def _start_api(self) -> None:
+    def api(self) -> Api:
+        """The node's HTTP API: every room's routes behind one gate."""
         gate = Gate(self.people.signin, public_origin=self.config.get("api", "public_origin"))
+        return Api(
+            self,
+            gate,
+            max_request_bytes=self.config.get("api", "max_request_bytes"),
+            transfers=self.transfers,
+            providers=self.route_providers(gate),
+        )
+
+    def route_providers(self, gate: Gate) -> tuple[RouteProvider, ...]:
+        """The routes of the rooms (each states its rules and documents itself)."""
         people = PeopleApi(
             self.people.signin,
             self.people.admin,
@@ -177,19 +194,18 @@ class Node:
             self.name,
             on_user_added=lambda name: self.audit.vault.party(f"user:{name}", "user"),
         )
-        api = Api(
-            self,
-            gate,
-            max_request_bytes=self.config.get("api", "max_request_bytes"),
-            transfers=self.transfers,
-            providers=(
-                people,
-                AuditApi(self.audit, self.auditor),
-                MembershipApi(self.membership, self.genesis.to_json),
-                MembershipConsole(),
-            ),
+        public_url = self.config.get("api", "public_origin")
+        return (
+            people,
+            AuditApi(self.audit, self.auditor),
+            MembershipApi(self.membership, self.genesis.to_json),
+            MembershipConsole(),
+            ShareApi(self.shares, public_url=public_url, institution=self.name),
         )
-        self._runner = web.AppRunner(api.app(), access_log=None)
+
+    async def _start_api(self) -> None:
+        # aiohttp's access log would record paths, and a share link's path holds its token.
+        self._runner = web.AppRunner(self.api().app(), access_log=None)
         await self._runner.setup()
         host, _, port = self.config.get("api", "listen").rpartition(":")
         await web.TCPSite(self._runner, host.strip("[]"), int(port)).start()

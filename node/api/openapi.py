@@ -1,7 +1,9 @@
 """The OpenAPI 3 document of the node API (served at ``/openapi.json``).
 
-Kept beside the routes in :mod:`.server`; a test validates the document and
-checks that every route of the application is described here and vice versa.
+The ledger, transfer, audit and people routes are described here (bodies from :mod:`.models`);
+the other rooms describe their own routes (``openapi_paths()`` of their route providers), merged
+in by :meth:`.server.Api.document`.  Tests validate the document and check that every route of
+the node's application is described and vice versa.
 """
 
 from __future__ import annotations
@@ -357,8 +359,46 @@ def _with_errors(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
-def openapi_document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+def operation(
+    summary: str,
+    answer: dict[str, Any] | None = None,
+    status: str = "200",
+    *,
+    signed_in: bool = True,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    content_type: str = "application/json",
+    sign_in_step: bool = False,
+) -> dict[str, Any]:
+    """One operation, for the rooms that document their own routes (``openapi_paths``).
+
+    ``answer`` is the JSON schema of a success (``{"type": "object"}`` if omitted); another
+    ``content_type`` (HTML, a ZIP, DICOM) is described as a string of that type.  ``body`` is
+    the JSON schema of the request body.  The error statuses are added as for every route.
+    """
+    if content_type == "application/json":
+        ok = _json(answer or {"type": "object"}, "success")
+    else:
+        ok = {"description": "success", "content": {content_type: {"schema": {"type": "string"}}}}
+    op: dict[str, Any] = {"summary": summary, "responses": {status: ok}}
+    if signed_in:
+        op["security"] = SIGNED_IN
+    if sign_in_step:
+        op["x-sign-in"] = True
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+def path_param(name: str, description: str) -> dict[str, Any]:
+    """A string path parameter."""
+    return _param(name, "path", description, {"type": "string"})
+
+
+def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (with the paths the rooms' route providers document)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -369,7 +409,9 @@ def openapi_document() -> dict[str, Any]:
             "signed-in session (cookie and X-CSRF-Token) or a personal API token, of a role the "
             "operation allows.",
         },
-        "paths": _with_errors({**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths()}),
+        "paths": _with_errors(
+            {**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths(), **(extra_paths or {})}
+        ),
         "components": {
             "schemas": models.components(),
             "securitySchemes": {

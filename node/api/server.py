@@ -132,7 +132,11 @@ class TransferView(Protocol):
 
 
 class RouteProvider(Protocol):
-    """More routes (people, audit, viewing...), each registered behind the gate."""
+    """More routes (people, audit, viewing...), each registered behind the gate.
+
+    A provider whose routes :mod:`.openapi` does not describe documents them itself with an
+    ``openapi_paths()`` method (see :func:`.openapi.operation`).
+    """
 
     def add_routes(self, router: web.UrlDispatcher, authenticated: Callable[[Handler], Handler]) -> None:
         """Add routes to ``router``, wrapping each handler in ``authenticated``."""
@@ -318,10 +322,19 @@ class Api:
 
     # ------------------------------------------------------------------ reads
 
+    def document(self) -> dict[str, Any]:
+        """The OpenAPI document of this application: ours, and what each provider documents."""
+        extra: dict[str, Any] = {}
+        for provider in self.providers:
+            paths = getattr(provider, "openapi_paths", None)
+            if paths is not None:
+                extra.update(paths())
+        return openapi_document(extra)
+
     @public()
     async def openapi(self, request: web.Request) -> web.Response:
         """The OpenAPI 3 document of this API."""
-        return web.json_response(openapi_document())
+        return web.json_response(self.document())
 
     @public()
     async def status(self, request: web.Request) -> web.Response:

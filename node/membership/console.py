@@ -10,10 +10,11 @@ and URLs come from join requests, i.e. from outsiders: the script only ever writ
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
+from ..api.openapi import operation
 from ..people.roles import public
 
 CSP: Final = (
@@ -114,6 +115,19 @@ class MembershipConsole:
         wrap = authenticated if callable(authenticated) else (lambda h: h)
         router.add_get("/console/membership", wrap(self.page))
         router.add_get("/console/membership.js", wrap(self.script))
+
+    def openapi_paths(self) -> dict[str, Any]:
+        """The OpenAPI paths of the page and its script."""
+        return {
+            "/console/membership": {
+                "get": operation("The membership page", signed_in=False, content_type="text/html")
+            },
+            "/console/membership.js": {
+                "get": operation(
+                    "The membership page's script", signed_in=False, content_type="text/javascript"
+                )
+            },
+        }
 
     @public()
     async def page(self, request: web.Request) -> web.Response:

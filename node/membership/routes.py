@@ -26,6 +26,7 @@ from aiohttp import web
 from mftp.ledger.errors import LedgerInputError
 from mftp.ledger.membership import parse_join_request
 
+from ..api.openapi import operation, path_param
 from ..api.server import json_object
 from ..errors import NodeUsageError
 from ..people.roles import Permission, public, requires
@@ -67,6 +68,53 @@ class MembershipApi:
         router.add_post("/membership/proposals", authenticated(self.propose))
         router.add_post("/membership/proposals/{proposal_id}/votes", authenticated(self.vote))
         router.add_post("/membership/leave", authenticated(self.leave))
+
+    def openapi_paths(self) -> dict[str, Any]:
+        """The OpenAPI paths of these routes."""
+        hex_text = {"type": "string", "pattern": "^[0-9a-f]*$"}
+        propose = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "request": {**hex_text, "description": "a join request (mftp-node member request)"},
+                "action": {"type": "string", "enum": ["add", "remove", "power"]},
+                "member": {**hex_text, "description": "the member's sign key"},
+                "power": {"type": "string", "description": "voting power, 0-1000"},
+                "expires_in_s": {"type": "string", "description": "seconds, 60 to 30 days"},
+            },
+        }
+        vote = {
+            "type": "object",
+            "required": ["vote"],
+            "additionalProperties": False,
+            "properties": {"vote": {"type": "string", "enum": ["approve", "reject"]}},
+        }
+        proposal = path_param("proposal_id", "the proposal's record id (hex)")
+        return {
+            "/membership": {
+                "get": operation("Members, the directory, open proposals and outcomes", signed_in=False)
+            },
+            "/membership/genesis": {"get": operation("The genesis document", signed_in=False)},
+            "/membership/proposals": {
+                "post": operation(
+                    "Sponsor an addition (a join request), a removal or a power change (operators, "
+                    "step-up); refused with the reason when a safety rail forbids it",
+                    status="202",
+                    body=propose,
+                )
+            },
+            "/membership/proposals/{proposal_id}/votes": {
+                "post": operation(
+                    "Approve or reject an open proposal (a validator's operator, step-up)",
+                    status="202",
+                    body=vote,
+                    parameters=[proposal],
+                )
+            },
+            "/membership/leave": {
+                "post": operation("Propose to remove this node (operators, step-up)", status="202")
+            },
+        }
 
     @public()
     async def overview(self, request: web.Request) -> web.Response:

@@ -36,10 +36,11 @@ import segno
 from aiohttp import web
 
 from ..api.auth import principal_of
+from ..api.openapi import operation, path_param
 from ..api.server import read_json
 from ..errors import NodeUsageError
 from ..people.errors import RateLimited
-from ..people.roles import Permission, public, requires
+from ..people.roles import Permission, public, requires, sign_in_step
 from ..people.sessions import Principal
 from ..people.signin import acting_user
 from .core import Share, Terms, format_code, state_at
@@ -155,6 +156,77 @@ class ShareApi:
         router.add_get("/share/{token}/download", authenticated(self.download))
         router.add_post("/share/{token}/leave", authenticated(self.leave))
 
+    def openapi_paths(self) -> dict[str, Any]:
+        """The OpenAPI paths of the share routes (the patient's pages are HTML)."""
+        create = {
+            "type": "object",
+            "required": ["transfer_ids", "until"],
+            "additionalProperties": False,
+            "properties": {
+                "transfer_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "from": {"type": "string", "description": "first day, YYYY-MM-DD (default today)"},
+                "until": {"type": "string", "description": "last day the link works, YYYY-MM-DD (UTC)"},
+                "max_opens": {"type": "integer", "minimum": 1},
+                "download": {"type": "boolean"},
+                "mode": {
+                    "type": "string",
+                    "description": "identified (default), pseudonymised, deidentified",
+                },
+                "label": {"type": "string"},
+                "user": {"type": "string", "description": "optional; refused unless the signed-in user"},
+            },
+        }
+        share, token = path_param("share_id", "the share's id"), path_param("token", "the link's token")
+        html: dict[str, Any] = {"signed_in": False, "content_type": "text/html"}
+        return {
+            "/shares": {
+                "post": operation(
+                    "Share received studies with their patient (clinicians, step-up): the link, the "
+                    "code and a QR code of the link, shown once",
+                    status="201",
+                    body=create,
+                ),
+                "get": operation("Every share of this node, newest first"),
+            },
+            "/shares/{share_id}": {"get": operation("One share", parameters=[share])},
+            "/shares/{share_id}/revoke": {
+                "post": operation("End a share at once (step-up)", parameters=[share])
+            },
+            "/share-static/{name}": {
+                "get": operation(
+                    "The patient pages' stylesheet and script",
+                    signed_in=False,
+                    content_type="text/plain",
+                    parameters=[path_param("name", "a file name")],
+                )
+            },
+            "/share/{token}": {
+                "get": operation(
+                    "The patient's page: the code form, or the studies", parameters=[token], **html
+                ),
+                "post": operation(
+                    "Enter the code (a form): opens a session, or counts a failure towards the lock",
+                    status="303",
+                    parameters=[token],
+                    sign_in_step=True,
+                    **html,
+                ),
+            },
+            "/share/{token}/download": {
+                "get": operation(
+                    "The shared studies as a ZIP with a DICOMDIR (when the share allows download)",
+                    parameters=[token],
+                    signed_in=False,
+                    content_type="application/zip",
+                )
+            },
+            "/share/{token}/leave": {
+                "post": operation(
+                    "Forget this link's session", status="303", parameters=[token], sign_in_step=True, **html
+                )
+            },
+        }
+
     # ------------------------------------------------------------------ the clinician's API
 
     def _principal(self, request: web.Request, body: dict[str, Any] | None = None) -> Principal:
@@ -266,7 +338,7 @@ class ShareApi:
             )
         )
 
-    @public()  # a patient has no account: the link's token, the code and the share's lock guard it
+    @sign_in_step()  # a patient has no account: the link's token, the code and the share's lock guard it
     @patient_page
     async def enter_code(self, request: web.Request) -> web.Response:
         """Check the code; open a session and go back to the page, which now shows the studies."""
@@ -333,7 +405,7 @@ class ShareApi:
         await answer.write_eof()
         return answer
 
-    @public()  # ending one's own session: same-origin only, and it can only forget
+    @sign_in_step()  # ending one's own session: same-origin only, and it can only forget
     @patient_page
     async def leave(self, request: web.Request) -> web.Response:
         """Forget the session; back to the code form."""
