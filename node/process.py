@@ -38,12 +38,15 @@ from .audit.service import AuditService
 from .chain.reactor import ChainReactor
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
+from .console.overview import OverviewApi, pacs_addresses
+from .console.pages import ConsolePages
 from .dataplane.blobstore import BlobStore
 from .dataplane.server import DataPlaneServer
 from .errors import NodeError, NodeInputError, NodeUsageError
 from .metrics import NodeMetrics
 from .p2p.network import P2PLimits, PeerNetwork
 from .people.service import build_people
+from .transfers.console_routes import TransferConsoleApi
 from .transfers.service import TransferService
 
 log = logging.getLogger("mftp.node")
@@ -176,12 +179,26 @@ class Node:
             gate,
             max_request_bytes=self.config.get("api", "max_request_bytes"),
             transfers=self.transfers,
-            providers=(people, AuditApi(self.audit, self.auditor)),
+            providers=(people, AuditApi(self.audit, self.auditor), *self._console_providers()),
         )
         self._runner = web.AppRunner(api.app(), access_log=None)
         await self._runner.setup()
         host, _, port = self.config.get("api", "listen").rpartition(":")
         await web.TCPSite(self._runner, host.strip("[]"), int(port)).start()
+
+    def _console_providers(self) -> tuple[Any, ...]:
+        """The web console (issue 18): its pages, the operator's overview, the clinician's routes."""
+        overview = OverviewApi(
+            self,
+            self.transfers,
+            self.clock,
+            own_key=self.identity.public.sign_key,
+            pacs=pacs_addresses(
+                self.config.get("transfer", "dicomweb_urls"), self.config.get("transfer", "dimse_peers")
+            ),
+        )
+        clinical = TransferConsoleApi(self.transfers, self.ledger, self.audit.vault, self.member_name)
+        return (ConsolePages(), overview, clinical)
 
     async def _ticker(self) -> None:
         while True:

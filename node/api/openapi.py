@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .openapi_console import console_paths
 from .openapi_people import people_paths, people_schemas
 
 HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
@@ -652,7 +653,9 @@ def openapi_document() -> dict[str, Any]:
             "signed-in session (cookie and X-CSRF-Token) or a personal API token, of a role the "
             "operation allows.",
         },
-        "paths": _with_errors({**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths()}),
+        "paths": _with_errors(
+            {**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths(), **console_paths()}
+        ),
         "components": {
             "schemas": {**_schemas(), **_transfer_schemas(), **_audit_schemas(), **people_schemas()},
             "securitySchemes": {
