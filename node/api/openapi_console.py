@@ -119,6 +119,44 @@ def console_paths() -> dict[str, Any]:
                 "responses": {"200": _json(history, "the history")},
             }
         },
+        "/audit/grants/received": {
+            "get": {
+                "summary": "The audit grants on the chain addressed to this node, opened: subject, scope, "
+                "legal basis and expiry, newest first (at most 500)",
+                "security": SIGNED_IN,
+                "responses": {"200": _json(ANY_OBJECT, "the grants")},
+            }
+        },
+        "/audit/bundles": {
+            "post": {
+                "summary": "Scan for a grant; the scan signed by this audit node with the records, "
+                "the certified header and the genesis set: `mftp-node audit verify` checks it offline",
+                "security": SIGNED_IN,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["grant_id"],
+                                "additionalProperties": False,
+                                "properties": {"grant_id": HEX32},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["content", "signature"],
+                            "properties": {"content": ANY_OBJECT, "signature": {"type": "string"}},
+                        },
+                        "the signed bundle",
+                    )
+                },
+            }
+        },
         "/transfers/{transfer_id}/views/{view_id}/study": {
             "get": {
                 "summary": "The Study Instance UID of an open view, to open it in the viewer",

@@ -100,8 +100,6 @@ const PAGES = [
   ["inbox.html", "Inbox and outbox", "clinician"],
   ["send.html", "Send a study", "clinician"],
   ["overview.html", "Overview", "operator"],
-  ["ledger.html", "Ledger", null],
-  ["people.html", "People and tokens", "operator"],
   ["audit.html", "Audit", "auditor"],
 ];
 
@@ -133,8 +131,7 @@ export async function signOut() {
 export function home(roles) {
   if (roles.includes("clinician")) return "inbox.html";
   if (roles.includes("operator")) return "overview.html";
-  if (roles.includes("auditor")) return "audit.html";
-  return "ledger.html";
+  return "audit.html";
 }
 
 /** Show a problem in the page's status region. */

@@ -43,4 +43,6 @@ def test_an_operator_sees_a_stopped_peer_turn_red(devnet: list[NodeProcess]) -> 
         page.locator("#alerts li.alert-error", has_text="peer hospital-d is not connected").wait_for()
         # The other peers stay green: three of four validators keep committing.
         for name in ("hospital-b", "hospital-c"):
-            assert "disconnected" not in (page.locator(f'.peer-state[data-peer="{name}"]').get_attribute("class") or "")
+            assert "disconnected" not in (
+                page.locator(f'.peer-state[data-peer="{name}"]').get_attribute("class") or ""
+            )
