@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,13 @@ from mftp.node.devnet.people import DevnetUser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
+
+
+def screenshot(page: Any, name: str, tmp_path: Path) -> None:
+    """A full-page screenshot: into docs/images (the README's) when ``MFTP_SCREENSHOTS=1``, else
+    beside the test, so that a test run leaves the repository as it was."""
+    folder = IMAGES if os.environ.get("MFTP_SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(path=str(folder / name), full_page=True)
 
 
 @contextmanager

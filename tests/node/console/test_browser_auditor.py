@@ -16,7 +16,7 @@ from mftp.node.devnet.client import api, committed, make_study, running_devnet, 
 from mftp.node.devnet.consortium import NodeProcess
 from mftp.node.devnet.people import enrol
 
-from .browser_kit import IMAGES, chromium, sign_in
+from .browser_kit import chromium, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_an_auditor_downloads_a_bundle_that_verifies_offline(
         page.get_by_role("heading", name="Scan of user:alice").wait_for(timeout=60_000)
         timeline = page.locator("#scan table").inner_text()
         assert "transfer offered" in timeline and "✓ in ledger" in timeline and "✗" not in timeline
-        page.screenshot(path=str(IMAGES / "console-audit.png"), full_page=True)
+        screenshot(page, "console-audit.png", tmp_path)
         with page.expect_download(timeout=60_000) as bundle_download:
             page.get_by_role("button", name="Signed bundle").click()
         bundle = tmp_path / "bundle.json"

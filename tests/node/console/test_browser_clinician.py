@@ -18,7 +18,7 @@ from mftp.node.devnet.consortium import Member, NodeProcess
 from mftp.node.devnet.people import enrol
 from tests.orthanc_server import OrthancServer, orthanc_available, run_orthanc
 
-from .browser_kit import IMAGES, chromium, sign_in
+from .browser_kit import chromium, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PATIENT = "PAT-CONSOLE"
@@ -47,7 +47,9 @@ def devnet(tmp_path: Path, orthanc: OrthancServer) -> Iterator[list[NodeProcess]
 
 
 @pytest.mark.timeout(240)
-def test_a_clinician_sends_from_orthanc_and_the_recipient_opens_it(devnet: list[NodeProcess]) -> None:
+def test_a_clinician_sends_from_orthanc_and_the_recipient_opens_it(
+    devnet: list[NodeProcess], tmp_path: Path
+) -> None:
     a, b = devnet[0].member, devnet[1].member
     sender, _ = enrol(a, "dr.hansen")
     recipient, _ = enrol(b, "dr.berg")
@@ -72,7 +74,7 @@ def test_a_clinician_sends_from_orthanc_and_the_recipient_opens_it(devnet: list[
         row.locator(".state", has_text="complete").wait_for(timeout=30_000)
         assert "hospital-a" in row.locator(".peer").inner_text()
         assert "TREAT" in row.inner_text() and "pseudonymised" in row.inner_text()
-        inbox.screenshot(path=str(IMAGES / "console-inbox.png"), full_page=True)
+        screenshot(inbox, "console-inbox.png", tmp_path)
         row.get_by_role("button", name="Open").click()
         inbox.get_by_role("heading", name="Study opened").wait_for(timeout=30_000)
         viewer = inbox.get_by_role("link", name="Open it in the viewer")
@@ -85,4 +87,4 @@ def test_a_clinician_sends_from_orthanc_and_the_recipient_opens_it(devnet: list[
         history = inbox.locator("#history").inner_text()
         assert "sent" in history and "hospital-a" in history and "complete" in history
         assert "✗" not in history
-        inbox.screenshot(path=str(IMAGES / "console-history.png"), full_page=True)
+        screenshot(inbox, "console-history.png", tmp_path)

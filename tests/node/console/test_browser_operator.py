@@ -11,7 +11,7 @@ from mftp.node.devnet.client import running_devnet
 from mftp.node.devnet.consortium import NodeProcess
 from mftp.node.devnet.people import enrol
 
-from .browser_kit import IMAGES, chromium, sign_in
+from .browser_kit import chromium, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
 
 
 @pytest.mark.timeout(180)
-def test_an_operator_sees_a_stopped_peer_turn_red(devnet: list[NodeProcess]) -> None:
+def test_an_operator_sees_a_stopped_peer_turn_red(devnet: list[NodeProcess], tmp_path: Path) -> None:
     a = devnet[0].member
     operator, _ = enrol(a, "ops.olsen", ("operator",))
     with chromium() as browser:
@@ -33,7 +33,7 @@ def test_an_operator_sees_a_stopped_peer_turn_red(devnet: list[NodeProcess]) -> 
         peer.filter(has_text="connected").wait_for(timeout=30_000)
         assert "disconnected" not in (peer.get_attribute("class") or "")
         page.locator("#alerts", has_text="Nothing wrong").wait_for(timeout=30_000)
-        page.screenshot(path=str(IMAGES / "console-overview.png"), full_page=True)
+        screenshot(page, "console-overview.png", tmp_path)
 
         devnet[3].stop()
         page.locator('.peer-state.disconnected[data-peer="hospital-d"]').wait_for(timeout=60_000)
