@@ -36,6 +36,7 @@ DOMAINS: Final = frozenset(
         "vote",  # consensus prevotes and precommits
         "capability",  # data-plane capabilities bound to a recipient
         "grant",  # audit grants
+        "audit-bundle",  # an audit node's signed report bundle (verified offline)
         "membership",  # validators' approvals of a membership change
         "handshake",  # p2p membership proofs
         "member",  # a member's own directory entry or join request (off the chain)

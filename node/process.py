@@ -38,6 +38,8 @@ from .audit.service import AuditService
 from .chain.reactor import ChainReactor
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config, Peer
+from .console.overview import OverviewApi, pacs_addresses
+from .console.pages import ConsolePages
 from .dataplane.blobstore import BlobStore
 from .dataplane.server import DataPlaneServer
 from .errors import NodeError, NodeInputError, NodeUsageError
@@ -51,6 +53,7 @@ from .people.service import build_people
 from .shares.held import TransferStudies
 from .shares.routes import ShareApi
 from .shares.service import ShareService
+from .transfers.console_routes import TransferConsoleApi
 from .transfers.service import TransferService
 
 log = logging.getLogger("mftp.node")
@@ -201,6 +204,7 @@ class Node:
             MembershipApi(self.membership, self.genesis.to_json),
             MembershipConsole(),
             ShareApi(self.shares, public_url=public_url, institution=self.name),
+            *self._console_providers(),
         )
 
     async def _start_api(self) -> None:
@@ -209,6 +213,20 @@ class Node:
         await self._runner.setup()
         host, _, port = self.config.get("api", "listen").rpartition(":")
         await web.TCPSite(self._runner, host.strip("[]"), int(port)).start()
+
+    def _console_providers(self) -> tuple[Any, ...]:
+        """The web console (issue 18): its pages, the operator's overview, the clinician's routes."""
+        overview = OverviewApi(
+            self,
+            self.transfers,
+            self.clock,
+            own_key=self.identity.public.sign_key,
+            pacs=pacs_addresses(
+                self.config.get("transfer", "dicomweb_urls"), self.config.get("transfer", "dimse_peers")
+            ),
+        )
+        clinical = TransferConsoleApi(self.transfers, self.ledger, self.audit.vault, self.member_name)
+        return (ConsolePages(), overview, clinical)
 
     async def _ticker(self) -> None:
         ticks = 0

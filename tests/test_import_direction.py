@@ -55,9 +55,10 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "people": set(),
     "chain": {"p2p"},
     "audit": {"api", "people"},
-    "transfers": {"dataplane", "pacs", "audit"},
+    "transfers": {"dataplane", "pacs", "audit", "api", "people"},  # api, people: console routes
     "shares": {"api", "people", "audit", "transfers"},
     "membership": {"api", "people"},
+    "console": {"api", "people"},
     "process": ANY_ROOM,
     "cli": ANY_ROOM,
 }

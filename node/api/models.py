@@ -183,7 +183,23 @@ class Rotation(Body):
     reason: Literal["scheduled", "compromise", "erasure"]
 
 
+SearchKey = Annotated[str, Meta(max_length=64, description="an exact key (no wildcards)")]
+
+
+class PacsSearch(Body):
+    """Find studies on one source of this node by exact keys."""
+
+    source: Annotated[
+        Text,
+        Meta(description="dicomweb:URL, dimse:AET@host:port or folder:PATH, as GET /pacs/sources lists them"),
+    ]
+    patient_id: SearchKey = ""
+    accession: SearchKey = ""
+    study_uid: SearchKey = ""
+
+
 REQUESTS: Final = (
+    PacsSearch,
     SubmitRecords,
     SendStudy,
     ExportStudy,

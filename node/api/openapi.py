@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import models
+from .openapi_console import console_paths
 from .openapi_people import people_paths
 
 HEX = {"type": "string", "pattern": "^[0-9a-f]*$"}
@@ -410,7 +411,14 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
             "operation allows.",
         },
         "paths": _with_errors(
-            {**_paths(), **_transfer_paths(), **_audit_paths(), **people_paths(), **(extra_paths or {})}
+            {
+                **_paths(),
+                **_transfer_paths(),
+                **_audit_paths(),
+                **people_paths(),
+                **console_paths(),
+                **(extra_paths or {}),
+            }
         ),
         "components": {
             "schemas": models.components(),

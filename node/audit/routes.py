@@ -8,6 +8,10 @@
 * ``POST /audit/scans`` ``{"grant_id", "format"?}``: scan the chain for a grant addressed to
   this node; ``format`` ``json`` (default), ``fhir`` (a Bundle of AuditEvent) or ``dicom``.
 * ``POST /audit/reports`` ``{"grant_id"}``: scan, then sign and submit the ``AUDIT_REPORT``.
+* ``GET /audit/grants/received``: the grants on the chain addressed to this node, opened (subject,
+  scope, legal basis, expiry), newest first; at most :data:`MAX_GRANTS_LISTED`.
+* ``POST /audit/bundles`` ``{"grant_id"}``: scan, and answer the scan as a bundle signed by this
+  audit node that ``mftp-node audit verify`` checks offline (:mod:`.bundle`).
 * ``POST /audit/rotations`` ``{"party", "reason"}``: rotate a party's master key from next month
   (reason ``scheduled`` or ``compromise``), or destroy its keys (``erasure``); publishes the
   ``KEY_ROTATION`` record.
@@ -15,18 +19,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from aiohttp import web
+
+from mftp.ledger.audit import open_grant
+from mftp.ledger.errors import LedgerError
+from mftp.ledger.records import RecordType
 
 from ..api import models
 from ..api.server import read_model
 from ..errors import NodeUsageError
 from ..people.roles import Permission, requires
-from .scan import Auditor, export
+from .bundle import make_bundle
+from .scan import Auditor, export, iso_ms
 from .service import AuditService, parse_day_ms, parse_month, user_party
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_GRANTS_LISTED: Final = 500
 
 
 def _grant_id(text: str) -> bytes:
@@ -52,6 +64,8 @@ class AuditApi:
         router.add_post("/audit/grants", authenticated(self.grant))
         router.add_post("/audit/scans", authenticated(self.scan))
         router.add_post("/audit/reports", authenticated(self.report))
+        router.add_post("/audit/bundles", authenticated(self.bundle))
+        router.add_get("/audit/grants/received", authenticated(self.grants_received))
         router.add_post("/audit/rotations", authenticated(self.rotate))
 
     @requires(Permission.USERS_MANAGE)
@@ -99,3 +113,50 @@ class AuditApi:
         """Scan, then post the audit report record."""
         body = await read_model(request, models.Scan)
         return web.json_response(await self.auditor.report(_grant_id(body.grant_id)), status=202)
+
+    @requires(Permission.AUDIT_SCAN)
+    async def bundle(self, request: web.Request) -> web.Response:
+        """Scan, then answer the scan as a bundle signed by this node (verifiable offline)."""
+        body = await read_model(request, models.Scan)
+        view = await self.auditor.scan(_grant_id(body.grant_id))
+        host = self.service.host
+        signed = make_bundle(view, host.ledger.store, host.ledger.genesis, host.identity)
+        return web.json_response(
+            signed, headers={"Content-Disposition": 'attachment; filename="audit-bundle.json"'}
+        )
+
+    @requires(Permission.AUDIT_GRANTS_RECEIVED)
+    async def grants_received(self, request: web.Request) -> web.Response:
+        """The grants addressed to this node, opened: subject, scope, basis, expiry; newest first."""
+        return web.json_response({"grants": await asyncio.to_thread(self._grants_received)})
+
+    def _grants_received(self) -> list[dict[str, Any]]:
+        host = self.service.host
+        store, own = host.ledger.store, host.identity.public.sign_key
+        grants: list[dict[str, Any]] = []
+        for height in range(store.head_height, 0, -1):
+            for record in store.block(height).records:
+                if record.type is not RecordType.AUDIT_GRANT or record.body.get("auditor") != own:
+                    continue
+                try:
+                    keys = open_grant(record, host.identity)
+                except LedgerError as exc:  # a grant that does not open is listed as such
+                    grants.append({"grant_id": record.record_id.hex(), "problem": str(exc)})
+                    continue
+                grants.append(
+                    {
+                        "grant_id": keys.grant_id.hex(),
+                        "institution": host.member_name(keys.institution),
+                        "subject_kind": keys.kind,
+                        "subject": keys.subject,
+                        "purpose": keys.purpose,
+                        "legal_basis": keys.legal_basis,
+                        "epochs": [keys.epoch_from, keys.epoch_to],
+                        "granted_ms": record.time_ms,
+                        "expires": iso_ms(keys.expires_ms),
+                        "expires_ms": keys.expires_ms,
+                    }
+                )
+                if len(grants) >= MAX_GRANTS_LISTED:
+                    return grants
+        return grants

@@ -8,6 +8,9 @@
   lists every record of the subject with its proof and disclosed details, and the statement of
   completeness (for a patient, the HIPAA accounting of disclosures).
 * ``audit report --grant ID``: scan, then post the ``AUDIT_REPORT`` record.
+* ``audit bundle --grant ID --out FILE``: the scan as a bundle signed by the audit node.
+* ``audit verify FILE --genesis genesis.json``: check a bundle offline (no node, no network):
+  the audit node's signature and every proof against the genesis validators; exit 4 if not.
 * ``audit rotate PARTY [--reason scheduled|compromise|erasure]``: new master key from next month,
   or crypto-shredding of the party (after its retention period); posts ``KEY_ROTATION``.
 """
@@ -20,7 +23,13 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from .transfers import EXIT_OK, ApiClient, _refused
+from mftp.ledger.errors import LedgerError
+from mftp.ledger.genesis import Genesis
+
+from ..audit.bundle import BundleInvalid, verify_bundle
+from .transfers import EXIT_CONFIG, EXIT_OK, ApiClient, _refused
+
+EXIT_VERIFY: Final = 4  # as cli.main: verification failed
 
 AUDIT_TIMEOUT_S: Final = 600.0  # a scan of a large chain takes a while
 
@@ -112,6 +121,40 @@ def _scan(args: argparse.Namespace, path: str, expected: int) -> int:
     return EXIT_OK
 
 
+def _bundle(args: argparse.Namespace) -> int:
+    status, answer = _client(args).call("POST", "/audit/bundles", {"grant_id": args.grant})
+    if status != 200:
+        return _refused("audit bundle", status, answer)
+    Path(args.out).write_text(json.dumps(answer, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote the signed bundle of {answer['content']['scan']['match_count']} matches to {args.out}")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Verify a bundle offline: exit 0 if it holds, 4 if not, 3 if the genesis file is unusable."""
+    try:
+        genesis = Genesis.load(Path(args.genesis))
+    except (OSError, ValueError, LedgerError) as exc:
+        print(f"audit verify: cannot read the genesis file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"audit verify: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_VERIFY
+    try:
+        summary = verify_bundle(data, genesis)
+    except BundleInvalid as exc:
+        print(f"audit verify: NOT VERIFIED: {exc}", file=sys.stderr)
+        return EXIT_VERIFY
+    print(
+        f"verified: {summary['matches']} matches of {summary['subject']} (grant {summary['grant_id']}), "
+        f"complete to ledger size {summary['ledger_size']} at height {summary['height']}, "
+        f"signed by {summary['signer']}"
+    )
+    return EXIT_OK
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="the node's node.toml (API address)")
     parser.add_argument(
@@ -164,3 +207,14 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--json", action="store_true", help="print the raw JSON instead of a summary")
     report.set_defaults(audit_handler=lambda args: _scan(args, "/audit/reports", 202))
     _common(report)
+
+    bundle = sub.add_parser("bundle", help="the scan as a bundle signed by this audit node (auditor's node)")
+    bundle.add_argument("--grant", required=True, help="the grant's record id")
+    bundle.add_argument("--out", required=True, help="write the bundle to this file")
+    bundle.set_defaults(audit_handler=_bundle)
+    _common(bundle)
+
+    verify = sub.add_parser("verify", help="verify a signed audit bundle offline, with only the genesis file")
+    verify.add_argument("file", help="the bundle (JSON) to verify")
+    verify.add_argument("--genesis", required=True, help="the consortium's genesis.json")
+    verify.set_defaults(audit_handler=_verify)

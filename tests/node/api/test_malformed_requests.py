@@ -27,8 +27,11 @@ from mftp.node.api.openapi import openapi_document
 from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import MAX_JSON_DEPTH, Api, json_depth
 from mftp.node.audit.routes import AuditApi
+from mftp.node.console.overview import OverviewApi
+from mftp.node.console.pages import ConsolePages
 from mftp.node.errors import NodeUsageError
 from mftp.node.people.roles import Role, rule_of
+from mftp.node.transfers.console_routes import TransferConsoleApi
 from tests.people_kit import PeopleKit
 
 from .test_server import FakeNode, FakeTransfers
@@ -73,6 +76,9 @@ async def api(tmp_path: Path) -> AsyncIterator[TestClient]:
         providers=(
             PeopleApi(kit.signin, kit.admin, kit.gate),
             AuditApi(Refusing(), Refusing()),  # type: ignore[arg-type]
+            ConsolePages(),
+            OverviewApi(Refusing(), Refusing(), kit.clock, own_key=b""),  # type: ignore[arg-type]
+            TransferConsoleApi(Refusing(), ledger, Refusing(), str),  # type: ignore[arg-type]
         ),
     )
     async with TestClient(TestServer(api.app())) as client:

@@ -14,7 +14,10 @@ from aiohttp import web
 from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import Api, NodeView, TransferView
 from mftp.node.audit.routes import AuditApi
+from mftp.node.console.overview import OverviewApi
+from mftp.node.console.pages import ConsolePages
 from mftp.node.people.roles import Permission, Role, rule_of, unstated
+from mftp.node.transfers.console_routes import TransferConsoleApi
 from tests.people_kit import PeopleKit
 
 
@@ -23,7 +26,12 @@ def _app(tmp_path: Path) -> web.Application:
     audit = AuditApi(cast(Any, None), cast(Any, None))
     people = PeopleApi(kit.signin, kit.admin, kit.gate)
     transfers = cast(TransferView, object())
-    return Api(cast(NodeView, None), kit.gate, transfers=transfers, providers=(people, audit)).app()
+    console = (
+        ConsolePages(),
+        OverviewApi(cast(Any, None), None, kit.clock, own_key=b""),
+        TransferConsoleApi(cast(Any, None), cast(Any, None), cast(Any, None), str),
+    )
+    return Api(cast(NodeView, None), kit.gate, transfers=transfers, providers=(people, audit, *console)).app()
 
 
 def _routes(app: web.Application) -> list[tuple[str, str, object]]:

@@ -26,8 +26,11 @@ from mftp.node.api.openapi import openapi_document
 from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import Api
 from mftp.node.audit.routes import AuditApi
+from mftp.node.console.overview import OverviewApi
+from mftp.node.console.pages import ConsolePages
 from mftp.node.errors import NodeUsageError, ResidencyRefused, StorageDamaged
 from mftp.node.people.roles import Role
+from mftp.node.transfers.console_routes import TransferConsoleApi
 from tests.people_kit import PeopleKit
 
 
@@ -77,7 +80,12 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, FakeNode, An
     # The audit routes only need registering here; tests/node/test_audit_*.py call them.
     audit_routes = AuditApi(cast(Any, None), cast(Any, None))
     kit = PeopleKit(tmp_path)
-    api = Api(node, kit.gate, providers=(PeopleApi(kit.signin, kit.admin, kit.gate), audit_routes))
+    console = (
+        ConsolePages(),
+        OverviewApi(cast(Any, None), None, kit.clock, own_key=b""),
+        TransferConsoleApi(cast(Any, None), ledger, cast(Any, None), str),
+    )
+    api = Api(node, kit.gate, providers=(PeopleApi(kit.signin, kit.admin, kit.gate), audit_routes, *console))
     async with TestClient(TestServer(api.app())) as test_client:
         yield test_client, node, (signers, genesis, rng, kit)
     ledger.close()
