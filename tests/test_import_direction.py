@@ -55,6 +55,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "chain": {"p2p"},
     "audit": {"api", "people"},
     "transfers": {"dataplane", "pacs", "audit"},
+    "viewing": {"api", "people", "transfers"},
     "process": ANY_ROOM,
     "cli": ANY_ROOM,
 }
