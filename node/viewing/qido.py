@@ -42,25 +42,35 @@ MAX_VALUE_CHARS: Final = 1024
 
 # What each level answers by default (PS3.18 table 10.6.3-3..5) and may be matched on.
 STUDY_TAGS: Final = (
-    0x00080005, 0x00080020, 0x00080030, 0x00080050, 0x00080056, 0x00080061, 0x00080090,
+    0x00080005, 0x00080020, 0x00080030, 0x00080050, 0x00080056, 0x00080061, 0x00080090, 0x00080201,
     0x00081030, 0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x0020000D, 0x00200010,
     0x00201206, 0x00201208,
 )  # fmt: skip
 SERIES_TAGS: Final = (
-    0x00080005, 0x00080021, 0x00080031, 0x00080056, 0x00080060, 0x0008103E, 0x00180015,
-    0x0020000E, 0x00200011, 0x00201209, 0x00400244, 0x00400245,
+    0x00080005, 0x00080056, 0x00080060, 0x0008103E, 0x0020000E, 0x00200011, 0x00201209,
+    0x00400244, 0x00400245,
 )  # fmt: skip
+# Matched on at the series level besides the defaults (answered when asked with includefield).
+SERIES_EXTRA: Final = (0x00080021, 0x00080031, 0x00180015)
 INSTANCE_TAGS: Final = (
     0x00080005, 0x00080016, 0x00080018, 0x00080056, 0x00200013, 0x00280008, 0x00280010,
     0x00280011, 0x00280100,
 )  # fmt: skip
 LEVEL_TAGS: Final = {STUDY: STUDY_TAGS, SERIES: SERIES_TAGS, INSTANCE: INSTANCE_TAGS}
-# A search below the study level also matches on, and answers, the levels above it.
+# A search below the study level also matches on, and answers, the levels above it (as
+# Orthanc's DICOMweb plugin does: a series names its study's patient, an instance its series).
 SEARCHABLE: Final = {
     STUDY: frozenset(STUDY_TAGS),
-    SERIES: frozenset(STUDY_TAGS + SERIES_TAGS),
-    INSTANCE: frozenset(STUDY_TAGS + SERIES_TAGS + INSTANCE_TAGS),
+    SERIES: frozenset(STUDY_TAGS + SERIES_TAGS + SERIES_EXTRA),
+    INSTANCE: frozenset(STUDY_TAGS + SERIES_TAGS + SERIES_EXTRA + INSTANCE_TAGS),
 }
+_UPPER_LEVELS: Final = {
+    STUDY: frozenset(),
+    SERIES: frozenset(f"{t:08X}" for t in STUDY_TAGS),
+    INSTANCE: frozenset(f"{t:08X}" for t in STUDY_TAGS + SERIES_TAGS),
+}
+# Counts of the levels above describe those levels, not this answer: left out below them.
+_COUNTS: Final = frozenset({"00201206", "00201208", "00201209"})
 _RANGE_VRS: Final = frozenset({"DA", "TM", "DT"})
 
 
@@ -191,12 +201,9 @@ def select(attrs: dict[str, Any], query: Query) -> dict[str, Any]:
     if query.include_all:
         return attrs
     wanted = {f"{t:08X}" for t in LEVEL_TAGS[query.level]}
+    wanted.update(_UPPER_LEVELS[query.level] - _COUNTS)
     wanted.update(f"{t:08X}" for t, _ in query.keys)
     wanted.update(f"{t:08X}" for t in query.include)
-    if query.level != STUDY:  # lower levels name the study (and series) they belong to
-        wanted.add("0020000D")
-    if query.level == INSTANCE:
-        wanted.add("0020000E")
     return {k: v for k, v in attrs.items() if k in wanted}
 
 

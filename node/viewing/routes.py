@@ -220,22 +220,27 @@ class ViewingRoutes:
                     everything.setdefault(info.sop, info)
         if study is not None and not everything:
             raise NotFound("no such study or series")
-        groups: dict[tuple[str, ...], list[InstanceInfo]] = {}
+        # Lower levels carry their study's attributes (and an instance its series'), as Orthanc does.
+        by_study: dict[str, list[InstanceInfo]] = {}
+        by_series: dict[tuple[str, str], list[InstanceInfo]] = {}
         for info in everything.values():
-            key = (info.study,) if level == qido.STUDY else (info.study, info.series)
-            groups.setdefault(key if level != qido.INSTANCE else (info.sop,), []).append(info)
+            by_study.setdefault(info.study, []).append(info)
+            by_series.setdefault((info.study, info.series), []).append(info)
+        studies = {uid: index.study_attributes(found, base) for uid, found in by_study.items()}
         if level == qido.STUDY:
-            items = [index.study_attributes(g, base) for g in groups.values()]
+            items = list(studies.values())
         elif level == qido.SERIES:
-            study_of = {i.study: [] for i in everything.values()}  # type: dict[str, list[InstanceInfo]]
-            for info in everything.values():
-                study_of[info.study].append(info)
-            items = [
-                {**index.study_attributes(study_of[g[0].study], base), **index.series_attributes(g, base)}
-                for g in groups.values()
-            ]
+            items = [{**studies[k[0]], **index.series_attributes(g, base)} for k, g in by_series.items()]
         else:
-            items = [index.instance_attributes(g[0], base) for g in groups.values()]
+            series_attrs = {k: index.series_attributes(g, base) for k, g in by_series.items()}
+            items = [
+                {
+                    **studies[i.study],
+                    **series_attrs[(i.study, i.series)],
+                    **index.instance_attributes(i, base),
+                }
+                for i in everything.values()
+            ]
         matching = [a for a in items if qido.matches(a, query)]
         matching.sort(key=_sort_key)
         headers = {"Warning": "299 mftp: " + "; ".join(query.warnings)} if query.warnings else None
