@@ -37,7 +37,8 @@ def bulk_path(study: str, series: str, sop: str, tag: int) -> str:
     return f"studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag:08X}"
 
 
-def _is_bulk(element: DataElement) -> bool:
+def is_bulk(element: DataElement) -> bool:
+    """Whether ``element`` is served as bulk data (its metadata holds a BulkDataURI, not the value)."""
     if int(element.tag) in PIXEL_TAGS:
         return True
     if element.VR not in BINARY_VRS or element.value is None:
@@ -57,7 +58,7 @@ def instance_metadata(ds: Dataset, study: str, series: str, sop: str) -> dict[st
         tag = int(element.tag)
         if element.tag.element == 0:  # group length
             continue
-        if _is_bulk(element):
+        if is_bulk(element):
             uri = f"{BASE_PLACEHOLDER}/{bulk_path(study, series, sop, tag)}"
             bulk[f"{tag:08X}"] = {"vr": element.VR if element.VR in BINARY_VRS else "OB", "BulkDataURI": uri}
             continue

@@ -147,10 +147,31 @@ def _vr(tag: int) -> str:
         return "UN"
 
 
-@cache
-def _wildcard(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+def glob_match(pattern: str, text: str, ignore_case: bool = False) -> bool:
+    """Whether ``text`` matches ``pattern`` (``*`` any run, ``?`` one character), in O(len * len).
+
+    Not a regular expression: ``*`` repeated hundreds of times would make a backtracking
+    engine take exponential time, a denial of service in one query.  This keeps one
+    backtracking point (the last ``*``), which is enough for ``*`` and ``?``.
+    """
+    if ignore_case:
+        pattern, text = pattern.casefold(), text.casefold()
+    p = t = 0
+    star, mark = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] in ("?", text[t]):
+            p, t = p + 1, t + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, t
+            p += 1
+        elif star >= 0:
+            p, mark = star + 1, mark + 1
+            t = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def _strings(element: dict[str, Any] | None) -> list[str]:
@@ -187,8 +208,7 @@ def element_matches(tag: int, spec: str, element: dict[str, Any] | None) -> bool
         return any(_in_range(v, spec) for v in values)
     if vr in _RANGE_VRS:
         return any(v == spec.replace(":", "") or v.replace(":", "") == spec.replace(":", "") for v in values)
-    pattern = _wildcard(spec, vr == "PN")
-    return any(pattern.fullmatch(v) for v in values)
+    return any(glob_match(spec, v, ignore_case=vr == "PN") for v in values)
 
 
 def matches(attrs: dict[str, Any], query: Query) -> bool:

@@ -353,8 +353,8 @@ class ViewingRoutes:
         except ValueError:
             raise NotFound("no such bulk data") from None
         ds = await self._dataset(request)
-        if tag not in ds or ds[tag].value is None:
-            raise NotFound("no such bulk data")
+        if tag not in ds or ds[tag].value is None or not dicomjson.is_bulk(ds[tag]):
+            raise NotFound("no such bulk data")  # only what the metadata names by a BulkDataURI
         ranges = parse_accept(request.headers.get("Accept"))
         single = next((r for r in ranges if r.matches(OCTETS) and r.media_type != "multipart/related"), None)
         if int(tag) in dicomjson.PIXEL_TAGS and frames.transfer_syntax(ds).is_encapsulated:
