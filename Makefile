@@ -8,7 +8,7 @@ PKGS := crypto ledger consensus transfer node
 # that spells the installed namespace (mftp.crypto -> crypto/ ...).
 TYPETREE := build/typetree
 
-.PHONY: venv system-deps demo demo-join test lint typecheck pytest clean
+.PHONY: venv system-deps viewer demo demo-join test lint typecheck pytest clean
 
 # Orthanc is the real PACS of the tests and the demo; tesseract reads burned-in text for the
 # pixel cleaning, and dciodvfy (dicom3tools) validates de-identified output in the tests; slapd is
@@ -25,6 +25,32 @@ system-deps:
 	@[ -x /usr/sbin/slapd ] && command -v ldapsearch >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slapd ldap-utils >/dev/null; }
+	@# Chromium: the browser tests of the viewer drive Debian's build through Playwright
+	@# (Playwright's own browser download cannot reach its host from here).
+	@command -v chromium >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium nodejs npm >/dev/null; }
+
+# The OHIF viewer the node serves (node/viewing/ohif.py): the prebuilt app from npm, pinned,
+# unpacked into a git-ignored folder and never committed.  The AI runtime (dist/ort, 136 MB)
+# and the microscopy viewer are never loaded for CT/MR/US, so they are left out.
+OHIF_VERSION := 3.13.2
+OHIF_DIR := .ohif
+OHIF_STAMP := $(OHIF_DIR)/.installed-$(OHIF_VERSION)
+$(OHIF_STAMP):
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)/pack
+	cd $(OHIF_DIR)/pack && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null
+	tar -xzf $(OHIF_DIR)/pack/ohif-app-$(OHIF_VERSION).tgz -C $(OHIF_DIR) \
+	  --exclude='package/dist/ort' --exclude='package/dist/dicom-microscopy-viewer*'
+	mv $(OHIF_DIR)/package/dist $(OHIF_DIR)/dist && rm -rf $(OHIF_DIR)/package $(OHIF_DIR)/pack
+	@# Compressed once here, served as they are (aiohttp picks name.gz when the browser accepts gzip).
+	find $(OHIF_DIR)/dist -type f \( -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.json' \
+	  -o -name '*.svg' -o -name '*.wasm' -o -name '*.map' \) -exec gzip -k -9 {} +
+	touch $(OHIF_STAMP)
+
+viewer: $(OHIF_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,7 +60,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: system-deps $(STAMP)
+demo: system-deps $(STAMP) viewer
 	$(BIN)/python scripts/demo.py
 
 # A hospital asks to join a running consortium, three members approve, it syncs, votes and sends.
@@ -50,10 +76,10 @@ typecheck: $(STAMP)
 	for p in $(PKGS); do ln -s ../../../$$p $(TYPETREE)/mftp/$$p; done
 	cd $(TYPETREE) && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p mftp.,$(PKGS))
 
-pytest: system-deps $(STAMP)
+pytest: system-deps $(STAMP) viewer
 	$(BIN)/pytest -n 2 -q
 
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build $(OHIF_DIR)

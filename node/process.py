@@ -50,15 +50,20 @@ from .membership.service import MembershipService
 from .metrics import NodeMetrics
 from .p2p.network import P2PLimits, PeerNetwork, sign_key_from_peer_id
 from .people.service import build_people
+from .people.sessions import Principal
 from .shares.held import TransferStudies
 from .shares.routes import ShareApi
-from .shares.service import ShareService
+from .shares.service import COOKIE_NAME as SHARE_COOKIE
+from .shares.service import ShareScope, ShareService, ShareSessionRefused, ShareUnavailable
 from .transfers.console_routes import TransferConsoleApi
 from .transfers.service import TransferService
+from .viewing.routes import ViewingRoutes
 
 log = logging.getLogger("mftp.node")
 
 TICK_MS: Final = 500
+VIEWER_URL: Final = "/ohif/viewer?StudyInstanceUIDs={study}"
+"""Where a study opens in the viewer (the OHIF app the viewing room serves)."""
 
 ChannelHandler = Callable[[bytes, Any], None]
 
@@ -98,8 +103,13 @@ class Node:
         )
         self.transfers = TransferService(self, self.dataplane.store, self.dataplane, self.audit)
         self.membership = MembershipService(self)
+        self.viewing = ViewingRoutes.for_node(self.transfers, identity)  # indexes studies as they arrive
         self.shares = ShareService(
-            self, TransferStudies(self.transfers.access), self.audit, secret=self.transfers.secret
+            self,
+            TransferStudies(self.transfers.access),
+            self.audit,
+            secret=self.transfers.secret,
+            viewer_url=VIEWER_URL,
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._channels: dict[str, ChannelHandler] = {}
@@ -178,7 +188,11 @@ class Node:
 
     def api(self) -> Api:
         """The node's HTTP API: every room's routes behind one gate."""
-        gate = Gate(self.people.signin, public_origin=self.config.get("api", "public_origin"))
+        gate = Gate(
+            self.people.signin,
+            public_origin=self.config.get("api", "public_origin"),
+            shares=self._share_session,
+        )
         return Api(
             self,
             gate,
@@ -204,8 +218,20 @@ class Node:
             MembershipApi(self.membership, self.genesis.to_json),
             MembershipConsole(),
             ShareApi(self.shares, public_url=public_url, institution=self.name),
+            self.viewing,
             *self._console_providers(),
         )
+
+    def _share_session(self, request: web.Request) -> tuple[Principal, ShareScope] | None:
+        """A patient's share session (its cookie), for the viewer; None if there is none that holds."""
+        session_id = request.cookies.get(SHARE_COOKIE)
+        if session_id is None:
+            return None
+        try:
+            scope = self.shares.scope(session_id)
+        except (ShareSessionRefused, ShareUnavailable):
+            return None
+        return scope.principal, scope
 
     async def _start_api(self) -> None:
         # aiohttp's access log would record paths, and a share link's path holds its token.

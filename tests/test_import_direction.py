@@ -59,6 +59,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "shares": {"api", "people", "audit", "transfers"},
     "membership": {"api", "people"},
     "console": {"api", "people"},
+    "viewing": {"api", "people", "transfers"},
     "process": ANY_ROOM,
     "cli": ANY_ROOM,
 }

@@ -12,7 +12,11 @@ a rule that is not public:
    bearer token needs neither: a browser never attaches it by itself;
 3. checks the role, then the step-up (a second factor within the last minutes) for
    consequential routes;
-4. hands the handler the caller as ``request["principal"]``.
+4. hands the handler the caller (:func:`principal_of`).
+
+A patient opening a share link has no account: the share's own session (its cookie, set by
+:mod:`mftp.node.shares`) is accepted on reads whose rule is ``shared`` (the viewer's), and the
+request then carries the share's scope (:data:`SHARE_SCOPE`).
 
 Refusals are :class:`~mftp.node.people.errors.AccessRefused` errors that the API's error
 middleware answers with their status (401, 403, 429 with ``Retry-After``).  The log says which
@@ -40,7 +44,10 @@ log = logging.getLogger("mftp.node.api.auth")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
 """The request key under which a handler finds its :class:`Principal`."""
+SHARE_SCOPE: Final = web.RequestKey("share_scope", object)
+"""For a patient's share session: what it may see (:class:`mftp.node.shares.service.ShareScope`)."""
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+ShareResolver = Callable[[web.Request], "tuple[Principal, object] | None"]
 MAX_TOKEN_CHARS: Final = 200
 
 
@@ -66,8 +73,11 @@ def route_of(request: web.Request) -> str:
 class Gate:
     """Authenticates and authorises each request against its route's rule."""
 
-    def __init__(self, signin: SignIn, *, public_origin: str = "") -> None:
+    def __init__(
+        self, signin: SignIn, *, public_origin: str = "", shares: ShareResolver | None = None
+    ) -> None:
         self.signin = signin
+        self.shares = shares  # a patient's share session (its cookie), for the viewing routes
         self.public_origin = public_origin.rstrip("/")
         self.tls = self.public_origin.startswith("https://")
         self.cookie = cookie_attributes(self.tls)
@@ -116,6 +126,11 @@ class Gate:
             return self.signin.from_token(token, client_address(request))
         session_id = self.session_id(request)
         if session_id is None:
+            if self.shares is not None and request.method in SAFE_METHODS:
+                found = self.shares(request)
+                if found is not None:
+                    request[SHARE_SCOPE] = found[1]
+                    return found[0]
             return None
         mutating = request.method not in SAFE_METHODS
         if mutating:

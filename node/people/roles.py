@@ -127,6 +127,7 @@ class RouteRule:
     permission: Permission | None  # None: public, no sign-in at all
     step_up: bool = False
     sign_in: bool = False  # a step of signing in or out: public, yet it writes (a session)
+    shared: bool = False  # a patient's share session may call it too, within the shared studies
 
     @property
     def public(self) -> bool:
@@ -138,16 +139,22 @@ class RouteRule:
         return frozenset() if self.permission is None else PERMISSIONS[self.permission]
 
 
-def requires(permission: Permission, *, step_up: bool | None = None) -> Callable[[F], F]:
+def requires(
+    permission: Permission, *, step_up: bool | None = None, shared: bool = False
+) -> Callable[[F], F]:
     """Decorate a route handler with the permission it needs.
 
     ``step_up`` defaults to the table (:data:`STEP_UP`); a route may only ask for more, never
     less, so a consequential action cannot be exempted by one careless decorator.
+    ``shared`` lets a patient's share session (issue 19) call the route as well: a read of
+    studies, answered within the shared ones only (the route's handler scopes it).
     """
     needed = permission in STEP_UP or bool(step_up)
     if step_up is False and permission in STEP_UP:
         raise NodeUsageError(f"{permission.value} always needs a fresh second factor")
-    return _attach(RouteRule(permission, needed))
+    if shared and permission is not Permission.STUDY_VIEW:
+        raise NodeUsageError("only viewing studies is open to a patient's share session")
+    return _attach(RouteRule(permission, needed, shared=shared))
 
 
 def public() -> Callable[[F], F]:

@@ -344,6 +344,10 @@ class SignIn:
             return
         if principal is None or rule.permission is None:
             raise SessionRefused("sign in first")
+        if principal.via == "share":  # a patient: only the viewing routes, of the shared studies
+            if not rule.shared:
+                raise NotPermitted("a share link opens its studies only")
+            return
         check(principal.roles, rule.permission)
         if rule.step_up:
             require_step_up(principal, self._clock, self.sessions.policy)

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 from mftp.crypto.signing import PublicIdentity
@@ -62,8 +62,13 @@ class _EarlyChecks:
     does not verify ends the transfer as refused when :meth:`result` is awaited.
     """
 
-    def __init__(self, store: BlobStore, key_for: Callable[[ObjectInfo], bytes]) -> None:
-        self.store, self.key_for = store, key_for
+    def __init__(
+        self,
+        store: BlobStore,
+        key_for: Callable[[ObjectInfo], bytes],
+        on_verified: Callable[[Manifest, list[Entry]], None] = lambda manifest, entries: None,
+    ) -> None:
+        self.store, self.key_for, self.on_verified = store, key_for, on_verified
         self.verified: set[Entry] = set()
         self.task: asyncio.Task[list[Entry]] | None = None
 
@@ -78,6 +83,12 @@ class _EarlyChecks:
         skip = frozenset(self.verified)
         work = asyncio.to_thread(verify_entries, self.store, manifest, self.key_for, skip=skip)
         self.task = asyncio.get_running_loop().create_task(work)
+        self.task.add_done_callback(lambda task: self._tell(manifest, task))
+
+    def _tell(self, manifest: Manifest, task: asyncio.Task[list[Entry]]) -> None:
+        """Tell ``on_verified`` of the files a check just verified (a viewer may open them now)."""
+        if not task.cancelled() and task.exception() is None and task.result():
+            self.on_verified(manifest, task.result())
 
     async def result(self) -> frozenset[Entry]:
         """The entries verified early (raises the first verification failure)."""
@@ -107,6 +118,9 @@ class Receiver:
         # Set by a re-sent offer: the sender offers again when its final manifest is ready,
         # so a recipient waiting between partial manifests asks at once.
         self._wake: dict[str, asyncio.Event] = {}
+        # Told of each batch of verified files, while the study arrives and once complete (the
+        # viewer, mftp.node.viewing, indexes them so a study opens before its last byte arrives).
+        self.verified_listeners: list[Callable[[TransferState, Manifest, Collection[Entry]], None]] = []
 
     def on_offer(self, sender: bytes, value: Any) -> None:
         """An offer on ``t.offer`` from a member: check, persist, acknowledge and start fetching."""
@@ -214,7 +228,11 @@ class Receiver:
 
     async def receive(self, state: TransferState) -> None:
         """Fetch (each partial manifest as the sender publishes it, then the final), verify, record."""
-        checker = _EarlyChecks(self.store, self.service.object_key)
+        checker = _EarlyChecks(
+            self.store,
+            self.service.object_key,
+            lambda manifest, entries: self._tell(state, manifest, entries),
+        )
         delay_s = RETRY_MIN_S
 
         def elapsed() -> float:
@@ -277,6 +295,13 @@ class Receiver:
             checker.cancel()
             self._wake.pop(state.transfer_id, None)
 
+    def _tell(self, state: TransferState, manifest: Manifest, entries: Collection[Entry]) -> None:
+        for listener in self.verified_listeners:
+            try:
+                listener(state, manifest, entries)
+            except Exception as exc:  # a listener's bug must not fail the transfer
+                log.error("verified listener failed", extra={"fields": {"error": type(exc).__name__}})
+
     def _give_up(self, state: TransferState, reason: str, manifest: Manifest | None) -> None:
         """Fail the transfer for good and delete what was fetched of it: nothing will read it."""
         self.service.fail(state, reason)
@@ -330,6 +355,8 @@ class Receiver:
             # Signed before a crash that came before the state was saved: submit that record
             # again (the ledger keeps one per id), never a second receipt for one transfer.
             await self._recorded(state, Record.decode(stored))
+            if state.state == Phase.COMPLETE and self.verified_listeners:
+                self._tell(state, manifest, manifest.entries)
             return
         try:
             verified = await checker.result()
@@ -365,6 +392,8 @@ class Receiver:
         )
         self.store.put_record(f"received-record-{state.transfer_id}", record.to_bytes())
         await self._recorded(state, record)
+        if state.state == Phase.COMPLETE and self.verified_listeners:
+            self._tell(state, manifest, manifest.entries)
 
     async def _recorded(self, state: TransferState, record: Record) -> None:
         """Submit our ``TRANSFER_RECEIVED`` record, then end the transfer as its outcome says."""

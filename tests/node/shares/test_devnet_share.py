@@ -29,9 +29,32 @@ def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
         yield processes
 
 
-async def _patient(link: str, code: str) -> tuple[str, bytes, str]:
-    """The patient's browser without a browser: the page, the code form, the download."""
+DICOMWEB_PATHS = (
+    "/studies/{st}/metadata",
+    "/studies/{st}",
+    "/studies/{st}/series",
+    "/studies/{st}/instances",
+    "/studies/{st}/thumbnail",
+    "/studies?StudyInstanceUID={st}",
+)
+
+
+async def _dicomweb(session: aiohttp.ClientSession, base: str, study: str) -> list[int]:
+    """The statuses of every kind of DICOMweb read of ``study`` in this session."""
+    statuses = []
+    for path in DICOMWEB_PATHS:
+        async with session.get(base + "/dicom-web" + path.format(st=study)) as answer:
+            body = await answer.read()
+            found = answer.status == 200 and body.strip() not in (b"", b"[]")
+            statuses.append(200 if found else (404 if answer.status == 200 else answer.status))
+    return statuses
+
+
+async def _patient(link: str, code: str, studies: tuple[str, str]) -> tuple[str, bytes, str, list[list[int]]]:
+    """The patient's browser without a browser: the page, the code form, the download, the viewer."""
+    base = link.split("/share/", 1)[0]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        before = await _dicomweb(session, base, studies[0])  # no session yet: nothing
         async with session.get(link) as first:
             assert first.status == 200 and "code" in (await first.text()).lower()
         async with session.post(
@@ -42,8 +65,9 @@ async def _patient(link: str, code: str) -> tuple[str, bytes, str]:
         async with session.get(link + "/download") as download:
             assert download.status == 200 and download.headers["Content-Type"] == "application/zip"
             archive = await download.read()
+        shared, other = await _dicomweb(session, base, studies[0]), await _dicomweb(session, base, studies[1])
         async with session.get(link) as after:
-            return page, archive, await after.text()
+            return page, archive, await after.text(), [before, shared, other]
 
 
 def test_a_clinician_shares_a_received_study_with_its_patient(
@@ -56,9 +80,14 @@ def test_a_clinician_shares_a_received_study_with_its_patient(
     status, sent = api(a, "POST", "/transfers", body, as_user="dr.ana")
     assert status == 202, sent
     transfer_id = sent["transfer_id"]
-    wait_until(
-        lambda: api(b, "GET", f"/transfers/{transfer_id}")[1].get("state") == "complete", 60, "receipt"
-    )
+    make_study(tmp_path / "other", patient_id="PAT-0043")  # study B: received, never shared
+    other = api(a, "POST", "/transfers", {**body, "source": str(tmp_path / "other")}, as_user="dr.ana")[1]
+    for tid in (transfer_id, other["transfer_id"]):
+        wait_until(
+            lambda t=tid: api(b, "GET", f"/transfers/{t}")[1].get("state") == "complete", 60, "receipt"
+        )
+    uid_a = pydicom.dcmread(next((tmp_path / "study").iterdir())).StudyInstanceUID
+    uid_b = pydicom.dcmread(next((tmp_path / "other").iterdir())).StudyInstanceUID
 
     until = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 30 * 86400))
     share = {"transfer_ids": [transfer_id], "until": until, "download": True, "label": "CT"}
@@ -68,7 +97,11 @@ def test_a_clinician_shares_a_received_study_with_its_patient(
     assert status == 201, made
     assert made["link"].startswith(b.api_url + "/share/") and len(made["code"]) >= 8
 
-    page, archive, again = asyncio.run(_patient(made["link"], made["code"]))
+    page, archive, again, viewer = asyncio.run(_patient(made["link"], made["code"], (uid_a, uid_b)))
+    before, shared, other_study = viewer
+    assert set(before) == {401}  # no session, no study
+    assert shared == [200] * len(DICOMWEB_PATHS)  # the shared study, through every kind of read
+    assert set(other_study) == {404}  # study B through any DICOMweb path: as if it did not exist
     assert "Who has seen my images" in page
     files = zipfile.ZipFile(io.BytesIO(archive))
     dicom = [n for n in files.namelist() if n.startswith("DICOM/")]
