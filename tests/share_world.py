@@ -4,7 +4,7 @@ Real: the share store on disk, the audit service and vault (tags, escrow, detail
 one validator whose blocks are certified (so inclusion proofs verify), the aiohttp routes.
 Fake: the studies are held in memory as their original DICOM bytes (the transfers room's
 restore is tested with the transfers), the ``authenticated`` wrapper sets a principal the way
-the lead's sign-in will, and :meth:`World.commit` plays consensus: it puts the submitted
+the gate does, and :meth:`World.commit` plays consensus: it puts the submitted
 records in the next certified block.
 """
 

@@ -49,6 +49,7 @@ import hashlib
 import hmac
 import logging
 import math
+import multiprocessing.util
 import os
 import secrets
 import shutil
@@ -169,6 +170,10 @@ class TransferService:
         # Libraries' temporary files too (pynetdicom spools each received instance to one
         # before we move it into a spill folder): inside data_dir, private, cleaned here.
         private_tmp = private_dir(self.host.data_dir / "spill" / "tmp")
+        # multiprocessing keeps its sockets (the preparing pool's forkserver) in a folder of its
+        # own (0700) fixed on first use; AF_UNIX paths hold at most 107 bytes, so it must not
+        # move under a deep data_dir with ours: fix it in the system's temporary folder first.
+        multiprocessing.util.get_temp_dir()
         tempfile.tempdir = str(private_tmp)
         for state in self.states.all():
             if state.direction == IN and state.state in ("fetching", "verifying"):

@@ -63,7 +63,7 @@ class FakeHost:
 
 
 def fake_authenticated(handler: Handler) -> Handler:
-    """Sign-in stand-in: a principal unless the test asks for a refusal (the lead's wrapper replaces it)."""
+    """The gate in short (the real one is tested in tests/node/api): an operator unless refused."""
 
     async def check(request: web.Request) -> web.StreamResponse:
         if request.headers.get("X-Test-Refuse"):

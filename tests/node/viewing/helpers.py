@@ -107,13 +107,14 @@ class Node:
 
 
 def fake_authenticated(handler: Handler) -> Handler:
-    """Sign-in as the lead's wrapper will do it, from test headers: ``X-Test-User`` (401 without)."""
+    """The gate in short, from test headers: ``X-Test-User`` (401 without); the real gate is
+    tested in tests/node/api and by the browser test, which signs in with a second factor."""
 
     rule = rule_of(handler)
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         name = request.headers.get("X-Test-User")
-        if rule is not None and rule.permission is None:  # @public(): no sign-in, as the lead's wrapper
+        if rule is not None and rule.permission is None:  # @public(): no sign-in, as the gate
             return await handler(request)
         if name is None:
             return web.json_response({"error": "sign in"}, status=401)
