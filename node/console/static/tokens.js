@@ -1,6 +1,7 @@
 // API tokens: one's own (make, revoke) and, for operators, every token of the node (revoke).
 // Over /tokens (people_routes.py); a token's secret is shown once, when it is made.
 import { api, el, say, start, table, time } from "./app.js";
+import { createPasskey } from "./webauthn.js";
 
 const me = await start("tokens.html");
 const operator = me.roles.includes("operator");
@@ -25,7 +26,20 @@ async function revoke(t) {
   try {
     await api("DELETE", `/tokens/${encodeURIComponent(t.token_id)}`);
     say("Token revoked.", "ok");
-    await load();
+    document.getElementById("add-passkey").addEventListener("click", async () => {
+  say("");
+  try {
+    // Adding a second factor is consequential: api() asks for the code again if the last is stale.
+    const options = await api("POST", "/passkeys/options");
+    const credential = await createPasskey(options);
+    await api("POST", "/passkeys", { credential: JSON.stringify(credential) });
+    say("Passkey added: you may use it instead of a code when you sign in.", "ok");
+  } catch (error) {
+    say(`No passkey added: ${error.message}`);
+  }
+});
+
+await load();
   } catch (error) {
     say(`Not revoked: ${error.message}`);
   }
@@ -64,9 +78,35 @@ document.getElementById("make").addEventListener("submit", async (event) => {
       el("button", { type: "button", class: "secondary", onclick: () => place.replaceChildren() }, "I have copied it")));
     document.getElementById("secret-title").focus();
     event.target.reset();
-    await load();
+    document.getElementById("add-passkey").addEventListener("click", async () => {
+  say("");
+  try {
+    // Adding a second factor is consequential: api() asks for the code again if the last is stale.
+    const options = await api("POST", "/passkeys/options");
+    const credential = await createPasskey(options);
+    await api("POST", "/passkeys", { credential: JSON.stringify(credential) });
+    say("Passkey added: you may use it instead of a code when you sign in.", "ok");
+  } catch (error) {
+    say(`No passkey added: ${error.message}`);
+  }
+});
+
+await load();
   } catch (error) {
     say(`No token made: ${error.message}`);
+  }
+});
+
+document.getElementById("add-passkey").addEventListener("click", async () => {
+  say("");
+  try {
+    // Adding a second factor is consequential: api() asks for the code again if the last is stale.
+    const options = await api("POST", "/passkeys/options");
+    const credential = await createPasskey(options);
+    await api("POST", "/passkeys", { credential: JSON.stringify(credential) });
+    say("Passkey added: you may use it instead of a code when you sign in.", "ok");
+  } catch (error) {
+    say(`No passkey added: ${error.message}`);
   }
 });
 

@@ -115,7 +115,7 @@ def test_tokens_page_lists_and_revokes(devnet: list[NodeProcess], tmp_path: Path
     with chromium() as browser:
         page = sign_in(browser, a, operator)
         page.get_by_role("link", name="Tokens").click()
-        assert page.title() == "API tokens — MFTP console"
+        assert page.title() == "API tokens and passkeys — MFTP console"
         page.get_by_label("Label").fill("backup script")
         page.get_by_role("button", name="Make token").click()
         secret = page.locator("#token-secret").inner_text(timeout=15_000)
