@@ -239,8 +239,24 @@ class TransferStarted(Answer):
     transfer_id: Hex
 
 
+class TransferResent(Answer):
+    """A resend was accepted: a new transfer of the same source (``resent_from``)."""
+
+    transfer_id: Hex
+    resent_from: Hex
+
+
 TransferState = Literal[
-    "preparing", "offered", "accepted", "delivered", "refused", "fetching", "verifying", "complete", "failed"
+    "preparing",
+    "offered",
+    "accepted",
+    "delivered",
+    "refused",
+    "fetching",
+    "verifying",
+    "complete",
+    "failed",
+    "cancelled",
 ]
 
 
@@ -483,6 +499,7 @@ RESPONSES: Final = (
     Block,
     Error,
     TransferStarted,
+    TransferResent,
     Transfer,
     ExportResult,
     StudyView,

@@ -149,6 +149,31 @@ def _transfer_paths() -> dict[str, Any]:
                 responses={"404": ERROR},
             )
         },
+        "/transfers/{transfer_id}/cancel": {
+            "post": _token_op(
+                "Cancel a sent transfer not yet delivered (preparing, offered, accepted) or a received "
+                "one still fetching: it becomes cancelled. A sent one is no longer served (the recipient "
+                "gets 410 and ends its side); for a received one the sender is told (refused). 400 in "
+                "any other state",
+                _json(_ref("Transfer"), "cancelled"),
+                parameters=[TRANSFER_ID],
+                requestBody=models.request_body(models.Nothing),
+                responses={"404": _json(_ref("Error"), "no such transfer")},
+            )
+        },
+        "/transfers/{transfer_id}/resend": {
+            "post": _token_op(
+                "Send a sent transfer's source again (same recipient institution and user, purpose and "
+                "mode) as the signed-in user: a new transfer. 400 if the transfer is still under way, "
+                "was received, or its source is gone (the folder or the PACS's study); identified mode "
+                "needs a fresh second factor",
+                _json(_ref("TransferResent"), "accepted; follow the new transfer"),
+                "202",
+                parameters=[TRANSFER_ID],
+                requestBody=models.request_body(models.Nothing),
+                responses={"404": _json(_ref("Error"), "no such transfer")},
+            )
+        },
         "/transfers/{transfer_id}/export": {
             "post": _token_op(
                 "Export a complete received study (folder, DICOMweb URL or dimse:AET@host:port) as a job: "

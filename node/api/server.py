@@ -125,6 +125,12 @@ class TransferView(Protocol):
     def get(self, transfer_id: str) -> dict[str, Any] | None:
         """One transfer."""
 
+    def cancel(self, transfer_id: str) -> dict[str, Any]:
+        """Cancel a sent transfer not yet delivered, or a received one still fetching."""
+
+    async def resend(self, transfer_id: str, user: str) -> str:
+        """Send a sent transfer's source again for ``user``; the new transfer id."""
+
     async def export(
         self, transfer_id: str, destination: str, purpose: str | None = None, user: str = ""
     ) -> dict[str, Any]:
@@ -270,6 +276,8 @@ class Api:
         app.router.add_post("/transfers", wrap(self.send))
         app.router.add_get("/transfers", wrap(self.list_transfers))
         app.router.add_get("/transfers/{transfer_id}", wrap(self.transfer))
+        app.router.add_post("/transfers/{transfer_id}/cancel", wrap(self.cancel))
+        app.router.add_post("/transfers/{transfer_id}/resend", wrap(self.resend))
         app.router.add_post("/transfers/{transfer_id}/export", wrap(self.export))
         app.router.add_get("/transfers/{transfer_id}/export/{job_id}", wrap(self.export_job))
         app.router.add_post("/transfers/{transfer_id}/views", wrap(self.open_view))
@@ -527,6 +535,34 @@ class Api:
         if found is None:
             return _error(404, "no such transfer")
         return web.json_response(found)
+
+    @requires(Permission.STUDY_SEND)
+    async def cancel(self, request: web.Request) -> web.Response:
+        """Cancel a sent transfer not yet delivered, or a received one still fetching; the transfer."""
+        await read_model(request, models.Nothing)
+        service = self._transfer_service()
+        transfer_id = request.match_info["transfer_id"]
+        if service.get(transfer_id) is None:
+            return _error(404, "no such transfer")
+        return web.json_response(service.cancel(transfer_id))
+
+    @requires(Permission.STUDY_SEND)
+    async def resend(self, request: web.Request) -> web.Response:
+        """Send a sent transfer's source again, same recipient, purpose and mode; 202 with the new id.
+
+        Like a send, one in ``identified`` mode needs a fresh second factor (step-up).
+        """
+        await read_model(request, models.Nothing)
+        principal = principal_of(request)
+        service = self._transfer_service()
+        transfer_id = request.match_info["transfer_id"]
+        found = service.get(transfer_id)
+        if found is None:
+            return _error(404, "no such transfer")
+        if found["mode"] == "identified":
+            self.gate.require_step_up(principal)
+        new_id = await service.resend(transfer_id, acting_user(principal, None))
+        return web.json_response({"transfer_id": new_id, "resent_from": transfer_id}, status=202)
 
     @requires(Permission.STUDY_EXPORT)
     async def export(self, request: web.Request) -> web.Response:

@@ -50,7 +50,7 @@ CONFIG_STATUSES: Final = frozenset({401, 500})
 EXIT_BY_FAULT: Final = {"caller": EXIT_REFUSED, "storage": EXIT_CONFIG}
 """A failed transfer's or job's ``fault`` (:func:`mftp.node.transfers.jobs.fault_of`) as an exit code."""
 POLL_S: Final = 0.3
-DONE_OUT: Final = frozenset({"delivered", "refused", "failed"})
+DONE_OUT: Final = frozenset({"delivered", "refused", "failed", "cancelled"})
 DONE_JOB: Final = frozenset({"done", "failed"})
 
 

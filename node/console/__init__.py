@@ -4,6 +4,9 @@
   redirects there) with a strict Content-Security-Policy (self only), ``X-Frame-Options: DENY``
   and ``Referrer-Policy: no-referrer``; the files live in ``static/`` (HTML, CSS, ES modules of
   our own: nothing is loaded from anywhere else);
+- the operator's pages over existing routes: ``users.html`` (``/users``), ``tokens.html``
+  (``/tokens``) and ``explorer.html`` (``/blocks``, ``/records``, ``/proofs/inclusion``,
+  ``/validators``), whose ``proof.js`` checks an inclusion proof in the browser itself;
 - :mod:`.overview`: :class:`.overview.OverviewApi`, ``GET /overview``: the operator's figures
   (the same as ``/metrics``) and the alerts they raise.
 

@@ -193,8 +193,14 @@ class Receiver:
             state.capability = base64.b64encode(capability.token).decode()
             self.states.save(state)
 
+    def answer(self, state: TransferState) -> None:
+        """Tell the sender where ``state`` is (``t.receipt``): failed and cancelled are ``refused``."""
+        self._answer(state)
+
     def _answer(self, state: TransferState) -> None:
-        answer = {"complete": "complete", "failed": "refused"}.get(state.state, "accepted")
+        answer = {"complete": "complete", "failed": "refused", "cancelled": "refused"}.get(
+            state.state, "accepted"
+        )
         record = bytes.fromhex(state.received_record) if state.received_record else NO_RECORD
         value = receipt_value(bytes.fromhex(state.transfer_id), answer, record)
         with contextlib.suppress(NodeUsageError):  # the sender left the consortium: nothing to tell
@@ -291,6 +297,10 @@ class Receiver:
                 await self._verify_and_record(state, manifest, checker)
             except (NodeError, OSError) as exc:  # e.g. our own mempool is full: say so in the inbox
                 self.service.fail(state, f"could not record the receipt: {exc}")
+        except asyncio.CancelledError:
+            if state.state == Phase.CANCELLED and known is not None:  # cancelled by a person
+                self._discard(known)
+            raise
         finally:
             checker.cancel()
             self._wake.pop(state.transfer_id, None)
@@ -306,9 +316,13 @@ class Receiver:
         """Fail the transfer for good and delete what was fetched of it: nothing will read it."""
         self.service.fail(state, reason)
         if manifest is not None:
-            for obj in manifest.objects:
-                self.store.delete(obj.object_id)
-            self.store.discard_transfer(manifest)
+            self._discard(manifest)
+
+    def _discard(self, manifest: Manifest) -> None:
+        """Delete what was fetched of a transfer that ended without being received."""
+        for obj in manifest.objects:
+            self.store.delete(obj.object_id)
+        self.store.discard_transfer(manifest)
 
     def _may_wait_for_renewal(self, state: TransferState) -> bool:
         """Whether the sender still renews capabilities of ``state`` (younger than a day)."""

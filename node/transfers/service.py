@@ -86,10 +86,11 @@ from ..errors import NodeError, NodeInputError, NodeUsageError, ResidencyRefused
 from ..pacs import LocalFile
 from ..private_files import parse_file_mode, private_dir
 from .access import StudyAccess
+from .cancelling import cancel, check_source, open_source, resend_request, seal_source
 from .context import CAPABILITY_TTL_MS, MAX_TRANSFER_AGE_MS, TransferHost
 from .dimse_and_attachments import transfer_detail
 from .jobs import fault_of
-from .messages import Offer, decode_receipt
+from .messages import NO_RECORD, Offer, decode_receipt
 from .preparing import PreparePool, package_study, prefers_speed
 from .receiver import Receiver
 from .sources import Allowed, Source, import_study, one_study, parse_source, study_parties
@@ -270,6 +271,7 @@ class TransferService:
             data_url=peer.data_url,
             user=user,
             to_user=to_user,
+            source_sealed=seal_source(self.host.identity.public, source),  # to send it again
         )
         self.states.save(state)
         log.info("transfer preparing", extra={"fields": {"transfer": state.transfer_id, "to": peer.name}})
@@ -560,13 +562,22 @@ class TransferService:
             self.server.abandon_transfer(transfer_id)
             log.info("transfer refused", extra={"fields": {"transfer": state.transfer_id, "to": state.peer}})
             return
+        if state.state == Phase.CANCELLED:  # we cancelled it; the recipient may have had it all
+            if answer == "complete" and not state.received_record:
+                state.received_record = record.hex()
+                state.detail = "cancelled here, but the recipient had already received all of it"
+                self.states.save(state)
+            return
         if answer == "accepted":
             if state.state == "offered":  # stop re-offering; the recipient is fetching
                 state.move(Phase.ACCEPTED)
                 self.states.save(state)
             return
         if state.state in ("offered", "accepted"):
-            state.move(Phase.DELIVERED if answer == "complete" else Phase.REFUSED)
+            refused = answer != "complete"
+            state.move(Phase.REFUSED if refused else Phase.DELIVERED)
+            if refused and record == NO_RECORD:  # no receipt record: it stopped before verifying
+                state.detail = "the recipient refused or cancelled it before it was received"
             state.received_record = record.hex()
             self.states.save(state)
             log.info(
@@ -589,6 +600,42 @@ class TransferService:
     ) -> dict[str, Any]:
         """Deliver a complete received study to ``destination`` for ``user`` (:mod:`.access`)."""
         return await self.access.export(transfer_id, destination, purpose, user)
+
+    # ----------------------------------------------------------------- cancel and resend
+
+    def cancel(self, transfer_id: str) -> dict[str, Any]:
+        """Cancel a sent transfer not yet delivered, or a received one still fetching (:mod:`.cancelling`)."""
+        state = cancel(self, self.states.get(check_transfer_id(transfer_id)))
+        return self.states.view(state)
+
+    async def resend(self, transfer_id: str, user: str) -> str:
+        """Send a sent transfer's source again, to the same recipient, for ``user``; the new id."""
+        state = resend_request(self.states.get(check_transfer_id(transfer_id)))
+        source = open_source(self.host.identity, state.source_sealed)
+        await check_source(source, self.allowed)
+        to_user = self.states.party(state.to_user)
+        if state.to_user and not to_user:
+            raise NodeUsageError("the recipient user of this transfer was erased here; send it anew")
+        return await self.send(source, state.peer, state.purpose, state.mode, user, to_user)
+
+    def stop_work(self, transfer_id: str) -> None:
+        task = self._tasks.get(transfer_id)
+        if task is not None:
+            task.cancel()
+
+    def withdraw(self, state: TransferState) -> None:
+        transfer_id = bytes.fromhex(state.transfer_id)
+        served = self.store.load_served(transfer_id)
+        self.server.abandon_transfer(transfer_id)  # 410 first, then nothing left to serve
+        for object_id in served[1] if served is not None else ():
+            self.store.delete(object_id)
+        self.store.delete_record(f"local-{state.transfer_id}")
+
+    def tell_sender(self, state: TransferState) -> None:
+        self.receiver.answer(state)
+
+    def save(self, state: TransferState) -> None:
+        self.states.save(state)
 
     # ----------------------------------------------------------------- views and records
 

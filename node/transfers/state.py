@@ -19,6 +19,14 @@ States, in order (``failed`` can follow any state that is not final, with ``deta
     sent:     preparing -> offered -> accepted (the recipient is fetching) -> delivered | refused
     received: fetching -> verifying -> complete
 
+A person may cancel a sent transfer before it is delivered (``preparing``, ``offered`` or
+``accepted`` -> ``cancelled``) and a received one while it is still ``fetching``; a transfer
+being verified is about to be recorded on the ledger either way, so it is not cancelled.
+
+A sent transfer keeps its source (``source_sealed``: the folder, ``dicomweb:`` or ``dimse:``
+reference, sealed to this node's own key, since a folder's name or a study UID may identify a
+patient) so that it can be sent again (:mod:`.cancelling`).
+
 :data:`TRANSFER_LIFECYCLE` is the table of legal moves and :meth:`TransferState.move` the one way
 a transfer changes state; files written before the table existed hold the same state names.
 """
@@ -53,22 +61,26 @@ class Phase(StrEnum):
     VERIFYING = "verifying"
     COMPLETE = "complete"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 TRANSFER_LIFECYCLE: Final = Lifecycle(
     "transfer",
     {
         # sent
-        Phase.PREPARING: frozenset({Phase.OFFERED, Phase.REFUSED, Phase.FAILED}),
-        Phase.OFFERED: frozenset({Phase.ACCEPTED, Phase.DELIVERED, Phase.REFUSED, Phase.FAILED}),
-        Phase.ACCEPTED: frozenset({Phase.DELIVERED, Phase.REFUSED, Phase.FAILED}),
+        Phase.PREPARING: frozenset({Phase.OFFERED, Phase.REFUSED, Phase.FAILED, Phase.CANCELLED}),
+        Phase.OFFERED: frozenset(
+            {Phase.ACCEPTED, Phase.DELIVERED, Phase.REFUSED, Phase.FAILED, Phase.CANCELLED}
+        ),
+        Phase.ACCEPTED: frozenset({Phase.DELIVERED, Phase.REFUSED, Phase.FAILED, Phase.CANCELLED}),
         Phase.DELIVERED: frozenset(),
         Phase.REFUSED: frozenset(),
         # received; a restart resumes a transfer that was verifying by verifying it again
-        Phase.FETCHING: frozenset({Phase.VERIFYING, Phase.FAILED}),
+        Phase.FETCHING: frozenset({Phase.VERIFYING, Phase.FAILED, Phase.CANCELLED}),
         Phase.VERIFYING: frozenset({Phase.VERIFYING, Phase.COMPLETE, Phase.FAILED}),
         Phase.COMPLETE: frozenset(),
         Phase.FAILED: frozenset(),
+        Phase.CANCELLED: frozenset(),
     },
 )
 
@@ -106,6 +118,7 @@ class TransferState:
     user: str = ""  # who sent; on a received transfer, empty
     to_user: str = ""  # the recipient user the sender named, if any
     fault: str = ""  # when failed: whose fault, as jobs.fault_of says ("caller": the node refused)
+    source_sealed: str = ""  # sent: the source, sealed to our own key (base64), to send it again
 
     def __post_init__(self) -> None:
         self.state = Phase(self.state)  # a name from a file or a caller: refused if unknown
@@ -122,9 +135,12 @@ class TransferState:
         return TRANSFER_LIFECYCLE.final(self.state)
 
     def view(self) -> dict[str, Any]:
-        """Everything but the capability token, users as stored (:meth:`TransferStates.view` names them)."""
+        """Everything but the capability token and the source, users as stored.
+
+        :meth:`TransferStates.view` names the users.
+        """
         value = dataclasses.asdict(self)
-        del value["capability"]
+        del value["capability"], value["source_sealed"]
         return value
 
 

@@ -23,7 +23,10 @@ export function el(tag, attrs = {}, ...children) {
 
 /** A time (ms since the epoch) in the browser's time zone. */
 export function time(ms) {
-  return ms ? TIME.format(new Date(ms)) : "";
+  if (!ms) return "";
+  const date = new Date(ms);
+  // Beyond what a Date holds (a token that never expires is stored as 2**63 - 1): say so, not throw.
+  return Number.isNaN(date.getTime()) ? "never" : TIME.format(date);
 }
 
 /** A byte count for people. */
@@ -100,7 +103,10 @@ const PAGES = [
   ["inbox.html", "Inbox and outbox", "clinician"],
   ["send.html", "Send a study", "clinician"],
   ["overview.html", "Overview", "operator"],
+  ["explorer.html", "Ledger", "operator"],
+  ["users.html", "Users", "operator"],
   ["audit.html", "Audit", "auditor"],
+  ["tokens.html", "Tokens", null],
 ];
 
 /** The signed-in session (redirects to sign-in without one), and the page's header. */

@@ -77,7 +77,7 @@ function follow(id) {
       if (total) { bar.max = total; bar.value = done; }
       line.textContent = `${t.peer}: ${outcome(t)} ${text ? `(${text}, ${bytes(t.study_bytes)})` : ""}`;
       line.className = `state state-${t.state}`;
-      if (["delivered", "refused", "failed"].includes(t.state)) return;
+      if (["delivered", "refused", "failed", "cancelled"].includes(t.state)) return;
     } catch (error) {
       line.textContent = error.message;
     }

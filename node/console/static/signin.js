@@ -1,5 +1,6 @@
 // Sign-in: name and password, then a TOTP or recovery code, or a passkey (WebAuthn).
 import { home, say } from "./app.js";
+import { usePasskey } from "./webauthn.js";
 
 const passwordStep = document.getElementById("password-step");
 const codeStep = document.getElementById("code-step");
@@ -53,29 +54,11 @@ codeStep.addEventListener("submit", async (event) => {
   }
 });
 
-// WebAuthn: the node's options carry base64url fields; the browser API wants bytes.
-const fromB64 = (text) => Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-const toB64 = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
 document.getElementById("passkey").addEventListener("click", async () => {
   say("");
   try {
     const options = await post("/session/passkey/options", {});
-    const publicKey = {
-      ...options,
-      challenge: fromB64(options.challenge),
-      allowCredentials: (options.allowCredentials || []).map((c) => ({ ...c, id: fromB64(c.id) })),
-    };
-    const credential = await navigator.credentials.get({ publicKey });
-    const r = credential.response;
-    const answer = {
-      id: credential.id, rawId: toB64(credential.rawId), type: credential.type,
-      response: {
-        authenticatorData: toB64(r.authenticatorData), clientDataJSON: toB64(r.clientDataJSON),
-        signature: toB64(r.signature), userHandle: r.userHandle ? toB64(r.userHandle) : null,
-      },
-      clientExtensionResults: {},
-    };
+    const answer = await usePasskey(options);
     const session = await post("/session/passkey", { credential: JSON.stringify(answer) });
     next(session.roles);
   } catch (error) {

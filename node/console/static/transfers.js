@@ -10,7 +10,7 @@ export function progress(t) {
 
 /** What the state cell says: the state, and why a transfer failed or was refused. */
 export function outcome(t) {
-  return t.detail && (t.state === "failed" || t.state === "refused") ? `${t.state}: ${t.detail}` : t.state;
+  return t.detail && ["failed", "refused", "cancelled"].includes(t.state) ? `${t.state}: ${t.detail}` : t.state;
 }
 
 async function openStudy(t, target) {
@@ -43,12 +43,44 @@ async function exportStudy(t) {
   }
 }
 
+async function cancel(t) {
+  const what = t.direction === "in" ? "Stop fetching this study? What was fetched is deleted and the sender is told."
+    : "Cancel this transfer? The recipient can no longer fetch it (unless it already has all of it).";
+  if (!window.confirm(what)) return;
+  say("");
+  try {
+    await api("POST", `/transfers/${t.transfer_id}/cancel`);
+    say("Transfer cancelled.", "ok");
+  } catch (error) {
+    say(`Not cancelled: ${error.message}`);
+  }
+}
+
+async function resend(t) {
+  say("");
+  try {
+    const { transfer_id } = await api("POST", `/transfers/${t.transfer_id}/resend`);
+    say(`Sent again to ${t.peer}: a new transfer (${transfer_id.slice(0, 8)}) in the outbox.`, "ok");
+  } catch (error) {
+    say(`Not sent again: ${error.message}`);
+  }
+}
+
+const SENDING = ["preparing", "offered", "accepted"];
+const SENT_ENDED = ["delivered", "refused", "failed", "cancelled"];
+
 function actions(t, opened) {
-  const links = [el("a", { href: `history.html?transfer=${t.transfer_id}`, "aria-label": `History of transfer ${t.transfer_id.slice(0, 8)}` }, "History")];
+  const short = t.transfer_id.slice(0, 8);
+  const links = [el("a", { href: `history.html?transfer=${t.transfer_id}`, "aria-label": `History of transfer ${short}` }, "History")];
+  const button = (text, cls, onclick) => el("button", { type: "button", class: cls, onclick, "aria-label": `${text} transfer ${short}` }, text);
   if (t.direction === "in" && t.state === "complete") {
     links.push(" ", el("button", { type: "button", class: "open", onclick: () => openStudy(t, opened) }, "Open"));
     links.push(" ", el("button", { type: "button", class: "secondary export", onclick: () => exportStudy(t) }, "Export"));
   }
+  if ((t.direction === "out" && SENDING.includes(t.state)) || (t.direction === "in" && t.state === "fetching")) {
+    links.push(" ", button("Cancel", "secondary cancel", () => cancel(t)));
+  }
+  if (t.direction === "out" && SENT_ENDED.includes(t.state)) links.push(" ", button("Resend", "secondary resend", () => resend(t)));
   return links;
 }
 
