@@ -20,14 +20,17 @@ pydicom-data (``MR2_UNCR.dcm``, 1024x1024, 16 bit, never lossy-compressed).  Bot
 
 Chromium (Debian's, through Playwright) opens each study in a fresh browser context (empty
 cache, the session cookie only); "first image" is ``performance.now()`` of the page (zero at
-navigation start) when a viewport canvas first has over 5 % lit pixels, polled every animation
-frame (tests/node/viewing/test_browser.py's test, sampling every 4th pixel so the check does not
-slow the page it watches).  In the same context the other study is then opened with the app
-already in the browser's cache: the warm figure.  Sides and study orders are interleaved so
-load on the shared machine falls on both.  Before the measured rounds, every frame of each study
-is fetched once from each side, unmeasured (the node's first open restores the study from its
-encrypted store, Orthanc's reads its files from disk; both then answer from their caches, as
-on a viewer in use).
+navigation start) when a viewport canvas first has over 5 % lit pixels (the check of
+tests/node/viewing/test_browser.py, on every 4th pixel), polled every 100 ms: a figure may be up
+to 100 ms late (50 on average), on both sides alike.  Polling every animation frame instead
+slowed what it watched (reading a canvas back from the software renderer 60 times a second
+takes the main thread the page draws with): in one comparison, four contexts each on a loaded
+machine, the median warm figure was 3.5 s polling every frame against 3.1 s every 250 ms.
+In the same context the other study is then opened with the app already in the browser's
+cache: the warm figure.  Sides and study orders are interleaved so that load on the shared
+machine falls on both.  Before the measured rounds, every frame of each study is fetched once
+from each side, unmeasured (the node's first open restores the study from its encrypted store,
+Orthanc reads its files from disk; both then answer from their caches, as on a viewer in use).
 
 Figures (medians over --contexts fresh contexts each; 5, --quick 1):
 
@@ -97,6 +100,7 @@ ORTHANC_PLUGINS = [p for p in ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/p
 MR_FILE = "MR2_UNCR.dcm"
 SETTLE_S = 5.0  # as bench_transfer.py: let each node's start-up work finish before timing
 IMAGE_TIMEOUT_MS = 60_000
+POLL_MS = 100  # how often the page is checked for an image (see the module docstring)
 GOALS = {"first_image_ratio": 1.0, "warm_first_image_ms": 1500.0, "first_image_while_transferring_s": 5.0}
 
 # When a viewport canvas first shows an image: performance.now() (ms since navigation start), else
@@ -345,8 +349,19 @@ def first_image_ms(page: Any, url: str) -> tuple[float, float]:
     """Open ``url`` in ``page``; ms from navigation start until the viewport shows an image, and
     until the app's page was loaded (DOMContentLoaded: its scripts fetched and run), for the report."""
     page.goto(url, wait_until="commit")
-    shown = page.wait_for_function(FIRST_IMAGE_JS, polling="raf", timeout=IMAGE_TIMEOUT_MS)
+    shown = wait_for_image(page, url)
     return float(shown.json_value()), float(page.evaluate(APP_LOADED_JS))
+
+
+def wait_for_image(page: Any, url: str) -> Any:
+    """Until ``page`` shows an image (its ``performance.now()`` then, as a JS handle)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        return page.wait_for_function(FIRST_IMAGE_JS, polling=POLL_MS, timeout=IMAGE_TIMEOUT_MS)
+    except PlaywrightTimeout:
+        seconds = IMAGE_TIMEOUT_MS / 1000
+        raise SystemExit(f"no image in the viewport {seconds:.0f} s after opening {url}") from None
 
 
 @dataclass
@@ -482,8 +497,9 @@ def while_transferring(
                     raise SystemExit("the study never showed at the recipient")
                 time.sleep(0.1)
             visible_s = time.monotonic() - started
-            page.goto(f"{side.origin}/ohif/viewer?StudyInstanceUIDs={study_uid}", wait_until="commit")
-            page.wait_for_function(FIRST_IMAGE_JS, polling="raf", timeout=IMAGE_TIMEOUT_MS)
+            viewer = f"{side.origin}/ohif/viewer?StudyInstanceUIDs={study_uid}"
+            page.goto(viewer, wait_until="commit")
+            wait_for_image(page, viewer)
             shown_s = time.monotonic() - started
             say(f"  study listed after {visible_s:.1f} s, first image after {shown_s:.1f} s")
             wait_received(sender, recipient, transfer_id)
