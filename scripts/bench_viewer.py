@@ -10,7 +10,8 @@ pydicom-data (``MR2_UNCR.dcm``, 1024x1024, 16 bit, never lossy-compressed).  Bot
 - the node: a devnet of three validators runs as separate processes; hospital-a sends each
   study to hospital-c (loopback); a clinician of hospital-c, enrolled with a TOTP second factor
   and signed in through the node's own sign-in routes, opens them in the OHIF app the node
-  serves under ``/ohif/`` (its gate checks the session cookie on every DICOMweb request);
+  serves under ``/ohif/`` (its gate checks the session cookie on every DICOMweb request; the
+  script first checks that a request without the cookie is refused with 401);
 - Orthanc (Debian's orthanc + orthanc-dicomweb), the baseline: the same OHIF build, served by
   this script's own aiohttp app with the same ``OhifApp`` class (same files, same gzip, same
   cache headers), its ``/dicom-web`` a same-origin reverse proxy to Orthanc's DICOMweb root.
@@ -49,6 +50,10 @@ Figures (medians over --contexts fresh contexts each; 5, --quick 1):
   study_visible_s       of that: until hospital-b's QIDO first lists the study
   transfer_s            until hospital-b holds the whole study, verified
   goals_met             each goal, true or false
+  while_transferring_error
+                        only if that send ended without the study arriving whole (the three
+                        while-transferring figures are then null and the exit status 1; the
+                        other figures still stand)
 
 Progress goes to stderr; the last stdout line is one JSON object.  --quick runs in under two minutes.
 """
@@ -65,6 +70,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,6 +139,10 @@ def say(text: str) -> None:
 
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
+
+
+def rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)
 
 
 # ------------------------------------------------------------------------------------ studies
@@ -384,6 +394,21 @@ def _get(url: str, cookie: str, accept: str) -> bytes:
         return bytes(response.read())
 
 
+def require_gate(side: Side, study: Study) -> None:
+    """Stop unless ``side`` refuses the study's DICOMweb to a caller without its session cookie.
+
+    The node side's figures are meant to include its gate; a node that let the request through
+    unsigned would be measured without it.
+    """
+    try:
+        _get(f"{side.origin}/dicom-web/studies/{study.uid}/series", "", "application/dicom+json")
+    except urllib.error.HTTPError as refused:
+        if refused.code == 401:
+            return
+        raise SystemExit(f"the node answered an unsigned request with {refused.code}, not 401") from None
+    raise SystemExit("the node served DICOMweb without a session: its gate is not in the measured path")
+
+
 def warm_server(side: Side, study: Study) -> int:
     """Fetch what the viewer asks for (series, metadata, every frame) once, unmeasured; the frames.
 
@@ -436,6 +461,13 @@ def measure_sides(browser: Browser, sides: list[Side], studies: list[Study], con
 # ------------------------------------------------------------------------------------ node side
 
 
+ENDED = ("failed", "refused")  # states a transfer does not leave: waiting longer is pointless
+
+
+class TransferEnded(Exception):
+    """A transfer ended without reaching the recipient whole (or the study never showed there)."""
+
+
 def wait_received(sender: Member, recipient: Member, transfer_id: str, timeout_s: float = 600) -> None:
     """Until ``recipient`` holds the transfer complete (raises if it failed)."""
     deadline = time.monotonic() + timeout_s
@@ -443,13 +475,13 @@ def wait_received(sender: Member, recipient: Member, transfer_id: str, timeout_s
         status, held = api(recipient, "GET", f"/transfers/{transfer_id}")
         if status == 200 and held["state"] == "complete":
             return
-        if status == 200 and held["state"] == "failed":
-            raise SystemExit(f"transfer failed at the recipient: {held.get('detail')}")
+        if status == 200 and held["state"] in ENDED:
+            raise TransferEnded(f"transfer {held['state']} at the recipient: {held.get('detail')}")
         _, sent = api(sender, "GET", f"/transfers/{transfer_id}")
-        if sent.get("state") == "failed":
-            raise SystemExit(f"transfer failed at the sender: {sent.get('detail')}")
+        if sent.get("state") in ENDED:
+            raise TransferEnded(f"transfer {sent['state']} at the sender: {sent.get('detail')}")
         time.sleep(0.1)
-    raise SystemExit(f"transfer {transfer_id} not complete after {timeout_s:.0f} s")
+    raise TransferEnded(f"transfer {transfer_id} not complete after {timeout_s:.0f} s")
 
 
 def send_over_loopback(sender: Member, recipient: Member, study: Study) -> None:
@@ -458,7 +490,10 @@ def send_over_loopback(sender: Member, recipient: Member, study: Study) -> None:
     status, answer = api(sender, "POST", "/transfers", body)
     if status != 202:
         raise SystemExit(f"send refused: {answer}")
-    wait_received(sender, recipient, answer["transfer_id"])
+    try:
+        wait_received(sender, recipient, answer["transfer_id"])
+    except TransferEnded as ended:
+        raise SystemExit(str(ended)) from None
 
 
 def visible(session: SessionClient, study_uid: str) -> bool:
@@ -494,8 +529,13 @@ def while_transferring(
                 raise SystemExit(f"mftp-node send did not start the transfer: {line.strip()!r}")
             transfer_id = line.split()[1]
             while not visible(session, study_uid):
-                if time.monotonic() - started > 600:
-                    raise SystemExit("the study never showed at the recipient")
+                # A send that ended (refused, failed) before the study showed never will show it.
+                if process.poll() is not None or time.monotonic() - started > 600:
+                    _, sent = api(sender, "GET", f"/transfers/{transfer_id}")
+                    raise TransferEnded(
+                        f"the study never showed at the recipient: the transfer is {sent.get('state')} "
+                        f"at the sender ({sent.get('detail')}), mftp-node send exited {process.poll()}"
+                    )
                 time.sleep(0.1)
             visible_s = time.monotonic() - started
             viewer = f"{side.origin}/ohif/viewer?StudyInstanceUIDs={study_uid}"
@@ -578,6 +618,8 @@ def main() -> int:
             # A clinician at each recipient, enrolled with TOTP; its signed-in session's cookie.
             _, at_c = enrol(c, "dr.viewer")
             _, at_b = enrol(b, "dr.viewer")
+            for study in studies:
+                require_gate(Side("node", c.api_url), study)
             baseline = OrthancSide(orthanc_url)
             sides = [
                 Side("node", c.api_url, session_cookies(c.api_url, at_c)),
@@ -587,7 +629,13 @@ def main() -> int:
             say(f"first images: {contexts} fresh contexts per figure, node and Orthanc interleaved")
             timings = measure_sides(browser, sides, studies, contexts)
             say(f"while transferring: mftp-node send of {big_bytes / 1e6:.0f} MB, {a.name} -> {b.name}")
-            link = while_transferring(browser, a, b, big, at_b)
+            try:
+                link: dict[str, float | None] = dict(while_transferring(browser, a, b, big, at_b))
+                link_error = ""
+            except TransferEnded as ended:
+                # The figures measured so far still count; the JSON says what broke, the exit code too.
+                say(f"  while transferring: {ended}")
+                link, link_error = {"visible_s": None, "shown_s": None, "transfer_s": None}, str(ended)
             crossed = proxy.proxy.bytes_forwarded
         finally:
             if browser is not None:
@@ -606,9 +654,9 @@ def main() -> int:
         "warm_first_image_ms": max(warm_ms[f"node_{s.name}"] for s in studies),
         "warm_first_image_ms_by": warm_ms,
         "app_loaded_ms": {name: median(values) for name, values in sorted(timings.app_loaded.items())},
-        "first_image_while_transferring_s": round(link["shown_s"], 2),
-        "study_visible_s": round(link["visible_s"], 2),
-        "transfer_s": round(link["transfer_s"], 2),
+        "first_image_while_transferring_s": rounded(link["shown_s"]),
+        "study_visible_s": rounded(link["visible_s"]),
+        "transfer_s": rounded(link["transfer_s"]),
         "link_study_mb": round(big_bytes / 1e6, 1),
         "link_mb_crossed": round(crossed / 1e6, 1),
         "link_mbit_per_s": args.mbit,
@@ -618,9 +666,13 @@ def main() -> int:
         # The two cores are shared: absolute times swing with the load; the ratio is interleaved.
         "load_average_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
-    figures["goals_met"] = {name: figures[name] <= goal for name, goal in GOALS.items()}
+    if link_error:
+        figures["while_transferring_error"] = link_error
+    figures["goals_met"] = {
+        name: figures[name] is not None and figures[name] <= goal for name, goal in GOALS.items()
+    }
     print(json.dumps(figures))
-    return 0
+    return 1 if link_error else 0
 
 
 if __name__ == "__main__":
