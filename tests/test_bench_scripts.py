@@ -62,3 +62,33 @@ def test_bench_consensus_real_processes_prints_its_figures() -> None:
     figures = _last_json("scripts/bench_consensus.py", "--seconds", "1")
     named = {"committed_records_per_s", "latency_p50_ms", "latency_p99_ms", "audit_lag_blocks"}
     assert named <= set(figures) and figures["records_committed"] > 0
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_viewer_prints_its_figures() -> None:
+    """Devnet, Orthanc and chromium at the smallest size (about a minute)."""
+    import shutil
+
+    from mftp.node.viewing.ohif import default_dist
+
+    installed = (
+        shutil.which("chromium") and shutil.which("Orthanc") and (default_dist() / "index.html").is_file()
+    )
+    if not installed:
+        pytest.fail("needs chromium, orthanc and the OHIF viewer: run `make system-deps viewer`")
+    figures = _last_json(
+        "scripts/bench_viewer.py", "--contexts", "1", "--slices", "10", "--mb", "10", timeout_s=360
+    )
+    cold = figures["first_image_ms"]
+    assert set(cold) == {"node_ct", "node_mr", "orthanc_ct", "orthanc_mr"}
+    assert all(ms > 0 for ms in cold.values()) and figures["warm_first_image_ms"] > 0
+    assert figures["first_image_ratio"] == max(figures["first_image_ratio_by_study"].values())
+    # The study is listed before its first image shows, and both come from a real send.
+    assert 0 < figures["study_visible_s"] <= figures["first_image_while_transferring_s"]
+    assert figures["transfer_s"] > 0 and figures["link_mb_crossed"] > 0
+    assert set(figures["goals_met"]) == {
+        "first_image_ratio", "warm_first_image_ms", "first_image_while_transferring_s"
+    }  # fmt: skip
+    assert all(isinstance(met, bool) for met in figures["goals_met"].values())
