@@ -314,7 +314,7 @@ class Side:
 
     name: str
     origin: str
-    cookies: list[dict[str, Any]] = field(default_factory=list)
+    cookies: list[Any] = field(default_factory=list)  # Playwright's SetCookieParam
 
     def viewer(self, study: Study) -> str:
         """The viewer's URL of ``study`` (the node's own path, process.VIEWER_URL)."""
