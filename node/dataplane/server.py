@@ -267,10 +267,14 @@ class DataPlaneServer:
             if header != {"transfer_id": manifest.transfer_id, "sender": manifest.sender,
                           "recipient": manifest.recipient}:  # fmt: skip
                 raise NodeUsageError("sealed manifest is not this manifest's")
-            self.store.put_record(_sealed_record(manifest.transfer_id), sealed_manifest)
+        # What may be fetched first, then the manifest that names it: a recipient reading the new
+        # (streaming) manifest must find every object it lists already servable.  This runs in a
+        # worker thread beside the handlers.
         self.store.save_served(manifest)
         served = (manifest.sha256, frozenset(o.object_id for o in manifest.objects))
         self._remember(manifest.transfer_id, served)
+        if sealed_manifest is not None:
+            self.store.put_record(_sealed_record(manifest.transfer_id), sealed_manifest)
 
     def abandon_transfer(self, transfer_id: bytes) -> None:
         """Stop serving a transfer its sender gave up (persisted): requests for it get ``410``.
@@ -301,6 +305,8 @@ class DataPlaneServer:
             return self._served[transfer_id]
         # Only capabilities this node signed get here, so unknown ids cannot flood the cache.
         served = await asyncio.to_thread(self.store.load_served, transfer_id)
+        if transfer_id in self._served:  # registered (or abandoned) while we read: that is newer
+            return self._served[transfer_id]
         self._remember(transfer_id, served)
         return served
 

@@ -298,3 +298,40 @@ async def test_a_streaming_capability_follows_the_served_manifest_until_abandone
             assert info.value.status == 410
         status, _, _ = await _get(server, streaming, transfer.manifest.objects[0])
         assert status == 410
+
+
+async def test_a_lookup_keeps_a_transfer_registered_while_it_read_the_disk(tmp_path: Path) -> None:
+    """A fetch that finds nothing on disk must not cache "unknown" over a registration made meanwhile.
+
+    The sender registers each growing manifest of a streaming send from a worker thread while the
+    handlers look transfers up; a stale "not served" answer, cached last, refused every later
+    fetch of that transfer with 403 unknown-transfer (seen as 1 send in 4 over a slow link).
+    """
+    transfer = make_transfer(tmp_path, large=1, large_bytes=300_000, small=1, chunk_bytes=256 * 1024)
+    server = DataPlaneServer(transfer.sender_store, SENDER)
+    store = transfer.sender_store
+    reading = store.load_served
+
+    def slow_read(transfer_id: bytes) -> Any:
+        found = reading(transfer_id)  # nothing yet...
+        server.register_transfer(transfer.manifest)  # ...and the sender registers it now
+        return found
+
+    store.load_served = slow_read  # type: ignore[method-assign]
+    served = await server._lookup(transfer.manifest.transfer_id)
+    assert served is not None and served[0] == transfer.manifest.sha256
+    store.load_served = reading  # type: ignore[method-assign]
+    assert await server._lookup(transfer.manifest.transfer_id) == served
+
+
+def test_a_streaming_manifest_is_published_after_its_objects_are_servable(tmp_path: Path) -> None:
+    """A recipient that reads the sealed manifest finds every object it names already servable."""
+    transfer = make_transfer(tmp_path, large=1, large_bytes=300_000, small=1, chunk_bytes=256 * 1024)
+    server = DataPlaneServer(transfer.sender_store, SENDER)
+    order: list[str] = []
+    store = transfer.sender_store
+    put, save = store.put_record, store.save_served
+    store.put_record = lambda key, value: (order.append(key.split("-")[0]), put(key, value))[1]  # type: ignore[method-assign]
+    store.save_served = lambda manifest: (order.append("served"), save(manifest))[1]  # type: ignore[method-assign]
+    server.register_transfer(transfer.manifest, seal_manifest(transfer.manifest, SENDER))
+    assert order.index("served") < max(i for i, k in enumerate(order) if k != "served")
