@@ -47,8 +47,6 @@ from . import models
 from .auth import Gate, Handler, client_address, principal_of
 from .server import read_model
 
-MAX_TOKEN_TTL_S: Final = 366 * 24 * 3600
-DEFAULT_TOKEN_TTL_S: Final = 90 * 24 * 3600
 MAX_EVENTS: Final = 10_000
 
 
