@@ -28,7 +28,7 @@ from mftp.node.devnet.client import (
     submit,
     wait_until,
 )
-from mftp.node.devnet.consortium import Member, NodeProcess, wait_for_height
+from mftp.node.devnet.consortium import Member, NodeProcess, stop_all, wait_for_height
 from mftp.node.devnet.newcomer import add_newcomer
 from mftp.node.p2p.network import peer_id_from_sign_key
 
@@ -41,7 +41,17 @@ def devnet(tmp_path: Path) -> Iterator[list[NodeProcess]]:
         yield processes
 
 
-def _newcomer(tmp_path: Path, name: str, role: str, bootstrap: Member) -> NodeProcess:
+@pytest.fixture
+def newcomers() -> Iterator[list[NodeProcess]]:
+    """The processes of newcomers (outside the devnet's own): stopped however the test ends."""
+    started: list[NodeProcess] = []
+    yield started
+    stop_all(started)
+
+
+def _newcomer(
+    tmp_path: Path, name: str, role: str, bootstrap: Member, started: list[NodeProcess]
+) -> NodeProcess:
     member = add_newcomer(
         tmp_path / "devnet",
         name,
@@ -51,6 +61,7 @@ def _newcomer(tmp_path: Path, name: str, role: str, bootstrap: Member) -> NodePr
         consensus=dict(TEST_CONSENSUS),
     )
     process = NodeProcess(member)
+    started.append(process)
     process.start()
     process.wait_ready()
     return process
@@ -125,12 +136,14 @@ class Flow:
         self.thread.join(10)
 
 
-def test_admit_a_validator_remove_one_admit_an_audit_node(tmp_path: Path, devnet: list[NodeProcess]) -> None:
+def test_admit_a_validator_remove_one_admit_an_audit_node(
+    tmp_path: Path, devnet: list[NodeProcess], newcomers: list[NodeProcess]
+) -> None:
     a, b, c, d, auditor = devnet
     processes = list(devnet)
     with Flow([a.member, b.member]) as flow:
         # 1. A fifth validator, its config naming only a's address.
-        e = _newcomer(tmp_path, "hospital-e", "validator", a.member)
+        e = _newcomer(tmp_path, "hospital-e", "validator", a.member, newcomers)
         processes.append(e)
         proposal = _admit(a.member, [a.member, b.member, c.member], e.member)
         wait_until(lambda: "hospital-e" in _validators(a.member), 60, "hospital-e a validator")
@@ -152,7 +165,7 @@ def test_admit_a_validator_remove_one_admit_an_audit_node(tmp_path: Path, devnet
         processes.remove(d)
 
         # 3. A new audit node.
-        f = _newcomer(tmp_path, "regulator-2", "audit", b.member)
+        f = _newcomer(tmp_path, "regulator-2", "audit", b.member, newcomers)
         processes.append(f)
         _admit(b.member, [a.member, b.member, c.member], f.member)
         wait_until(lambda: "regulator-2" in _names(a.member, "audit"), 60, "regulator-2 an audit node")
