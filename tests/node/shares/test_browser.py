@@ -22,6 +22,7 @@ from typing import Any
 import pydicom
 import pytest
 from aiohttp import web
+from playwright.sync_api import sync_playwright
 
 from mftp.node.people.sessions import Principal
 from tests.share_world import World, clinician, share_app, study_files
@@ -31,9 +32,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "images" / "share-patient.png"
 A = "aa" * 16
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
 if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+    pytest.fail("Debian's chromium is not installed: run `make system-deps`", pytrace=False)
 
 
 class Server:
@@ -93,7 +93,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield chromium
         chromium.close()

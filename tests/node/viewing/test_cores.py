@@ -186,8 +186,9 @@ def test_app_config_has_one_data_source_the_node() -> None:
     assert "http" not in config.replace("window.location", "")  # no other server named
 
 
-@pytest.mark.skipif(not (default_dist() / "index.html").is_file(), reason="run `make viewer`")
 async def test_ohif_files_cached_compressed_and_contained(tmp_path: Path) -> None:
+    if not (default_dist() / "index.html").is_file():
+        pytest.fail("the OHIF viewer is not installed: run `make viewer`")
     node = Node(tmp_path)
     app = viewing_app(node, ohif=OhifApp(default_dist()))
     async with TestClient(TestServer(app)) as client:
