@@ -311,13 +311,13 @@ class ShareApi:
         text, kind = files[name]
         return web.Response(text=text, content_type=kind, headers=SECURITY_HEADERS)
 
-    @public()
-    @patient_page
-    async def page(self, request: web.Request) -> web.Response:
-        """The code form, or the studies once this link's session is open."""
-        token = request.match_info["token"]
+    def _open_share(
+        self, request: web.Request, token: str, asking: str = "", status: int = 200
+    ) -> Share | web.Response:
+        """The share this request's session opened, or the page to answer instead: the code form
+        (``asking``, ``status``) for a live link without a session, the plain 404 page otherwise."""
         try:
-            share = self.service.session(request.cookies.get(COOKIE_NAME), token)
+            return self.service.session(request.cookies.get(COOKIE_NAME), token)
         except ShareUnavailable:
             return _patient_html(unavailable_page(), 404)
         except ShareSessionRefused:
@@ -325,7 +325,16 @@ class ShareApi:
                 self.service.find(token)
             except ShareUnavailable:
                 return _patient_html(unavailable_page(), 404)
-            return _patient_html(code_page(f"/share/{token}"))
+            return _patient_html(code_page(f"/share/{token}", asking), status)
+
+    @public()
+    @patient_page
+    async def page(self, request: web.Request) -> web.Response:
+        """The code form, or the studies once this link's session is open."""
+        token = request.match_info["token"]
+        share = self._open_share(request, token)
+        if isinstance(share, web.Response):
+            return share
         entries = await self.service.seen(share)
         return _patient_html(
             study_page(
@@ -372,16 +381,9 @@ class ShareApi:
     async def download(self, request: web.Request) -> web.StreamResponse:
         """The ZIP of the shared studies, streamed as it is made."""
         token = request.match_info["token"]
-        try:
-            share = self.service.session(request.cookies.get(COOKIE_NAME), token)
-        except ShareUnavailable:
-            return _patient_html(unavailable_page(), 404)
-        except ShareSessionRefused:
-            try:
-                self.service.find(token)
-            except ShareUnavailable:
-                return _patient_html(unavailable_page(), 404)
-            return _patient_html(code_page(f"/share/{token}", "Enter your code first."), 401)
+        share = self._open_share(request, token, "Enter your code first.", 401)
+        if isinstance(share, web.Response):
+            return share
         if not share.terms.download:
             return _patient_html(unavailable_page(), 403)
         chunks = await self.service.download(share)
