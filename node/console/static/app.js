@@ -134,6 +134,19 @@ export async function signOut() {
 }
 
 /** The landing page for a role set. */
+// A step of signing in or enrolling (before a session exists): JSON in and out, with the CSRF
+// token the first step answered; a refusal throws the node's message.
+export async function postStep(path, body, csrf = "") {
+  const answer = await fetch(path, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: JSON.stringify(body),
+  });
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) throw new Error(data.error || `HTTP ${answer.status}`);
+  return data;
+}
+
 export function home(roles) {
   if (roles.includes("clinician")) return "inbox.html";
   if (roles.includes("operator")) return "overview.html";

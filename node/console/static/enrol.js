@@ -1,17 +1,8 @@
 // Enrolment from the operator's one-time code: password, the authenticator's QR, recovery codes once.
-import { el, home, say } from "./app.js";
+import { el, home, postStep, say } from "./app.js";
 
 let csrf = "";
-async function post(path, body) {
-  const answer = await fetch(path, {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-    body: JSON.stringify(body),
-  });
-  const data = await answer.json().catch(() => ({}));
-  if (!answer.ok) throw new Error(data.error || `HTTP ${answer.status}`);
-  return data;
-}
+const post = (path, body) => postStep(path, body, csrf);
 
 document.getElementById("start").addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -1,21 +1,12 @@
 // Sign-in: name and password, then a TOTP or recovery code, or a passkey (WebAuthn).
-import { home, say } from "./app.js";
+import { home, postStep, say } from "./app.js";
 import { usePasskey } from "./webauthn.js";
 
 const passwordStep = document.getElementById("password-step");
 const codeStep = document.getElementById("code-step");
 let csrf = "";
 
-async function post(path, body) {
-  const answer = await fetch(path, {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-    body: JSON.stringify(body),
-  });
-  const data = await answer.json().catch(() => ({}));
-  if (!answer.ok) throw new Error(data.error || `HTTP ${answer.status}`);
-  return data;
-}
+const post = (path, body) => postStep(path, body, csrf);
 
 function next(roles) {
   const wanted = new URLSearchParams(location.search).get("next") || "";
