@@ -22,12 +22,15 @@ pydicom-data (``MR2_UNCR.dcm``, 1024x1024, 16 bit, never lossy-compressed).  Bot
 
 Chromium (Debian's, through Playwright) opens each study in a fresh browser context (empty
 cache, the session cookie only); "first image" is ``performance.now()`` of the page (zero at
-navigation start) when a viewport canvas first has over 5 % lit pixels (the check of
-tests/node/viewing/test_browser.py, on every 4th pixel), polled every 100 ms: a figure may be up
-to 100 ms late (50 on average), on both sides alike.  Polling every animation frame instead
-slowed what it watched (reading a canvas back from the software renderer 60 times a second
-takes the main thread the page draws with): in one comparison, four contexts each on a loaded
-machine, the median warm figure was 3.5 s polling every frame against 3.1 s every 250 ms.
+navigation start) at the viewer's render that first leaves a viewport canvas with over 5 % lit
+pixels (the check of tests/node/viewing/test_browser.py, on every 4th pixel).  The page notes the
+time of each render (cornerstone's ``CORNERSTONE_IMAGE_RENDERED`` event, heard in the capture
+phase) and a check polled every 100 ms reads the canvas back only when something was drawn since
+its last look, and dates a lit canvas by the render that drew it.  Reading the canvas on every
+poll, as an earlier version did, starved what it watched: a readback of a software-rendered
+canvas takes the page's main thread about 120 ms (a trace counted 843 ms in 7 reads during one
+warm opening), and polls late behind the page's own work dated images up to 600 ms late.
+A viewer that never sends the event is still read once a second, dated by the read.
 In the same context the other study is then opened with the app already in the browser's
 cache: the warm figure.  Sides and study orders are interleaved so that load on the shared
 machine falls on both.  Before the measured rounds, every frame of each study is fetched once
@@ -110,11 +113,32 @@ IMAGE_TIMEOUT_MS = 60_000
 POLL_MS = 100  # how often the page is checked for an image (see the module docstring)
 GOALS = {"first_image_ratio": 1.0, "warm_first_image_ms": 1500.0, "first_image_while_transferring_s": 5.0}
 
-# When a viewport canvas first shows an image: performance.now() (ms since navigation start), else
-# false so that wait_for_function polls again.  The lit share as tests/node/viewing/test_browser.py
-# measures it (over 5 % of a canvas brighter than 30), on every 4th pixel: the same share within
-# the noise, at a quarter of the cost on the page's main thread, which also draws the image.
+# Installed in every page before the viewer's own scripts: the time of the latest render.
+RENDER_WATCH_JS = """
+window.__mftpFirstImage = {drawn: null, checked: null, shown: null, readAt: 0};
+document.addEventListener('CORNERSTONE_IMAGE_RENDERED', () => {
+  window.__mftpFirstImage.drawn = performance.now();
+}, true);
+"""
+
+# When a viewport canvas first shows an image: the time of the render that drew it (ms since
+# navigation start), else false so that wait_for_function polls again.  The lit share as
+# tests/node/viewing/test_browser.py measures it (over 5 % of a canvas brighter than 30), on every
+# 4th pixel.  The canvas is read only after a render it has not seen (see the module docstring).
 FIRST_IMAGE_JS = """() => {
+    const watch = window.__mftpFirstImage;
+    if (!watch) return false;
+    if (watch.shown !== null) return watch.shown;
+    const now = performance.now();
+    let drawn = watch.drawn;
+    if (drawn === null) {
+      if (now - watch.readAt < 1000) return false;
+      drawn = now;  // no render event from this viewer: read once a second, dated by the read
+    } else if (drawn === watch.checked) {
+      return false;
+    }
+    watch.checked = drawn;
+    watch.readAt = now;
     for (const c of document.querySelectorAll('canvas.cornerstone-canvas')) {
       if (!c.width || !c.height) continue;
       const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -123,7 +147,10 @@ FIRST_IMAGE_JS = """() => {
         seen++;
         if (data[i] + data[i+1] + data[i+2] > 30) lit++;
       }
-      if (lit / seen > 0.05) return performance.now();
+      if (lit / seen > 0.05) {
+        watch.shown = drawn;
+        return drawn;
+      }
     }
     return false;
 }"""
@@ -343,6 +370,7 @@ class Browser:
     def context(self, side: Side) -> Any:
         """A fresh context (empty cache) holding only ``side``'s session cookie."""
         context = self.browser.new_context(viewport={"width": 1280, "height": 800})
+        context.add_init_script(RENDER_WATCH_JS)
         if side.cookies:
             context.add_cookies(side.cookies)
         return context

@@ -242,9 +242,11 @@ class Catalog:
             return index
         building = self._building.get(tid)
         if building is None:
-            building = asyncio.ensure_future(self._load_or_build(state))
-            self._building[tid] = building
-            building.add_done_callback(lambda _: self._building.pop(tid, None))
+            building = self._build(state)
+        if index is not None:
+            # Arrived while we watched: answer from what was indexed on the way (the build
+            # completes this same index in place) rather than wait for the sealing.
+            return index
         try:
             index = await asyncio.shield(building)
         except (NodeInputError, StorageDamaged, TransferError, OSError) as exc:
@@ -370,8 +372,23 @@ class Catalog:
                 "arriving files not indexed", extra={"fields": {"transfer": tid, "error": type(exc).__name__}}
             )
         if state.state == "complete" and not index.complete and tid not in self._building:
-            self._building[tid] = building = asyncio.ensure_future(self._load_or_build(state))
-            building.add_done_callback(lambda _: self._building.pop(tid, None))
+            self._build(state)
+
+    def _build(self, state: TransferState) -> asyncio.Future[TransferIndex]:
+        """Start loading or building (and sealing) a transfer's whole index; one at a time per transfer."""
+        tid = state.transfer_id
+        building = asyncio.ensure_future(self._load_or_build(state))
+        self._building[tid] = building
+
+        def done(task: asyncio.Future[TransferIndex]) -> None:
+            self._building.pop(tid, None)
+            error = None if task.cancelled() else task.exception()
+            if error is not None:  # also raised to whoever awaited it; logged for the builds nobody awaits
+                fields = {"transfer": tid, "error": type(error).__name__}
+                log.warning("study not indexed", extra={"fields": fields})
+
+        building.add_done_callback(done)
+        return building
 
     async def settle(self, transfer_id: str) -> None:
         """Wait for the indexing of arrived files to catch up."""

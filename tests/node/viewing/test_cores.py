@@ -184,6 +184,8 @@ def test_app_config_has_one_data_source_the_node() -> None:
     config = app_config()
     assert config.count("namespace") == 1 and "window.location.origin + '/dicom-web'" in config
     assert "http" not in config.replace("window.location", "")  # no other server named
+    # CPU rendering only where WebGL is software-emulated (the browser test runs that path).
+    assert "window.config.useCPURendering = true" in config and '"useCPURendering"' not in config
 
 
 async def test_ohif_files_cached_compressed_and_contained(tmp_path: Path) -> None:
@@ -202,6 +204,10 @@ async def test_ohif_files_cached_compressed_and_contained(tmp_path: Path) -> Non
         )
         assert answer.headers["Content-Encoding"] == "gzip" and answer.headers["Cache-Control"] == IMMUTABLE
         assert b'__webpack_require__.p = "/ohif/"' in gzip.decompress(await answer.read())
+        # The web workers' own runtimes too: none of the app's scripts loads chunks from the root.
+        for script in sorted(default_dist().glob("*.js")):
+            served = await (await client.get(f"/ohif/{script.name}")).read()
+            assert b'__webpack_require__.p = "/";' not in served, script.name
         wasm = next(p.name for p in default_dist().glob("*.wasm"))
         answer = await client.get(f"/ohif/{wasm}", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
         assert answer.headers["Content-Type"] == "application/wasm"
