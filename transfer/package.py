@@ -3,7 +3,9 @@
 **Objects.**  A compressed file of at least ``large_object_bytes`` (1 MiB) becomes one
 object; smaller ones are concatenated into *bucket* objects of about
 ``bucket_target_bytes`` (4 MiB), so a study of thousands of small files costs a few
-hundred objects, not thousands of requests and key wraps.  Each object gets a
+hundred objects, not thousands of requests and key wraps.  The first buckets are smaller
+(``first_bucket_bytes``, 256 KiB, doubling up to the target), so the first files of a
+study are sealed, and can travel, long before the first 4 MiB are prepared.  Each object gets a
 fresh 32-byte key and is encrypted with secretstream (XChaCha20-Poly1305) in fixed
 plaintext chunks of ``aead_chunk_bytes`` (1 MiB), without length prefixes::
 
@@ -88,6 +90,8 @@ STORAGE_KEY_INFO: Final = b"mftp storage key v1"
 DEFAULT_AEAD_CHUNK_BYTES: Final = 1 << 20
 DEFAULT_FETCH_CHUNK_BYTES: Final = 4 << 20
 DEFAULT_BUCKET_TARGET_BYTES: Final = 4 << 20
+DEFAULT_FIRST_BUCKET_BYTES: Final = 256 << 10
+"""The first bucket of a study; each next one doubles up to ``bucket_target_bytes``."""
 DEFAULT_LARGE_OBJECT_BYTES: Final = 1 << 20
 
 ReadAt = Callable[[int, int], bytes]
@@ -279,6 +283,7 @@ class Packager:
         bucket_target_bytes: int = DEFAULT_BUCKET_TARGET_BYTES,
         large_object_bytes: int = DEFAULT_LARGE_OBJECT_BYTES,
         limits: ManifestLimits = DEFAULT_LIMITS,
+        first_bucket_bytes: int = DEFAULT_FIRST_BUCKET_BYTES,
     ) -> None:
         _check_sizes(chunk_bytes, aead_chunk_bytes)
         if len(transfer_id) != TRANSFER_ID_BYTES:
@@ -294,6 +299,9 @@ class Packager:
         self._chunk_bytes = chunk_bytes
         self._aead_chunk_bytes = aead_chunk_bytes
         self._bucket_target = bucket_target_bytes
+        # Small first buckets, doubling: the first files of a study are sealed (and can travel,
+        # and be viewed at the recipient) after a few hundred KiB instead of the first 4 MiB.
+        self._next_bucket_target = max(1, min(first_bucket_bytes, bucket_target_bytes))
         self._large = large_object_bytes
         self._limits = limits
         self._pending: list[_Pending] = []
@@ -324,7 +332,7 @@ class Packager:
             self._pending.append(_Pending(meta, slot, 0, len(compressed)))
             self._sealed[slot] = self._encrypt(compressed)
             return
-        if self._bucket_bytes + len(compressed) > self._bucket_target:
+        if self._bucket_bytes + len(compressed) > self._next_bucket_target:
             self._flush_bucket()
         if self._bucket_slot is None:
             self._bucket_slot = len(self._sealed)
@@ -416,6 +424,7 @@ class Packager:
         self._sealed[self._bucket_slot] = self._encrypt(plaintext)
         self._bucket_slot = None
         self._bucket_bytes = 0
+        self._next_bucket_target = min(self._bucket_target, 2 * self._next_bucket_target)
 
     def _encrypt(self, plaintext: bytes) -> SealedObject:
         if len(self._sealed) > self._limits.max_objects:

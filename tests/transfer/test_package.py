@@ -53,11 +53,24 @@ def test_large_files_get_their_own_object_and_small_ones_share_buckets() -> None
 
 def test_buckets_close_near_their_target() -> None:
     files = make_files([300 * KIB] * 20)
-    result, _ = package_files(files, bucket_target_bytes=1 * MIB, large_object_bytes=512 * KIB)
+    result, _ = package_files(
+        files, bucket_target_bytes=1 * MIB, large_object_bytes=512 * KIB, first_bucket_bytes=1 * MIB
+    )
     sizes = [o.plain_bytes for o in result.manifest.objects]
     assert all(size <= MIB for size in sizes)
     assert sum(sizes) == 20 * 300 * KIB
     assert len(sizes) == 7  # three files per 1 MiB bucket
+
+
+def test_first_buckets_are_small_and_double_up_to_the_target() -> None:
+    # The first file of a study is sealed alone, so it can travel before the next MiB is ready.
+    files = make_files([100 * KIB] * 40)
+    result, _ = package_files(
+        files, bucket_target_bytes=1 * MIB, large_object_bytes=512 * KIB, first_bucket_bytes=128 * KIB
+    )
+    files_per_object = [o.plain_bytes // (100 * KIB) for o in result.manifest.objects]
+    assert files_per_object[:5] == [1, 2, 5, 10, 10]  # targets 128, 256, 512 KiB, then 1 MiB
+    assert sum(files_per_object) == 40
 
 
 def test_object_layout_matches_the_secretstream_chunking() -> None:
