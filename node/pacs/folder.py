@@ -21,7 +21,8 @@ import secrets
 import stat
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +44,17 @@ from .common import (
 __all__ = ["FolderLimits", "FolderSink", "FolderSource"]
 
 _COPY_CHUNK_BYTES = 1 << 20
-SCAN_THREADS = 2  # files read and hashed at once by a scan
+SCAN_THREADS = 2  # files read and hashed at once by a scan without worker processes
+SCAN_AHEAD = 8  # batches (or files, in threads) handed out ahead of the caller
+SCAN_BATCH = 32  # files per task handed to a worker process
 _PARTIAL_PREFIX = ".mftp-partial-"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def _done(value: str) -> Future[LocalFile | str]:
-    """A future already holding ``value``."""
-    future: Future[LocalFile | str] = Future()
-    future.set_result(value)
+def _done(value: str) -> Future[list[LocalFile | str]]:
+    """A future already holding ``[value]``."""
+    future: Future[list[LocalFile | str]] = Future()
+    future.set_result([value])
     return future
 
 
@@ -62,6 +65,44 @@ class FolderLimits:
     max_files: int = 100_000
     max_file_bytes: int = 8 << 30
     max_depth: int = 32
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How :func:`describe_one` reads a file (what a worker process is handed with it)."""
+
+    attachment_types: dict[str, str]
+    probe_limits: ProbeLimits | None
+    max_file_bytes: int
+
+
+def describe_one(path: Path, name: str, spill_dir: Path, index: int, options: ReadOptions) -> LocalFile | str:
+    """One file of a folder import, described (a bare data set wrapped into ``spill_dir``), or why not."""
+    try:
+        # Opened from "/" one component at a time without following a link: the file read
+        # is the one the walk found, even if a folder on its way was swapped for a link.
+        with os.fdopen(open_file_nofollow(path), "rb") as fp:
+            info, probe = describe_file(
+                fp,
+                name,
+                attachment_types=options.attachment_types,
+                probe_limits=options.probe_limits,
+                max_bytes=options.max_file_bytes,
+            )
+            if probe is not None and not probe.has_part10_header:
+                return wrap_bare_dataset(path, info, probe, spill_dir, index=index, source=fp)
+        return LocalFile(path, info)
+    except TransferInputError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+
+
+def describe_many(
+    jobs: list[tuple[Path, str, int]], spill_dir: Path, options: ReadOptions
+) -> list[LocalFile | str]:
+    """:func:`describe_one` of each ``(path, name, index)``: one task for a worker process."""
+    return [describe_one(path, name, spill_dir, index, options) for path, name, index in jobs]
 
 
 class FolderSource:
@@ -81,11 +122,13 @@ class FolderSource:
         attachment_types: Mapping[str, str] = DEFAULT_ATTACHMENT_TYPES,
         limits: FolderLimits | None = None,
         probe_limits: ProbeLimits | None = None,
+        processes: Executor | None = None,
     ) -> None:
         self._paths = [paths] if isinstance(paths, Path) else list(paths)
-        self._attachment_types = attachment_types
+        self._attachment_types = dict(attachment_types)
         self._limits = limits or FolderLimits()
         self._probe_limits = probe_limits
+        self._processes = processes
 
     def scan(self, spill_dir: Path, report: ImportReport) -> Iterator[LocalFile]:
         """Yield the files that can travel; record every other one in ``report``.
@@ -114,44 +157,62 @@ class FolderSource:
     def _described(self, spill_dir: Path, report: ImportReport) -> Iterator[tuple[str, LocalFile | str]]:
         """``(name, file or why not)`` for each file, in walk order.
 
-        Files are read and hashed by :data:`SCAN_THREADS` threads (hashing and reading release
-        the GIL), a few ahead of the caller: the first files of a study can be prepared while
-        the rest are still read.
+        Files are read, checked and hashed a few ahead of the caller (the first files of a study
+        can be prepared while the rest are still read): in batches of :data:`SCAN_BATCH` by the
+        worker processes given as ``processes`` (the node's preparing workers), else one by one
+        by :data:`SCAN_THREADS` threads.  Processes, because the walk over each file's elements
+        is Python that holds the GIL; batches, because one task per file cost more in passing
+        it to a process than the parallel walk saved.  A process that dies leaves its files
+        (and the rest) to the threads.
         """
-        window: deque[tuple[str, Future[LocalFile | str]]] = deque()
-        with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="scan") as pool:
+        window: deque[tuple[list[tuple[Path, str, int]], Future[list[LocalFile | str]]]] = deque()
+        processes, options = self._processes, self._options()
+        batch: list[tuple[Path, str, int]] = []
+        with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="scan") as threads:
+
+            def submit() -> None:
+                nonlocal processes
+                jobs, future = list(batch), None
+                batch.clear()
+                if processes is not None:
+                    try:
+                        future = processes.submit(describe_many, jobs, spill_dir, options)
+                    except (BrokenProcessPool, RuntimeError):  # died, or shutting down: threads go on
+                        processes = None
+                window.append((jobs, future or threads.submit(describe_many, jobs, spill_dir, options)))
+
             for count, (path, name) in enumerate(self._files(report), start=1):
                 if count > self._limits.max_files:
+                    if batch:
+                        submit()
                     too_many = f"more than {self._limits.max_files} files: the rest were not read"
-                    window.append((name, _done(too_many)))
+                    window.append(([(path, name, 0)], _done(too_many)))
                     break
-                window.append((name, pool.submit(self._one, path, name, spill_dir, count)))
-                while len(window) > 4 * SCAN_THREADS:
-                    name_done, future = window.popleft()
-                    yield name_done, future.result()
+                batch.append((path, name, count))
+                if len(batch) >= (SCAN_BATCH if processes is not None else 1):
+                    submit()
+                while len(window) > SCAN_AHEAD:
+                    yield from self._results(window.popleft(), spill_dir, options)
+            if batch:
+                submit()
             while window:
-                name_done, future = window.popleft()
-                yield name_done, future.result()
+                yield from self._results(window.popleft(), spill_dir, options)
 
-    def _one(self, path: Path, name: str, spill_dir: Path, index: int) -> LocalFile | str:
+    def _options(self) -> ReadOptions:
+        return ReadOptions(self._attachment_types, self._probe_limits, self._limits.max_file_bytes)
+
+    @staticmethod
+    def _results(
+        item: tuple[list[tuple[Path, str, int]], Future[list[LocalFile | str]]],
+        spill_dir: Path,
+        options: ReadOptions,
+    ) -> Iterator[tuple[str, LocalFile | str]]:
+        jobs, future = item
         try:
-            # Opened from "/" one component at a time without following a link: the file read
-            # is the one the walk found, even if a folder on its way was swapped for a link.
-            with os.fdopen(open_file_nofollow(path), "rb") as fp:
-                info, probe = describe_file(
-                    fp,
-                    name,
-                    attachment_types=self._attachment_types,
-                    probe_limits=self._probe_limits,
-                    max_bytes=self._limits.max_file_bytes,
-                )
-                if probe is not None and not probe.has_part10_header:
-                    return wrap_bare_dataset(path, info, probe, spill_dir, index=index, source=fp)
-            return LocalFile(path, info)
-        except TransferInputError as exc:
-            return str(exc)
-        except OSError as exc:
-            return f"cannot read: {exc.strerror or exc}"
+            results = future.result()
+        except BrokenProcessPool:  # its process died: read them here
+            results = describe_many(jobs, spill_dir, options)
+        yield from zip((name for _, name, _ in jobs), results, strict=True)
 
     def _files(self, report: ImportReport) -> Iterator[tuple[Path, str]]:
         for given in self._paths:

@@ -299,6 +299,7 @@ class TransferService:
                 attachments=state.mode == "identified",
                 max_instances=self.host.config.get("transfer", "max_instances"),
                 burned_in=burned_in if state.mode != "identified" else "clean",
+                processes=self.pool.executor(),
             )
             study_uid = one_study(files, report, self.host.config.get("transfer", "max_instances"))
             patient, issuer, description = await asyncio.to_thread(study_parties, files)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -161,17 +162,20 @@ async def import_study(
     attachments: bool = False,
     max_instances: int | None = None,
     burned_in: BurnedInChoice = "clean",
+    processes: Executor | None = None,
 ) -> tuple[list[LocalFile], ImportReport]:
     """The files of ``source`` that travel (spilled into ``spill`` when they must be copied).
 
     ``attachments`` (identified mode only): attachments travel as encapsulated-document
     instances; otherwise they, and encapsulated documents, are reported as not sent
     (:func:`~.dimse_and_attachments.travelling_files`, which also applies ``burned_in``).
-    ``max_instances`` bounds a DIMSE retrieval.
+    ``max_instances`` bounds a DIMSE retrieval.  ``processes`` (the node's preparing workers)
+    read a folder's files in parallel (:class:`~mftp.node.pacs.folder.FolderSource`).
     """
     report = ImportReport()
     if isinstance(source, Path):
-        files = await asyncio.to_thread(lambda: list(FolderSource(source).scan(spill, report)))
+        folder = FolderSource(source, processes=processes)
+        files = await asyncio.to_thread(lambda: list(folder.scan(spill, report)))
     elif isinstance(source, DimseStudy):
         files = await fetch_dimse_study(source, spill, report, max_instances=max_instances)
     else:

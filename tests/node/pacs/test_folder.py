@@ -9,7 +9,10 @@ import struct
 import time
 import tracemalloc
 import warnings
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -17,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mftp.node.pacs import FolderSink, FolderSource, LocalFile, describe_path, folder
+from mftp.node.transfers.preparing import PreparePool
 from mftp.transfer.study import FileKind, ImportReport, group_studies
 from tests.samples import sample
 
@@ -283,3 +287,41 @@ def test_ten_thousand_instances_in_bounded_memory(tmp_path: Path) -> None:
     # bytes (~43 MB here) are never held.
     assert peak < study_bytes / 4, f"peak {peak} bytes for a {study_bytes}-byte study"
     assert time.monotonic() - started < 60
+
+
+class _DyingPool(Executor):
+    """A process pool whose worker died: the first task fails, then it refuses new ones."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.tasks += 1
+        if self.tasks > 1:
+            raise BrokenProcessPool("a worker died")
+        future: Future[Any] = Future()
+        future.set_exception(BrokenProcessPool("a worker died"))
+        return future
+
+
+def _outcome(files: list[LocalFile], report: ImportReport, spill: Path) -> tuple[Any, ...]:
+    described = sorted((f.info.name, f.info.sha256, f.path.parent == spill) for f in files)
+    return described, sorted((f.name, f.reason) for f in report.failures), sorted(report.notes)
+
+
+def test_worker_processes_read_a_folder_as_threads_do(case_folder: Path, tmp_path: Path) -> None:
+    # The node hands its preparing workers to a scan (the walk over elements holds the GIL);
+    # the result is the threads' own, also when a worker dies on the way.
+    outcomes = []
+    pool = PreparePool(2)
+    try:
+        for processes in (None, pool.executor(), _DyingPool()):
+            spill = tmp_path / f"spill-{len(outcomes)}"
+            spill.mkdir()
+            report = ImportReport()
+            files = list(FolderSource(case_folder, processes=processes).scan(spill, report))
+            outcomes.append(_outcome(files, report, spill))
+    finally:
+        pool.shutdown()
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert len(outcomes[0][0]) == 7 and len(outcomes[0][1]) == 5
