@@ -86,7 +86,7 @@ def app_config(base: str = BASE) -> str:
 SOFTWARE_GPU_JS: Final = """(function () {
   // Without a GPU (virtual desktops, thin clients, headless browsers) WebGL is emulated on the
   // CPU, and OHIF's own CPU path draws a 2D stack sooner: use it there.  A real GPU keeps WebGL,
-  // which MPR and 3D need; `?viewportRendering=gpu` forces WebGL for one session.
+  // which MPR and 3D need; `?viewportRendering=webgl` forces WebGL for one session.
   var key = 'mftp.viewer.softwareGpu', agent = navigator.userAgent, known = null;
   try { known = JSON.parse(localStorage.getItem(key) || 'null'); } catch (e) {}
   var software = known && known.agent === agent ? known.software : null;

@@ -162,3 +162,12 @@ async def test_ohif_shows_a_received_ct_series_with_the_original_pixels(
         assert np.array_equal(shown, ds.pixel_array)
     # One opening, one record.
     assert [r[2] for r in node.records] == ["view"]
+    # Without a GPU (Chromium here draws WebGL with SwiftShader) the viewer draws on the CPU;
+    # `viewportRendering=webgl` in the URL still brings WebGL back, and the image with it.
+    cpu_rendering = "() => window.cornerstone.getShouldUseCPURendering()"
+    assert await page.evaluate(cpu_rendering) is True
+    await page.goto(
+        str(test_server.make_url(f"/ohif/viewer?StudyInstanceUIDs={study}&viewportRendering=webgl"))
+    )
+    await page.wait_for_function(f"({SHOWN_JS})() > 0.05", timeout=120_000)
+    assert await page.evaluate(cpu_rendering) is False
