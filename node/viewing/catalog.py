@@ -386,6 +386,8 @@ class Catalog:
             if error is not None:  # also raised to whoever awaited it; logged for the builds nobody awaits
                 fields = {"transfer": tid, "error": type(error).__name__}
                 log.warning("study not indexed", extra={"fields": fields})
+            elif not task.cancelled():
+                self._indexes[tid] = task.result()  # the live index completed, or the sealed one
 
         building.add_done_callback(done)
         return building
