@@ -108,10 +108,11 @@ SOFTWARE_GPU_JS: Final = """(function () {
   if (software) window.config.useCPURendering = true;
 })();
 """
-"""Appended to ``app-config.js``: CPU rendering where WebGL is software-emulated (measured: a 2D stack's
-first image 3.1 s instead of 5.3 s with the app cached, 5.4 s instead of 7.2 s cold, in Chromium
-with SwiftShader on the 2-core test machine).  The finding is kept per browser in ``localStorage``
-because a first WebGL context costs up to 0.7 s there."""
+"""Appended to ``app-config.js``: CPU rendering where WebGL is software-emulated.  Measured in
+Chromium with SwiftShader on the 2-core test machine, medians of 4 openings of each kind with the
+app's files fetched each time: a 2D stack's first image 5.4 s instead of 7.2 s on a first opening,
+3.1 s instead of 5.3 s on the next.  The finding is kept per browser in ``localStorage`` (the
+browser's name and one boolean) because a first WebGL context cost up to 0.7 s there."""
 
 
 class OhifApp:
