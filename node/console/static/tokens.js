@@ -26,20 +26,7 @@ async function revoke(t) {
   try {
     await api("DELETE", `/tokens/${encodeURIComponent(t.token_id)}`);
     say("Token revoked.", "ok");
-    document.getElementById("add-passkey").addEventListener("click", async () => {
-  say("");
-  try {
-    // Adding a second factor is consequential: api() asks for the code again if the last is stale.
-    const options = await api("POST", "/passkeys/options");
-    const credential = await createPasskey(options);
-    await api("POST", "/passkeys", { credential: JSON.stringify(credential) });
-    say("Passkey added: you may use it instead of a code when you sign in.", "ok");
-  } catch (error) {
-    say(`No passkey added: ${error.message}`);
-  }
-});
-
-await load();
+    await load();
   } catch (error) {
     say(`Not revoked: ${error.message}`);
   }
@@ -78,20 +65,7 @@ document.getElementById("make").addEventListener("submit", async (event) => {
       el("button", { type: "button", class: "secondary", onclick: () => place.replaceChildren() }, "I have copied it")));
     document.getElementById("secret-title").focus();
     event.target.reset();
-    document.getElementById("add-passkey").addEventListener("click", async () => {
-  say("");
-  try {
-    // Adding a second factor is consequential: api() asks for the code again if the last is stale.
-    const options = await api("POST", "/passkeys/options");
-    const credential = await createPasskey(options);
-    await api("POST", "/passkeys", { credential: JSON.stringify(credential) });
-    say("Passkey added: you may use it instead of a code when you sign in.", "ok");
-  } catch (error) {
-    say(`No passkey added: ${error.message}`);
-  }
-});
-
-await load();
+    await load();
   } catch (error) {
     say(`No token made: ${error.message}`);
   }
