@@ -32,12 +32,14 @@ canvas takes the page's main thread about 120 ms (a trace counted 843 ms in 7 re
 warm opening), and polls late behind the page's own work dated images up to 600 ms late.
 A viewer that never sends the event is still read once a second, dated by the read.
 In the same context the other study is then opened with the app already in the browser's
-cache: the warm figure.  Sides and study orders are interleaved so that load on the shared
-machine falls on both.  Before the measured rounds, every frame of each study is fetched once
-from each side, unmeasured (the node's first open restores the study from its encrypted store,
-Orthanc reads its files from disk; both then answer from their caches, as on a viewer in use),
-and one context opens a study unmeasured: the browser's first context starts its GPU process and
-fills its caches, a cost that otherwise fell on whichever side came first (1-2 s here).
+cache: the warm figure.  Each study order is run on both sides one after the other, the side that
+goes first alternating, so that load on the shared machine falls on both.  Before the measured
+rounds, every frame of each study is fetched once from each side, unmeasured (the node's first
+open restores the study from its encrypted store, Orthanc reads its files from disk; both then
+answer from their caches, as on a viewer in use), and one context opens a study unmeasured: the
+browser's first context starts its GPU process and fills its caches, a cost that otherwise fell
+on whichever side came first (1-2 s here).  The browser runs as Chrome does on a machine without
+a GPU, which this is: compositing in software, WebGL on SwiftShader (BROWSER_ARGS says why).
 
 Figures (medians over --contexts fresh contexts each; 5, --quick 1):
 
@@ -357,6 +359,15 @@ def session_cookies(origin: str, session: SessionClient) -> list[dict[str, Any]]
     return [{"name": name, "value": value, "url": origin, "httpOnly": True, "sameSite": "Strict"}]
 
 
+# The browser of a machine without a GPU, which this one is: Chromium composites and rasterises in
+# software and renders WebGL (which the viewer's cornerstone needs) on SwiftShader, the fallback
+# Chrome >= 139 keeps only under the EnableUnsafeSwiftShader policy.  ``--use-angle=swiftshader``,
+# used here before, is the mode of Chromium's GPU-less test bots: it drives the whole GPU pipeline on
+# SwiftShader, compositing included, and headless reads every frame back; in that mode the GPU
+# process's main thread was busy for nearly all of a warm opening, on one of the two cores.
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"]
+
+
 class Browser:
     """Debian's chromium through Playwright (executable_path; never ``playwright install``)."""
 
@@ -367,7 +378,7 @@ class Browser:
         self._playwright = self._manager.start()
         self.browser = self._playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+            args=BROWSER_ARGS,
         )
 
     def context(self, side: Side) -> Any:
@@ -475,9 +486,11 @@ def measure_sides(browser: Browser, sides: list[Side], studies: list[Study], con
         first_image_ms(context.new_page(), sides[0].viewer(studies[0]))
     finally:
         context.close()
+    # Side by side at every step (node then Orthanc, then Orthanc then node), so that a slow spell of
+    # the shared machine falls on both sides of a pair rather than on one side's whole run.
     for run in range(contexts):
-        for side in sides if run % 2 == 0 else list(reversed(sides)):
-            for first, then in orders:
+        for step, (first, then) in enumerate(orders):
+            for side in sides if (run + step) % 2 == 0 else list(reversed(sides)):
                 context = browser.context(side)
                 try:
                     page = context.new_page()

@@ -57,7 +57,8 @@ def test_the_patient_views_the_shared_study_in_ohif(devnet: list[NodeProcess], t
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+            # As Chrome on a machine without a GPU (scripts/bench_viewer.py, BROWSER_ARGS says why).
+            args=["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"],
         )
         page: Any = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         answers: list[str] = []

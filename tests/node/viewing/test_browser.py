@@ -82,7 +82,8 @@ async def signed_in_page(server: Any) -> AsyncIterator[Any]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+            # As Chrome on a machine without a GPU (scripts/bench_viewer.py, BROWSER_ARGS says why).
+            args=["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"],
         )
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
         test_server, kit = server[0], server[0].kit
