@@ -85,13 +85,15 @@ def app_config(base: str = BASE) -> str:
 
 SOFTWARE_GPU_JS: Final = """(function () {
   // Without a GPU (virtual desktops, thin clients, headless browsers) WebGL is emulated on the
-  // CPU, and OHIF's own CPU path draws a 2D stack sooner: use it there.  A real GPU keeps WebGL,
+  // CPU, and OHIF's own CPU path draws a 2D stack sooner: use it there.  Where there is no WebGL
+  // at all (Chrome >= 139 without a GPU, unless a policy allows SwiftShader) OHIF's WebGL path
+  // fails outright and the CPU path is the only one that shows images.  A real GPU keeps WebGL,
   // which MPR and 3D need; `?viewportRendering=webgl` forces WebGL for one session.
   var key = 'mftp.viewer.softwareGpu', agent = navigator.userAgent, known = null;
   try { known = JSON.parse(localStorage.getItem(key) || 'null'); } catch (e) {}
   var software = known && known.agent === agent ? known.software : null;
   if (software === null) {
-    software = false;
+    software = true;  // no WebGL context at all: the CPU path too
     try {
       var canvas = document.createElement('canvas');
       var gl = canvas.getContext('webgl2') || canvas.getContext('webgl');
@@ -101,14 +103,17 @@ SOFTWARE_GPU_JS: Final = """(function () {
         software = /swiftshader|llvmpipe|softpipe|software|basic render/i.test(renderer);
         var lose = gl.getExtension('WEBGL_lose_context');
         if (lose) lose.loseContext();
+        // Kept only when a context was made: a GPU process that failed once must not pin this
+        // browser to the CPU path.
+        localStorage.setItem(key, JSON.stringify({agent: agent, software: software}));
       }
     } catch (e) {}
-    try { localStorage.setItem(key, JSON.stringify({agent: agent, software: software})); } catch (e) {}
   }
   if (software) window.config.useCPURendering = true;
 })();
 """
-"""Appended to ``app-config.js``: CPU rendering where WebGL is software-emulated.  Measured in
+"""Appended to ``app-config.js``: CPU rendering where WebGL is software-emulated or absent (without
+WebGL, OHIF 3.13's WebGL path stops with "Something went wrong"; tested in Chromium).  Measured in
 Chromium with SwiftShader on the 2-core test machine, medians of 4 openings of each kind with the
 app's files fetched each time: a 2D stack's first image 5.4 s instead of 7.2 s on a first opening,
 3.1 s instead of 5.3 s on the next.  The finding is kept per browser in ``localStorage`` (the

@@ -74,16 +74,22 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[TestServer, Node, list[b
         await server.close()
 
 
+# As Chrome on a machine without a GPU (scripts/bench_viewer.py, BROWSER_ARGS says why).
+NO_GPU = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"]
+# As Chrome >= 139 there when no policy allows SwiftShader: no WebGL at all.
+NO_WEBGL = ["--no-sandbox", "--disable-gpu", "--disable-3d-apis"]
+
+
 @pytest.fixture
-async def signed_in_page(server: Any) -> AsyncIterator[Any]:
-    """A browser page signed in as dr.b (clinician) on the console: password, then a TOTP code."""
+async def signed_in_page(server: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A browser page signed in as dr.b (clinician) on the console: password, then a TOTP code.
+
+    The browser's flags are :data:`NO_GPU` unless a test names others (indirect parameter)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            # As Chrome on a machine without a GPU (scripts/bench_viewer.py, BROWSER_ARGS says why).
-            args=["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"],
+            executable_path=CHROMIUM, args=getattr(request, "param", NO_GPU)
         )
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
         test_server, kit = server[0], server[0].kit
@@ -172,3 +178,19 @@ async def test_ohif_shows_a_received_ct_series_with_the_original_pixels(
     )
     await page.wait_for_function(f"({SHOWN_JS})() > 0.05", timeout=120_000)
     assert await page.evaluate(cpu_rendering) is False
+
+
+@pytest.mark.parametrize("signed_in_page", [NO_WEBGL], indirect=True)
+async def test_ohif_shows_the_series_in_a_browser_without_webgl(
+    server: Any, signed_in_page: Any, tmp_path: Path
+) -> None:
+    # OHIF's WebGL path stops with "Something went wrong" where WebGL cannot be had; the node's
+    # app-config then asks for the CPU path, which shows the image.
+    test_server, _, originals = server
+    page = signed_in_page
+    study = str(pydicom.dcmread(io.BytesIO(originals[0]), stop_before_pixels=True).StudyInstanceUID)
+    assert await page.evaluate("() => !document.createElement('canvas').getContext('webgl')")
+    await page.goto(str(test_server.make_url(f"/ohif/viewer?StudyInstanceUIDs={study}")))
+    await page.wait_for_function(f"({SHOWN_JS})() > 0.05", timeout=120_000)
+    assert await page.evaluate("() => window.cornerstone.getShouldUseCPURendering()") is True
+    await page.screenshot(path=str(tmp_path / "viewer-without-webgl.png"))
