@@ -20,7 +20,7 @@ from mftp.node.devnet.client import api, running_devnet, wait_until
 from mftp.node.devnet.consortium import NodeProcess
 from mftp.node.devnet.studies import make_ct_series
 from mftp.node.viewing.ohif import default_dist
-from tests.node.viewing.test_browser import SHOWN_JS
+from tests.node.viewing.test_browser import NO_GPU, SHOWN_JS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -55,11 +55,7 @@ def test_the_patient_views_the_shared_study_in_ohif(devnet: list[NodeProcess], t
     assert status == 201, made
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            # As Chrome on a machine without a GPU (scripts/bench_viewer.py, BROWSER_ARGS says why).
-            args=["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"],
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=NO_GPU)
         page: Any = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         answers: list[str] = []
         page.on(
