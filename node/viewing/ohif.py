@@ -133,8 +133,9 @@ class OhifApp:
         if not index.is_file():
             raise NodeUsageError(f"the OHIF viewer is not installed at {self.dist}: run `make viewer`")
         self._patched["index.html"] = self._patch_index(index.read_bytes())
+        public_path = f'__webpack_require__.p = "{base}";'.encode()
         for pattern, old, new in (
-            ("app.bundle.*.js", _PUBLIC_PATH, f'__webpack_require__.p = "{base}";'.encode()),
+            ("app.bundle.*.js", _PUBLIC_PATH, public_path),
             ("app.bundle.css", b"url(/", f"url({base}".encode()),
         ):
             for path in self.dist.glob(pattern):
@@ -146,9 +147,7 @@ class OhifApp:
         # with the root as public path too: their chunks would be asked of the API, not the app.
         for path in self.dist.glob("*.js"):
             if path.name not in self._patched and _PUBLIC_PATH in (data := path.read_bytes()):
-                self._patched[path.name] = data.replace(
-                    _PUBLIC_PATH, f'__webpack_require__.p = "{base}";'.encode()
-                )
+                self._patched[path.name] = data.replace(_PUBLIC_PATH, public_path)
 
     def _patch_index(self, html: bytes) -> bytes:
         marker = b'window.PUBLIC_URL="/"'

@@ -184,7 +184,7 @@ def test_app_config_has_one_data_source_the_node() -> None:
     config = app_config()
     assert config.count("namespace") == 1 and "window.location.origin + '/dicom-web'" in config
     assert "http" not in config.replace("window.location", "")  # no other server named
-    # CPU rendering only where WebGL is software-emulated (the browser test runs that path).
+    # CPU rendering only where WebGL is software-emulated or absent (the browser tests run both).
     assert "window.config.useCPURendering = true" in config and '"useCPURendering"' not in config
 
 
