@@ -14,9 +14,10 @@ hold the expected text is refused at start, not served half-working), and ``rout
 ``/ohif``: the viewer of a study is ``/ohif/viewer?StudyInstanceUIDs=<uid>``.
 
 ``app-config.js`` is generated: its only data source is this node's DICOMweb root, on the origin
-the browser used.  Files whose names carry a content hash get a year of cache lifetime
-(immutable); other files a day; ``index.html`` and the configuration are revalidated each time.
-Paths without an extension that name no file serve ``index.html`` (the app's own routes).
+the browser used; OHIF's first-visit tour is off (:func:`app_config` says why).  Files whose
+names carry a content hash get a year of cache lifetime (immutable); other files a day;
+``index.html`` and the configuration are revalidated each time.  Paths without an extension
+that name no file serve ``index.html`` (the app's own routes).
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def app_config(base: str = BASE) -> str:
         "routerBasename": base.rstrip("/") or "/",
         "showStudyList": True,
         "investigationalUseDialog": {"option": "never"},
+        # No first-visit tour: it opens over the image in every browser profile that has not
+        # seen it (shared workstations often reset profiles at sign-out), and while it shows its
+        # overlay is moved on every animation frame: in Chromium without a GPU, 0.7 of a core
+        # (renderer 0.3, GPU process 0.4; 10 s measured) for as long as nobody closes it.
+        "customizationService": {"ohif.tours": {"$set": []}},
         "extensions": [],
         "modes": [],
         "defaultDataSourceName": "mftp",
