@@ -9,8 +9,9 @@ explicit transfers.  Everything else does not exist for that caller (the routes 
 **Indexes.**  Each visible transfer has a :class:`~.index.TransferIndex`: while a study
 still arrives, the receiver tells the catalog (:meth:`Catalog.on_verified`, registered on
 :attr:`~mftp.node.transfers.receiver.Receiver.verified_listeners`) of each batch of files it
-verified, and the catalog restores and describes them in a worker thread, so the first series
-can be opened before the last byte arrives and later ones appear on the next query.  Once the
+verified, and the catalog restores and describes them in the node's worker processes (those
+that prepare studies; a thread where the node has one), so the first series can be opened
+before the last byte arrives and later ones appear on the next query.  Once the
 transfer is complete the index is sealed into the blob store (``viewing-<id>``).  A transfer
 received before this existed, or one we sent, is indexed on first use.
 
@@ -32,9 +33,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from mftp.crypto.signing import PublicIdentity, SigningIdentity
@@ -71,7 +76,14 @@ class NotFound(NodeUsageError):
     """No such study, series, instance or frame for this caller (HTTP 404, whoever holds it)."""
 
 
-class Store(Protocol):
+class Objects(Protocol):
+    """Complete objects to read (the blob store, or one of its files in a worker process)."""
+
+    def reader(self, object_id: bytes) -> contextlib.AbstractContextManager[Callable[[int, int], bytes]]:
+        """``read_at(offset, length)`` over a complete object."""
+
+
+class Store(Objects, Protocol):
     """What the catalog needs of the node's blob store (:class:`~mftp.node.dataplane.blobstore.BlobStore`)."""
 
     def get_record(self, name: str, *, max_bytes: int = ...) -> bytes | None:
@@ -80,8 +92,18 @@ class Store(Protocol):
     def put_record(self, name: str, data: bytes) -> None:
         """Store a record atomically."""
 
-    def reader(self, object_id: bytes) -> contextlib.AbstractContextManager[Callable[[int, int], bytes]]:
-        """``read_at(offset, length)`` over a complete object."""
+    def path_of(self, object_id: bytes) -> Path:
+        """Where a complete object is (read-only use, by a worker process)."""
+
+
+class Workers(Protocol):
+    """The node's worker processes (:class:`~mftp.node.transfers.preparing.PreparePool`)."""
+
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The running pool, or ``None`` (a node configured with one worker: use threads)."""
+
+    def discard(self, broken: ProcessPoolExecutor) -> None:
+        """Forget a pool whose worker died."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,7 @@ class _Source:
         self.objects.update((o.object_id, o) for o in manifest.objects)
 
 
-def restore_object(store: Store, obj: ObjectInfo, key: bytes, entries: list[Entry]) -> dict[str, bytes]:
+def restore_object(store: Objects, obj: ObjectInfo, key: bytes, entries: list[Entry]) -> dict[str, bytes]:
     """The original bytes of ``entries`` (all in ``obj``), each checked; blocking, in memory only."""
     out: dict[str, bytes] = {}
     with store.reader(obj.object_id) as read_at:
@@ -144,6 +166,38 @@ def restore_object(store: Store, obj: ObjectInfo, key: bytes, entries: list[Entr
             original = decompress(compressed, max_output_bytes=entry.size, name=entry.name)
             check_restored(entry, original)
             out[entry.name] = original
+    return out
+
+
+class _StoredFile:
+    """One complete object's file, read as the blob store reads it (a worker process must not
+    open the store itself: opening it clears the node's temporary files)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def reader(self, object_id: bytes) -> Iterator[Callable[[int, int], bytes]]:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            yield lambda offset, length: os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+
+def describe_object(path: str, obj: ObjectInfo, key: bytes, entries: list[Entry]) -> list[InstanceInfo]:
+    """The descriptions of ``entries``, all in the complete object stored at ``path`` (blocking).
+
+    Run in the node's worker processes: restoring and reading DICOM is Python work that holds
+    the interpreter lock, which in the node's own process slowed the transfers it was serving
+    and receiving (see :meth:`Catalog.on_verified`).  Only the descriptions go back, a few
+    kilobytes each; the restored bytes are restored again if a viewer asks for them.
+    """
+    out = []
+    for name, data in restore_object(_StoredFile(path), obj, key, entries).items():
+        info = describe(name, data)
+        if info is not None:
+            out.append(info)
     return out
 
 
@@ -181,9 +235,10 @@ class Catalog:
         identity: SigningIdentity,
         record_access: RecordAccess,
         cache_bytes: int = CACHE_BYTES,
+        workers: Workers | None = None,
     ) -> None:
         self.store, self.states, self.identity = store, states, identity
-        self.record_access = record_access
+        self.record_access, self.workers = record_access, workers
         self._storage_key = storage_key_for(identity)
         self._index_key = index_key(self._storage_key)
         self._indexes: dict[str, TransferIndex] = {}
@@ -281,20 +336,42 @@ class Catalog:
         return index
 
     async def _describe_into(self, index: TransferIndex, source: _Source, entries: Collection[Entry]) -> None:
-        """Restore and describe ``entries`` in a worker thread; add them to ``index`` and the cache.
+        """Restore and describe ``entries``; add them to ``index`` (and, described here, to the cache).
 
-        The index and the cache change on the event loop only (the thread returns its results).
+        In the node's worker processes, one task per object, when it has them; else in a thread.
+        The index and the cache change on the event loop only (the workers return their results).
         """
-        described = await asyncio.to_thread(self._describe, source, list(entries))
+        by_object: dict[bytes, list[Entry]] = {}
+        for entry in entries:
+            by_object.setdefault(entry.object_id, []).append(entry)
+        executor = self.workers.executor() if self.workers is not None and by_object else None
+        if executor is not None:
+            try:
+                index.add(await self._describe_elsewhere(executor, source, by_object))
+                return
+            except BrokenProcessPool:  # a worker died (out of memory?): the next call starts new ones
+                assert self.workers is not None
+                self.workers.discard(executor)
+        described = await asyncio.to_thread(self._describe, source, by_object)
         for info, data in described:
             self.cache.put((index.transfer_id, info.name), data)
         index.add(info for info, _ in described)
 
-    def _describe(self, source: _Source, entries: list[Entry]) -> list[tuple[InstanceInfo, bytes]]:
-        """Each of ``entries`` that is DICOM, described, with its bytes (blocking)."""
-        by_object: dict[bytes, list[Entry]] = {}
-        for entry in entries:
-            by_object.setdefault(entry.object_id, []).append(entry)
+    async def _describe_elsewhere(
+        self, executor: ProcessPoolExecutor, source: _Source, by_object: dict[bytes, list[Entry]]
+    ) -> list[InstanceInfo]:
+        loop = asyncio.get_running_loop()
+        jobs = []
+        for object_id, group in by_object.items():
+            obj = source.objects[object_id]
+            path, key = str(self.store.path_of(object_id)), source.key_for(obj)
+            jobs.append(loop.run_in_executor(executor, describe_object, path, obj, key, group))
+        return [info for infos in await asyncio.gather(*jobs) for info in infos]
+
+    def _describe(
+        self, source: _Source, by_object: dict[bytes, list[Entry]]
+    ) -> list[tuple[InstanceInfo, bytes]]:
+        """Each entry that is DICOM, described, with its bytes (blocking)."""
         out = []
         for object_id, group in by_object.items():
             obj = source.objects[object_id]
@@ -342,8 +419,9 @@ class Catalog:
     def on_verified(self, state: TransferState, manifest: Manifest, entries: Collection[Entry]) -> None:
         """The receiver verified ``entries`` of ``manifest`` (maybe partial): index them soon.
 
-        Called on the event loop; the work runs in a worker thread, one batch per transfer at a
-        time, so the first images are viewable while the rest still arrives.  Once the transfer
+        Called on the event loop; the work runs in the worker processes (:func:`describe_object`),
+        one batch per transfer at a time, so the first images are viewable while the rest still
+        arrives.  Once the transfer
         is complete, the whole index is sealed into the blob store.
         """
         tid = state.transfer_id

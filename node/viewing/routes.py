@@ -220,6 +220,7 @@ class ViewingRoutes:
             states=transfers.states,
             identity=identity,
             record_access=transfers.access.record_access,
+            workers=transfers.pool,
         )
         transfers.receiver.verified_listeners.append(catalog.on_verified)
         dist = ohif_dist or default_dist()

@@ -11,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mftp.node.devnet.studies import make_ct_series
+from mftp.node.transfers.preparing import PreparePool
 from mftp.node.transfers.state import IN, Phase, TransferState
 from mftp.node.viewing.catalog import Catalog, Scope
 from mftp.transfer.codec import compress
@@ -29,8 +34,21 @@ pytestmark = pytest.mark.timeout(120)
 USER = {"X-Test-User": "dr.b"}
 
 
-async def test_a_study_opens_before_it_has_arrived_and_grows(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def workers() -> Iterator[PreparePool]:
+    """The node's worker processes, as a running node has them."""
+    pool = PreparePool(2)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.mark.parametrize("in_workers", [False, True], ids=["threads", "worker-processes"])
+async def test_a_study_opens_before_it_has_arrived_and_grows(
+    tmp_path: Path, in_workers: bool, workers: PreparePool
+) -> None:
     node = Node(tmp_path)
+    if in_workers:
+        node.catalog.workers = workers
     study = pydicom.uid.generate_uid()
     first = make_ct_series(tmp_path / "s1", 6, study_uid=study)
     second = make_ct_series(tmp_path / "s2", 4, study_uid=study)
@@ -61,6 +79,8 @@ async def test_a_study_opens_before_it_has_arrived_and_grows(tmp_path: Path) -> 
         assert partial is not None and partial.partial and partial.entries
         node.catalog.on_verified(state, partial, partial.entries)
         await node.catalog.settle(state.transfer_id)
+        # Described in the worker processes, only descriptions came back: nothing restored here yet.
+        assert (node.catalog.cache.size == 0) is in_workers
         studies = await (await client.get("/dicom-web/studies", headers=USER)).json()
         assert studies[0]["0020000D"]["Value"] == [study]
         shown = studies[0]["00201208"]["Value"][0]
@@ -107,6 +127,37 @@ async def test_a_study_opens_before_it_has_arrived_and_grows(tmp_path: Path) -> 
     index = (await fresh.indexes(Scope.clinician("user:dr.b")))[0]
     assert len(index.instances) == 10 and index.complete
     assert fresh.cache.size == 0  # answered from the stored index: no file was restored
+
+
+class _BrokenPool(ProcessPoolExecutor):
+    """A pool whose worker died: every submit raises, as a real one's does."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise BrokenProcessPool("a worker died")
+
+
+class _Workers:
+    def __init__(self) -> None:
+        self.pool: ProcessPoolExecutor | None = _BrokenPool(1)
+        self.discarded: list[ProcessPoolExecutor] = []
+
+    def executor(self) -> ProcessPoolExecutor | None:
+        return self.pool
+
+    def discard(self, broken: ProcessPoolExecutor) -> None:
+        self.discarded.append(broken)
+        self.pool = None
+
+
+async def test_a_dead_worker_pool_falls_back_to_a_thread(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    dead = _Workers()
+    node.catalog.workers = dead
+    originals = [p.read_bytes() for p in make_ct_series(tmp_path / "s", 3)]
+    tid = node.receive({f"{i:05d}.dcm": data for i, data in enumerate(originals)}, to_user="user:dr.b")
+    index = (await node.catalog.indexes(Scope.clinician("user:dr.b")))[0]
+    assert index.transfer_id == tid and len(index.instances) == 3
+    assert len(dead.discarded) == 1 and dead.pool is None  # the next call starts fresh workers
 
 
 def test_sealed_index_refuses_another_transfer_id(tmp_path: Path) -> None:
