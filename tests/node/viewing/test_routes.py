@@ -8,6 +8,7 @@ recorded once per session and study; malformed requests are 4xx, never 500.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -226,3 +227,16 @@ async def test_share_scope_sees_its_studies_only(tmp_path: Path) -> None:
             f"/dicom-web/studies/{study_two}/metadata", headers={"X-Test-User": "patient"}
         )
         assert answer.status == 404
+
+
+async def test_dicom_json_is_gzipped_for_a_client_that_accepts_it(served: Any) -> None:
+    _node, client, info = served
+    st, se, _ = _uids(next(iter(info["files"]["mine"].values())))
+    url = f"/dicom-web/studies/{st}/series/{se}/metadata"
+    asked = {"X-Test-User": "dr.b", "Accept": "application/dicom+json"}
+    plain = await client.get(url, headers={**asked, "Accept-Encoding": "identity"})
+    assert plain.status == 200 and "Content-Encoding" not in plain.headers
+    packed = await client.get(url, headers={**asked, "Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+    body = await packed.read()
+    assert gzip.decompress(body) == await plain.read() and len(body) < len(gzip.decompress(body))
