@@ -300,7 +300,9 @@ class Catalog:
             building = self._build(state)
         if index is not None:
             # Arrived while we watched: answer from what was indexed on the way (the build
-            # completes this same index in place) rather than wait for the sealing.
+            # completes this same index in place) rather than wait for the sealing, but not
+            # before the last batches are in: a complete transfer is answered whole.
+            await self.settle(tid)
             return index
         try:
             index = await asyncio.shield(building)

@@ -8,6 +8,7 @@ patient name in clear) and a restarted node answers from it without restoring an
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -26,7 +27,7 @@ from mftp.node.transfers.preparing import PreparePool
 from mftp.node.transfers.state import IN, Phase, TransferState
 from mftp.node.viewing.catalog import Catalog, Scope
 from mftp.transfer.codec import compress
-from mftp.transfer.manifest import EntryMeta, seal_manifest
+from mftp.transfer.manifest import EntryMeta, open_manifest, seal_manifest
 from mftp.transfer.package import Packager, storage_key_for
 from tests.node.viewing.helpers import Node, viewing_app
 
@@ -115,8 +116,6 @@ async def test_a_study_opens_before_it_has_arrived_and_grows(
         if node.store.get_record(f"viewing-{state.transfer_id}") is not None:
             break
         await node.catalog.settle(state.transfer_id)
-        import asyncio
-
         await asyncio.sleep(0.05)
     sealed = node.store.get_record(f"viewing-{state.transfer_id}")
     assert sealed is not None
@@ -178,3 +177,22 @@ def test_sealed_index_refuses_another_transfer_id(tmp_path: Path) -> None:
         open_index(sealed[:-5] + b"xxxxx", key, "00" * 16)
     assert describe("junk", b"not dicom at all") is None
     assert pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID == info.sop
+
+
+async def test_a_complete_transfer_is_answered_whole_while_its_last_batch_is_described(
+    tmp_path: Path,
+) -> None:
+    # The receiver marks the transfer complete and hands over its last batch in one step; a
+    # query right after must wait for that batch, not answer with what was indexed before it.
+    node = Node(tmp_path)
+    originals = [p.read_bytes() for p in make_ct_series(tmp_path / "s", 4)]
+    tid = node.receive({f"{i:05d}.dcm": data for i, data in enumerate(originals)}, to_user="user:dr.b")
+    state = node.states.get(tid)
+    assert state is not None and state.state == Phase.COMPLETE
+    sealed = node.store.get_record(f"offer-{tid}")
+    assert sealed is not None
+    manifest = open_manifest(sealed, node.identity, sender=node.peer.public)
+    node.catalog.on_verified(state, manifest, manifest.entries)
+    await asyncio.sleep(0)  # the batch has begun (its index exists, still empty)
+    index = (await node.catalog.indexes(Scope.clinician("user:dr.b")))[0]
+    assert len(index.instances) == 4
