@@ -39,7 +39,7 @@ open restores the study from its encrypted store, Orthanc reads its files from d
 answer from their caches, as on a viewer in use), and one context opens a study unmeasured: the
 browser's first context starts its GPU process and fills its caches, a cost that otherwise fell
 on whichever side came first (1-2 s here).  The browser runs as Chrome does on a machine without
-a GPU, which this is: compositing in software, WebGL on SwiftShader (BROWSER_ARGS says why).
+a GPU, which this is: compositing in software, WebGL on SwiftShader (mftp.node.devnet.browser).
 
 Figures (medians over --contexts fresh contexts each; 5, --quick 1):
 
@@ -93,6 +93,7 @@ from bench_transfer import make_study  # the 500 MB study of bench_transfer.py, 
 from pydicom.data import get_testdata_file
 
 from mftp.node.api_client import SessionClient
+from mftp.node.devnet.browser import CHROMIUM, NO_GPU_ARGS
 from mftp.node.devnet.client import TEST_CONSENSUS, api, cli_command, environment_without_passphrase
 from mftp.node.devnet.consortium import (
     Member,
@@ -109,7 +110,6 @@ from mftp.node.devnet.throttle import ThreadedProxy, ThrottleProxy
 from mftp.node.viewing.ohif import OhifApp, default_dist
 
 ROOT = Path(__file__).resolve().parent.parent / "build" / "bench_viewer"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 ORTHANC_PLUGINS = [p for p in ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins") if Path(p).is_dir()]
 MR_FILE = "MR2_UNCR.dcm"
@@ -359,15 +359,6 @@ def session_cookies(origin: str, session: SessionClient) -> list[dict[str, Any]]
     return [{"name": name, "value": value, "url": origin, "httpOnly": True, "sameSite": "Strict"}]
 
 
-# The browser of a machine without a GPU, which this one is: Chromium composites and rasterises in
-# software and renders WebGL (which the viewer's cornerstone needs) on SwiftShader, the fallback
-# Chrome >= 139 keeps only under the EnableUnsafeSwiftShader policy.  ``--use-angle=swiftshader``,
-# used here before, is the mode of Chromium's GPU-less test bots: it drives the whole GPU pipeline on
-# SwiftShader, compositing included, and headless reads every frame back; in that mode the GPU
-# process's main thread was busy for nearly all of a warm opening, on one of the two cores.
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"]
-
-
 class Browser:
     """Debian's chromium through Playwright (executable_path; never ``playwright install``)."""
 
@@ -378,7 +369,7 @@ class Browser:
         self._playwright = self._manager.start()
         self.browser = self._playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=BROWSER_ARGS,
+            args=list(NO_GPU_ARGS),
         )
 
     def context(self, side: Side) -> Any:

@@ -4,7 +4,8 @@
   processes;
 - :mod:`.client`: talk to a running devnet as an operator would (its API and CLI), sample
   records and a sample study;
-- :mod:`.throttle`: a TCP proxy that limits bandwidth, to see transfers over a slower link.
+- :mod:`.throttle`: a TCP proxy that limits bandwidth, to see transfers over a slower link;
+- :mod:`.browser`: Debian's Chromium as the benchmarks and browser tests start it.
 
 Shared by ``scripts/`` and ``tests/`` through the package, never through path tricks.  Imports
 the node's foundation only; what it runs, it runs as separate processes.

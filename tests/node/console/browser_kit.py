@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from mftp.node.devnet.browser import CHROMIUM
 from mftp.node.devnet.consortium import Member
 from mftp.node.devnet.people import DevnetUser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
 
 

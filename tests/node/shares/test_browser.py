@@ -24,15 +24,15 @@ import pytest
 from aiohttp import web
 from playwright.sync_api import sync_playwright
 
+from mftp.node.devnet.browser import CHROMIUM
 from mftp.node.people.sessions import Principal
 from tests.share_world import World, clinician, share_app, study_files
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "images" / "share-patient.png"
 A = "aa" * 16
 
-if not CHROMIUM.exists():
+if not Path(CHROMIUM).exists():
     pytest.fail("Debian's chromium is not installed: run `make system-deps`", pytrace=False)
 
 
@@ -94,7 +94,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield chromium
         chromium.close()
 

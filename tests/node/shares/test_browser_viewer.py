@@ -8,7 +8,6 @@ through DICOMweb under the share's session, and nothing else of the node.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,15 @@ from typing import Any
 
 import pytest
 
+from mftp.node.devnet.browser import CHROMIUM, NO_GPU_ARGS
 from mftp.node.devnet.client import api, running_devnet, wait_until
 from mftp.node.devnet.consortium import NodeProcess
 from mftp.node.devnet.studies import make_ct_series
 from mftp.node.viewing.ohif import default_dist
-from tests.node.viewing.test_browser import NO_GPU, SHOWN_JS
+from tests.node.viewing.test_browser import SHOWN_JS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "images" / "share-viewer.png"
 
 
@@ -55,7 +54,7 @@ def test_the_patient_views_the_shared_study_in_ohif(devnet: list[NodeProcess], t
     assert status == 201, made
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=NO_GPU)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(NO_GPU_ARGS))
         page: Any = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         answers: list[str] = []
         page.on(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from mftp.node.api.people_routes import PeopleApi
 from mftp.node.api.server import Api
 from mftp.node.console.pages import ConsolePages
+from mftp.node.devnet.browser import CHROMIUM, NO_GPU_ARGS, NO_WEBGL_ARGS
 from mftp.node.devnet.studies import make_ct_series
 from mftp.node.viewing.ohif import OhifApp, default_dist
 from mftp.node.viewing.routes import ViewingRoutes
@@ -33,7 +33,6 @@ from tests.people_kit import PASSWORD, PeopleKit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "images" / "viewer.png"
 
 
@@ -74,22 +73,16 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[TestServer, Node, list[b
         await server.close()
 
 
-# As Chrome on a machine without a GPU (scripts/bench_viewer.py, BROWSER_ARGS says why).
-NO_GPU = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"]
-# As Chrome >= 139 there when no policy allows SwiftShader: no WebGL at all.
-NO_WEBGL = ["--no-sandbox", "--disable-gpu", "--disable-3d-apis"]
-
-
 @pytest.fixture
 async def signed_in_page(server: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A browser page signed in as dr.b (clinician) on the console: password, then a TOTP code.
 
-    The browser's flags are :data:`NO_GPU` unless a test names others (indirect parameter)."""
+    The browser's flags are ``NO_GPU_ARGS`` unless a test names others (indirect parameter)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=getattr(request, "param", NO_GPU)
+            executable_path=CHROMIUM, args=list(getattr(request, "param", NO_GPU_ARGS))
         )
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
         test_server, kit = server[0], server[0].kit
@@ -179,7 +172,7 @@ async def test_ohif_shows_a_received_ct_series_with_the_original_pixels(
     assert await page.evaluate(cpu_rendering) is False
 
 
-@pytest.mark.parametrize("signed_in_page", [NO_WEBGL], indirect=True)
+@pytest.mark.parametrize("signed_in_page", [NO_WEBGL_ARGS], indirect=True)
 async def test_ohif_shows_the_series_in_a_browser_without_webgl(
     server: Any, signed_in_page: Any, tmp_path: Path
 ) -> None:
