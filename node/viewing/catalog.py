@@ -364,12 +364,21 @@ class Catalog:
     async def _describe_elsewhere(
         self, executor: ProcessPoolExecutor, source: _Source, by_object: dict[bytes, list[Entry]]
     ) -> list[InstanceInfo]:
+        objects = [source.objects[object_id] for object_id in by_object]
+        # Unsealing each object's key is public-key work (0.1 ms): not on the event loop.
+        keys = await asyncio.to_thread(lambda: [source.key_for(obj) for obj in objects])
         loop = asyncio.get_running_loop()
-        jobs = []
-        for object_id, group in by_object.items():
-            obj = source.objects[object_id]
-            path, key = str(self.store.path_of(object_id)), source.key_for(obj)
-            jobs.append(loop.run_in_executor(executor, describe_object, path, obj, key, group))
+        jobs = [
+            loop.run_in_executor(
+                executor,
+                describe_object,
+                str(self.store.path_of(obj.object_id)),
+                obj,
+                key,
+                by_object[obj.object_id],
+            )
+            for obj, key in zip(objects, keys, strict=True)
+        ]
         return [info for infos in await asyncio.gather(*jobs) for info in infos]
 
     def _describe(
