@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pydicom
-import zstandard
 from aiohttp import web
 from pydicom import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -53,10 +52,6 @@ ScopeOf = Callable[[Principal], Scope]
 ROOT: Final = "/dicom-web"
 NO_STORE: Final = {"Cache-Control": "no-store"}
 COMPRESS_JSON_MIN_BYTES: Final = 1024
-FRAME_ZSTD_LEVEL: Final = 1
-"""Uncompressed frames go zstd-coded to clients that accept it (Chromium >= 123 does): a 512x512
-16-bit CT frame, 524 KB, becomes 203 KB in ~2 ms.  Gzip would take 26 ms for about as much, more
-than the 27 ms it saves at 100 Mbit/s, so frames are never gzipped."""
 DICOM_JSON: Final = "application/dicom+json"
 OCTETS: Final = "application/octet-stream"
 # The media type of a compressed frame as stored (PS3.18 table 8.7.3-5), by transfer syntax.
@@ -427,13 +422,7 @@ class ViewingRoutes:
         else:
             raise NotAcceptable("frames are served as stored (transfer-syntax=*) or uncompressed")
         body, content_type = await asyncio.to_thread(_frame_parts, ds, numbers, as_stored)
-        headers = {**NO_STORE, "Content-Type": content_type, "Vary": "Accept-Encoding"}
-        if not (as_stored and stored_syntax.is_encapsulated) and accepts_coding(request, "zstd"):
-            # Pixels as they are (not JPEG...): zstd's fastest level, the one coding that costs
-            # the node less than it saves on a 100 Mbit/s link (see FRAME_ZSTD_LEVEL).
-            body = await asyncio.to_thread(zstandard.ZstdCompressor(level=FRAME_ZSTD_LEVEL).compress, body)
-            headers["Content-Encoding"] = "zstd"
-        return web.Response(body=body, headers=headers)
+        return web.Response(body=body, headers={**NO_STORE, "Content-Type": content_type})
 
     @requires(Permission.STUDY_VIEW, shared=True)
     async def bulkdata(self, request: web.Request) -> web.Response:
@@ -509,22 +498,6 @@ class ViewingRoutes:
         """``/ohif`` -> ``/ohif/``."""
         assert self.ohif is not None
         return await self.ohif.redirect(request)
-
-
-def accepts_coding(request: web.Request, coding: str) -> bool:
-    """Whether the request's ``Accept-Encoding`` names ``coding`` with a weight above zero."""
-    for item in request.headers.get("Accept-Encoding", "").split(","):
-        name, _, params = item.partition(";")
-        if name.strip().lower() != coding:
-            continue
-        weight = params.strip().lower()
-        if not weight:
-            return True
-        try:
-            return weight.startswith("q=") and float(weight[2:]) > 0
-        except ValueError:
-            return False
-    return False
 
 
 def _sort_key(attrs: dict[str, Any]) -> tuple[str, ...]:

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-import zstandard
 from aiohttp.test_utils import TestClient, TestServer
 from dicomweb_client.api import DICOMwebClient
 
@@ -241,33 +240,3 @@ async def test_dicom_json_is_gzipped_for_a_client_that_accepts_it(served: Any) -
     assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
     body = await packed.read()
     assert gzip.decompress(body) == await plain.read() and len(body) < len(gzip.decompress(body))
-
-
-def _frame_payload(body: bytes, content_type: str) -> bytes:
-    boundary = content_type.split("boundary=")[1].split(";")[0].strip('"')
-    return body.split(f"--{boundary}".encode())[1].split(b"\r\n\r\n", 1)[1][: -len(b"\r\n")]
-
-
-async def test_uncompressed_frames_are_zstd_coded_for_a_client_that_accepts_it(served: Any) -> None:
-    _node, client, info = served
-    accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
-    asked = {"X-Test-User": "dr.b", "Accept": accept}
-    for name, data in info["files"]["mine"].items():
-        st, se, sop = _uids(data)
-        url = f"/dicom-web/studies/{st}/series/{se}/instances/{sop}/frames/1"
-        plain = await client.get(url, headers={**asked, "Accept-Encoding": "gzip"})
-        assert plain.status == 200 and "Content-Encoding" not in plain.headers  # never gzipped
-        expected = _frame_payload(await plain.read(), plain.headers["Content-Type"])
-        coded = await client.get(
-            url, headers={**asked, "Accept-Encoding": "gzip, zstd"}, auto_decompress=False
-        )
-        body = await coded.read()
-        if pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID.is_encapsulated:
-            assert "Content-Encoding" not in coded.headers, name  # JPEG... as stored: nothing to gain
-        else:
-            assert coded.headers["Content-Encoding"] == "zstd", name
-            assert len(body) < len(await plain.read())
-            body = zstandard.ZstdDecompressor().decompress(body)
-        assert _frame_payload(body, coded.headers["Content-Type"]) == expected
-        refused = await client.get(url, headers={**asked, "Accept-Encoding": "zstd;q=0, gzip"})
-        assert "Content-Encoding" not in refused.headers
